@@ -1,0 +1,135 @@
+"""SparseGrid: one frame's voxel grid, stored only where it is occupied.
+
+The grid indexes the scene's axis-aligned box with `shape` = (nx, ny, nz) vertices per axis;
+vertex (i, j, k) sits at aabb[0] + (i, j, k) * (aabb[1] - aabb[0]) / (shape - 1) (the
+`align_corners=True` convention of `torch.nn.functional.grid_sample`). Every vertex that is not
+stored holds density 0 and features 0, which the renderer treats as empty space.
+
+Density is the raw value before the activation (see `featvid.render.volume`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as _load_np
+from safetensors.numpy import save as _save_np
+
+from featvid.atomic import write_bytes
+from featvid.errors import StreamError
+
+
+def grid_shape_for(aabb: torch.Tensor, resolution: int) -> tuple[int, int, int]:
+    """Vertices per axis for cubic voxels: the longest side of the box gets `resolution` vertices."""
+    ext = (aabb[1] - aabb[0]).tolist()
+    longest = max(ext)
+    return tuple(max(2, int(round((resolution - 1) * e / longest)) + 1) for e in ext)  # type: ignore[return-value]
+
+
+@dataclass
+class SparseGrid:
+    """One frame's grid: N stored vertices with density and C feature channels.
+
+    aabb:     [2, 3] float32, world box (min, max).
+    shape:    (nx, ny, nz) vertices per axis.
+    coords:   [N, 3] int32 vertex indices (i, j, k), unique.
+    density:  [N] float32 raw density (before softplus).
+    features: [N, C] float32.
+    """
+
+    aabb: torch.Tensor
+    shape: tuple[int, int, int]
+    coords: torch.Tensor
+    density: torch.Tensor
+    features: torch.Tensor
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def voxel_size(self) -> float:
+        """Edge of one voxel in world units (cubic voxels, see `grid_shape_for`)."""
+        ext = (self.aabb[1] - self.aabb[0]).tolist()
+        return max(e / (n - 1) for e, n in zip(ext, self.shape))
+
+    def validate(self) -> "SparseGrid":
+        """Raise StreamError on NaN/inf, out-of-range coordinates or mismatched lengths."""
+        n = self.coords.shape[0]
+        if self.coords.ndim != 2 or self.coords.shape[1] != 3:
+            raise StreamError(f"grid coords must be [N, 3], got {tuple(self.coords.shape)}")
+        if self.density.shape != (n,) or self.features.ndim != 2 or self.features.shape[0] != n:
+            raise StreamError("grid density/features do not match its coordinates")
+        if not (torch.isfinite(self.density).all() and torch.isfinite(self.features).all()):
+            raise StreamError("grid holds NaN or infinite values")
+        if n and ((self.coords < 0).any() or (self.coords >= torch.tensor(self.shape)).any()):
+            raise StreamError("grid coordinates fall outside the grid")
+        return self
+
+    def flat_index(self) -> torch.Tensor:
+        """Linear vertex index i * ny * nz + j * nz + k of each stored vertex. [N] long"""
+        c = self.coords.long()
+        _, ny, nz = self.shape
+        return (c[:, 0] * ny + c[:, 1]) * nz + c[:, 2]
+
+    def to_dense(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Dense volume [1 + C, nx, ny, nz]: channel 0 density, then features; zero where not stored."""
+        device = device or self.density.device
+        C = self.num_channels
+        vol = torch.zeros((1 + C, math.prod(self.shape)), device=device, dtype=dtype)
+        idx = self.flat_index().to(device)
+        vol[0, idx] = self.density.to(device, dtype)
+        vol[1:, idx] = self.features.to(device, dtype).T
+        return vol.view(1 + C, *self.shape)
+
+    def occupancy(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean vertex occupancy [nx, ny, nz]."""
+        device = device or self.density.device
+        occ = torch.zeros(math.prod(self.shape), dtype=torch.bool, device=device)
+        occ[self.flat_index().to(device)] = True
+        return occ.view(*self.shape)
+
+    @classmethod
+    def from_dense(cls, volume: torch.Tensor, occupancy: torch.Tensor, aabb: torch.Tensor) -> "SparseGrid":
+        """Keep the vertices of `volume` [1 + C, nx, ny, nz] where `occupancy` [nx, ny, nz] is set."""
+        coords = occupancy.nonzero().to(torch.int32)  # [N, 3], lexicographic order
+        v = volume[:, occupancy]  # [1 + C, N]
+        return cls(aabb.float().cpu(), tuple(occupancy.shape), coords.cpu(), v[0].float().cpu(),
+                   v[1:].T.contiguous().float().cpu())
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path, half: bool = False, meta: dict | None = None) -> None:
+        """Write a safetensors file atomically; `half` stores features as float16."""
+        tensors = {
+            "aabb": self.aabb.float().cpu().numpy(),
+            "coords": self.coords.to(torch.int32).cpu().numpy(),
+            "density": self.density.float().cpu().numpy(),
+            "features": self.features.cpu().numpy().astype(np.float16 if half else np.float32),
+        }
+        metadata = {"format": "featvid-grid", "shape": json.dumps(list(self.shape)), **(meta or {})}
+        write_bytes(path, _save_np(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SparseGrid":
+        """Read a grid written by `save` (safetensors: no pickle)."""
+        path = Path(path)
+        if not path.is_file():
+            raise StreamError(f"{path}: grid file is missing")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+            t = _load_np(str(path))
+            shape = tuple(int(s) for s in json.loads(meta["shape"]))
+            grid = cls(torch.from_numpy(t["aabb"]), shape, torch.from_numpy(t["coords"]),
+                       torch.from_numpy(t["density"]), torch.from_numpy(t["features"].astype(np.float32)))
+        except StreamError:
+            raise
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise StreamError(f"{path}: not a readable featvid grid ({e})") from e
+        return grid.validate()

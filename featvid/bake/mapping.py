@@ -1,0 +1,236 @@
+"""Mapping: where each occupied voxel of a GOP sits in the 2D atlas.
+
+VideoRF's layout, made exact:
+- vertices are grouped in 3D blocks of B x B x B (B = 4); a GOP keeps every block that holds an
+  occupied vertex in any of its frames (the union occupancy);
+- blocks are sorted in 3D Morton order of their block coordinates, and block n goes to the 2D tile
+  at the 2D Morton position of n, so that blocks near in 3D land near in 2D;
+- inside a block, the vertex at local (a, b, c) goes to tile pixel (row, col) =
+  (b + 4 * (c // 2), a + 4 * (c % 2)): each 4 x 4 quadrant of the 8 x 8 tile is one z-slice, so
+  neighbours in x and y stay neighbouring pixels (smooth for the codec's transforms).
+
+Because a GOP shares one mapping, a vertex keeps its pixel through the GOP, which is what lets the
+codec's inter prediction work. Vertices of kept blocks form the decoded occupancy: pixels of
+vertices outside the grid (blocks at the border) are unused and hold zero.
+
+File format (the same in a run folder and a stream, and read by the web player): gzip of
+  b"FVMAP1\n" + JSON header line + b"\n" + uint32 little-endian deltas of the sorted block codes.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featvid.atomic import write_bytes
+from featvid.errors import StreamError
+
+BLOCK = 4  # vertices per block side
+TILE = 8  # pixels per tile side: BLOCK**3 == TILE**2
+_MAGIC = b"FVMAP1\n"
+
+
+def _spread_bits(x: np.ndarray, stride: int, bits: int) -> np.ndarray:
+    out = np.zeros_like(x, dtype=np.uint64)
+    x = x.astype(np.uint64)
+    for b in range(bits):
+        out |= ((x >> np.uint64(b)) & np.uint64(1)) << np.uint64(stride * b)
+    return out
+
+
+def _gather_bits(code: np.ndarray, offset: int, stride: int, bits: int) -> np.ndarray:
+    out = np.zeros_like(code, dtype=np.uint64)
+    code = code.astype(np.uint64)
+    for b in range(bits):
+        out |= ((code >> np.uint64(stride * b + offset)) & np.uint64(1)) << np.uint64(b)
+    return out
+
+
+def morton3(ijk: np.ndarray, bits: int = 10) -> np.ndarray:
+    """3D Morton code of integer coordinates [..., 3] (x in bit 0, y in bit 1, z in bit 2)."""
+    return (_spread_bits(ijk[..., 0], 3, bits) | (_spread_bits(ijk[..., 1], 3, bits) << np.uint64(1))
+            | (_spread_bits(ijk[..., 2], 3, bits) << np.uint64(2)))
+
+
+def demorton3(code: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Inverse of `morton3`: [...] codes -> [..., 3] coordinates (int64)."""
+    return np.stack([_gather_bits(code, o, 3, bits) for o in range(3)], axis=-1).astype(np.int64)
+
+
+def demorton2(code: np.ndarray, bits: int = 16) -> np.ndarray:
+    """2D Morton decode: [...] codes -> [..., 2] (x from even bits, y from odd bits), int64."""
+    return np.stack([_gather_bits(code, o, 2, bits) for o in range(2)], axis=-1).astype(np.int64)
+
+
+def _local_pixel_table() -> np.ndarray:
+    """[B, B, B, 2] (row, col) inside a tile of the vertex at local (a, b, c): z-slices as quadrants."""
+    a, b, c = np.meshgrid(np.arange(BLOCK), np.arange(BLOCK), np.arange(BLOCK), indexing="ij")
+    return np.stack([b + BLOCK * (c // 2), a + BLOCK * (c % 2)], axis=-1)
+
+
+_LOCAL_PIXEL = _local_pixel_table()
+
+
+@dataclass
+class Mapping:
+    """One GOP's table from grid blocks to atlas tiles.
+
+    grid_shape: (nx, ny, nz) vertices per axis.
+    blocks:     [M, 3] int64 block coordinates in atlas order (3D Morton order).
+    """
+
+    grid_shape: tuple[int, int, int]
+    blocks: np.ndarray
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def from_occupancy(cls, occupancy: torch.Tensor | np.ndarray) -> "Mapping":
+        """Mapping of the blocks that hold any set vertex of `occupancy` [nx, ny, nz] (bool)."""
+        occ = np.asarray(occupancy.cpu() if isinstance(occupancy, torch.Tensor) else occupancy, dtype=bool)
+        if occ.ndim != 3:
+            raise StreamError(f"occupancy must be 3D, got shape {occ.shape}")
+        nb = [math.ceil(n / BLOCK) for n in occ.shape]
+        padded = np.zeros([n * BLOCK for n in nb], dtype=bool)
+        padded[: occ.shape[0], : occ.shape[1], : occ.shape[2]] = occ
+        per_block = padded.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).any(axis=(1, 3, 5))
+        blocks = np.argwhere(per_block)  # [M, 3]
+        order = np.argsort(morton3(blocks), kind="stable")
+        return cls(tuple(int(n) for n in occ.shape), blocks[order].astype(np.int64))
+
+    @classmethod
+    def from_union(cls, occupancies: list[torch.Tensor]) -> "Mapping":
+        """Mapping of the union of several frames' occupancies (one GOP)."""
+        if not occupancies:
+            raise StreamError("a GOP needs at least one frame")
+        union = occupancies[0].clone().bool()
+        for o in occupancies[1:]:
+            union |= o.bool()
+        return cls.from_occupancy(union)
+
+    # -- geometry of the atlas ---------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return int(self.blocks.shape[0])
+
+    @property
+    def tiles(self) -> tuple[int, int]:
+        """(tiles_y, tiles_x): the atlas in tiles. Width is the power of two that holds the Z-curve."""
+        m = max(1, self.num_blocks)
+        side = 1 << math.ceil(math.log2(math.ceil(math.sqrt(m))))  # 2^k with 4^k >= m
+        rows = int(demorton2(np.arange(m, dtype=np.uint64))[:, 1].max()) + 1
+        return rows, side
+
+    @property
+    def atlas_size(self) -> tuple[int, int]:
+        """(height, width) of one atlas plane in pixels."""
+        ty, tx = self.tiles
+        return ty * TILE, tx * TILE
+
+    def vertex_index(self) -> torch.Tensor:
+        """Flat vertex index for every atlas pixel, -1 where the pixel is unused. [H * W] long"""
+        if "vertex_index" not in self._cache:
+            H, W = self.atlas_size
+            nx, ny, nz = self.grid_shape
+            tile_xy = demorton2(np.arange(self.num_blocks, dtype=np.uint64))  # [M, 2] (x, y)
+            # vertex coordinates of every (block, a, b, c)
+            local = np.stack(np.meshgrid(*(np.arange(BLOCK),) * 3, indexing="ij"), -1).reshape(-1, 3)  # [64, 3]
+            verts = self.blocks[:, None, :] * BLOCK + local[None]  # [M, 64, 3]
+            pix = _LOCAL_PIXEL.reshape(-1, 2)  # [64, 2] (row, col)
+            rows = tile_xy[:, None, 1] * TILE + pix[None, :, 0]  # [M, 64]
+            cols = tile_xy[:, None, 0] * TILE + pix[None, :, 1]
+            inside = (verts < np.array([nx, ny, nz])).all(-1)
+            flat = (verts[..., 0] * ny + verts[..., 1]) * nz + verts[..., 2]
+            index = np.full(H * W, -1, dtype=np.int64)
+            index[(rows * W + cols)[inside]] = flat[inside]
+            self._cache["vertex_index"] = torch.from_numpy(index)
+        return self._cache["vertex_index"]
+
+    def occupancy(self) -> torch.Tensor:
+        """Vertices covered by the mapping's blocks [nx, ny, nz] bool: the decoded occupancy."""
+        idx = self.vertex_index()
+        occ = torch.zeros(math.prod(self.grid_shape), dtype=torch.bool)
+        occ[idx[idx >= 0]] = True
+        return occ.view(*self.grid_shape)
+
+    # -- volume <-> atlas ----------------------------------------------------------------------------
+    def to_atlas(self, volume: torch.Tensor) -> torch.Tensor:
+        """Gather a dense volume [C, nx, ny, nz] into atlas planes [C, H, W] (differentiable; 0 where unused)."""
+        H, W = self.atlas_size
+        idx = self.vertex_index().to(volume.device)
+        used = idx >= 0
+        flat = volume.reshape(volume.shape[0], -1)
+        out = flat[:, idx.clamp(min=0)] * used.to(volume.dtype)
+        return out.view(volume.shape[0], H, W)
+
+    def from_atlas(self, atlas: torch.Tensor) -> torch.Tensor:
+        """Scatter atlas planes [C, H, W] back into a dense volume [C, nx, ny, nz] (zero elsewhere)."""
+        C = atlas.shape[0]
+        if tuple(atlas.shape[1:]) != self.atlas_size:
+            raise StreamError(f"atlas is {tuple(atlas.shape[1:])}, mapping expects {self.atlas_size}")
+        idx = self.vertex_index().to(atlas.device)
+        used = idx >= 0
+        vol = torch.zeros((C, math.prod(self.grid_shape)), dtype=atlas.dtype, device=atlas.device)
+        vol[:, idx[used]] = atlas.reshape(C, -1)[:, used]
+        return vol.view(C, *self.grid_shape)
+
+    def grid_to_atlas(self, grid: "SparseGrid") -> torch.Tensor:  # noqa: F821
+        """Atlas planes [1 + C, H, W] of a frame's grid: plane 0 density, then features."""
+        return self.to_atlas(grid.to_dense())
+
+    def atlas_to_grid(self, atlas: torch.Tensor, aabb: torch.Tensor) -> "SparseGrid":  # noqa: F821
+        """The frame's SparseGrid from its atlas planes [1 + C, H, W]: every vertex of the mapping's blocks."""
+        from featvid.bake.grid import SparseGrid
+
+        idx = self.vertex_index().to(atlas.device)
+        used = idx >= 0
+        flat = idx[used]
+        order = torch.argsort(flat)
+        flat = flat[order]
+        values = atlas.reshape(atlas.shape[0], -1)[:, used][:, order]  # [1 + C, N]
+        nx, ny, nz = self.grid_shape
+        coords = torch.stack([flat // (ny * nz), (flat // nz) % ny, flat % nz], dim=-1).to(torch.int32)
+        return SparseGrid(aabb.float().cpu(), self.grid_shape, coords.cpu(), values[0].float().cpu(),
+                          values[1:].T.contiguous().float().cpu())
+
+    # -- bytes ---------------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The mapping file's bytes (see module docstring)."""
+        codes = np.sort(morton3(self.blocks)).astype(np.uint64)
+        deltas = np.diff(codes, prepend=np.uint64(0)).astype("<u4")
+        ty, tx = self.tiles
+        header = {"grid_shape": list(self.grid_shape), "block": BLOCK, "tile": TILE,
+                  "num_blocks": self.num_blocks, "tiles_x": tx, "tiles_y": ty}
+        raw = _MAGIC + json.dumps(header).encode() + b"\n" + deltas.tobytes()
+        return gzip.compress(raw, compresslevel=9, mtime=0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "mapping") -> "Mapping":
+        try:
+            raw = gzip.decompress(data)
+            if not raw.startswith(_MAGIC):
+                raise ValueError("bad magic")
+            end = raw.index(b"\n", len(_MAGIC))
+            header = json.loads(raw[len(_MAGIC):end])
+            deltas = np.frombuffer(raw[end + 1:], dtype="<u4").astype(np.uint64)
+            if header["block"] != BLOCK or len(deltas) != header["num_blocks"]:
+                raise ValueError("header does not match the data")
+        except Exception as e:
+            raise StreamError(f"{source}: not a readable featvid mapping ({e})") from e
+        blocks = demorton3(np.cumsum(deltas, dtype=np.uint64))
+        return cls(tuple(int(n) for n in header["grid_shape"]), blocks)
+
+    def save(self, path: str | Path) -> None:
+        write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mapping":
+        path = Path(path)
+        if not path.is_file():
+            raise StreamError(f"{path}: mapping file is missing")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
