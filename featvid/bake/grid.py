@@ -96,7 +96,7 @@ class SparseGrid:
     @classmethod
     def from_dense(cls, volume: torch.Tensor, occupancy: torch.Tensor, aabb: torch.Tensor) -> "SparseGrid":
         """Keep the vertices of `volume` [1 + C, nx, ny, nz] where `occupancy` [nx, ny, nz] is set."""
-        coords = occupancy.nonzero().to(torch.int32)  # [N, 3], lexicographic order
+        coords = occupancy.nonzero().to(torch.int32).contiguous()  # [N, 3], lexicographic order
         v = volume[:, occupancy]  # [1 + C, N]
         return cls(aabb.float().cpu(), tuple(occupancy.shape), coords.cpu(), v[0].float().cpu(),
                    v[1:].T.contiguous().float().cpu())
@@ -104,11 +104,12 @@ class SparseGrid:
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | Path, half: bool = False, meta: dict | None = None) -> None:
         """Write a safetensors file atomically; `half` stores features as float16."""
+        # safetensors.numpy writes a non-contiguous array's raw buffer: make every array C-contiguous
         tensors = {
-            "aabb": self.aabb.float().cpu().numpy(),
-            "coords": self.coords.to(torch.int32).cpu().numpy(),
-            "density": self.density.float().cpu().numpy(),
-            "features": self.features.cpu().numpy().astype(np.float16 if half else np.float32),
+            "aabb": np.ascontiguousarray(self.aabb.float().cpu().numpy()),
+            "coords": np.ascontiguousarray(self.coords.to(torch.int32).cpu().numpy()),
+            "density": np.ascontiguousarray(self.density.float().cpu().numpy()),
+            "features": np.ascontiguousarray(self.features.float().cpu().numpy().astype(np.float16 if half else np.float32)),
         }
         metadata = {"format": "featvid-grid", "shape": json.dumps(list(self.shape)), **(meta or {})}
         write_bytes(path, _save_np(tensors, metadata={k: str(v) for k, v in metadata.items()}))

@@ -194,7 +194,7 @@ class Mapping:
         flat = flat[order]
         values = atlas.reshape(atlas.shape[0], -1)[:, used][:, order]  # [1 + C, N]
         nx, ny, nz = self.grid_shape
-        coords = torch.stack([flat // (ny * nz), (flat // nz) % ny, flat % nz], dim=-1).to(torch.int32)
+        coords = torch.stack([flat // (ny * nz), (flat // nz) % ny, flat % nz], dim=-1).to(torch.int32).contiguous()
         return SparseGrid(aabb.float().cpu(), self.grid_shape, coords.cpu(), values[0].float().cpu(),
                           values[1:].T.contiguous().float().cpu())
 

@@ -63,15 +63,23 @@ class Volume:
         return max(e / (n - 1) for e, n in zip(ext, self.shape))
 
     @classmethod
-    def from_dense(cls, data: torch.Tensor, occupancy: torch.Tensor, aabb: torch.Tensor) -> "Volume":
-        """data [1 + C, nx, ny, nz], vertex occupancy [nx, ny, nz] bool."""
-        return cls(data, cell_occupancy(occupancy.to(data.device)), aabb.to(data.device, torch.float32))
+    def from_dense(cls, data: torch.Tensor, occupancy: torch.Tensor, aabb: torch.Tensor, masked: bool = False) -> "Volume":
+        """data [1 + C, nx, ny, nz], vertex occupancy [nx, ny, nz] bool.
+
+        Vertices outside the occupancy are zeroed (differentiably): a stream stores nothing there,
+        so a trainer must not learn values that decoding would lose. Pass masked=True when `data`
+        is already zero there (a decoded grid) to skip the multiply.
+        """
+        occupancy = occupancy.to(data.device)
+        if not masked:
+            data = data * occupancy.to(data.dtype)
+        return cls(data, cell_occupancy(occupancy), aabb.to(data.device, torch.float32))
 
     @classmethod
     def from_grid(cls, grid: "SparseGrid", device: torch.device | str = "cpu",  # noqa: F821
                   dtype: torch.dtype = torch.float32) -> "Volume":
         """Dense volume of a SparseGrid: its stored vertices are the occupancy."""
-        return cls.from_dense(grid.to_dense(device, dtype), grid.occupancy(device), grid.aabb)
+        return cls.from_dense(grid.to_dense(device, dtype), grid.occupancy(device), grid.aabb, masked=True)
 
 
 def cell_occupancy(vertex_occ: torch.Tensor) -> torch.Tensor:
