@@ -118,6 +118,18 @@ class Run:
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
         return TinyMLP.load(self.path / "mlp.safetensors", device)
 
+    def summary(self) -> dict[str, Any]:
+        """What `featvid info RUN` shows: frames done, GOPs, grid, sizes in bytes."""
+        done = self.finished_frames()
+        grid_bytes = sum(self.frame_path(t).stat().st_size for t in done)
+        return {
+            "kind": "run", "path": str(self.path), "frames": self.num_frames, "finished_frames": len(done),
+            "fps": self.fps, "grid_shape": list(self.grid_shape), "channels": self.meta.get("num_channels"),
+            "aabb": self.meta["aabb"], "gops": [[g.start, g.end] for g in self.gops],
+            "grid_bytes_per_frame": grid_bytes / max(1, len(done)), "dataset": self.meta.get("dataset"),
+            "preset": self.meta.get("config", {}).get("preset"),
+        }
+
     def log(self) -> list[dict]:
         p = self.path / "log.jsonl"
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
