@@ -1,0 +1,127 @@
+"""Packing: atlas planes <-> one codec frame (see docs/stream-format.md, "Packing").
+
+`luma-mosaic`: the P planes tile one image that is the frame's luma (Y) plane; chroma, where the
+pixel format has it, is neutral. The most compatible packing (gray or yuv420p, what browsers play).
+`yuv444-triplets`: planes go three by three into Y, U, V of a yuv444p frame, tiled the same way.
+
+A frame here is a list of image planes as the pixel format stores them (numpy uint16 codes, no
+line padding): [Y] for gray, [Y, U, V] for yuv420p (U, V at half size) and yuv444p.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from featvid.errors import StreamError
+
+PACKINGS = ("luma-mosaic", "yuv444-triplets")
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """Where the cells sit in a codec frame.
+
+    atlas: (H_a, W_a) one cell (a plane, or a triplet of planes), pixels.
+    cols, rows: cells per row / column.
+    height, width: the padded frame size (multiples of 16), pixels.
+    """
+
+    atlas: tuple[int, int]
+    cols: int
+    rows: int
+    height: int
+    width: int
+
+    @classmethod
+    def layout(cls, num_cells: int, atlas: tuple[int, int]) -> "Mosaic":
+        """cols = ceil(sqrt(n)), rows = ceil(n / cols), size padded to multiples of 16."""
+        cols = max(1, math.ceil(math.sqrt(num_cells)))
+        rows = max(1, math.ceil(num_cells / cols))
+        h, w = atlas
+        return cls((h, w), cols, rows, _round_up(rows * h, 16), _round_up(cols * w, 16))
+
+    def to_json(self) -> dict:
+        return {"cols": self.cols, "rows": self.rows, "height": self.height, "width": self.width}
+
+    @classmethod
+    def from_json(cls, atlas: tuple[int, int], d: dict) -> "Mosaic":
+        m = cls(tuple(int(x) for x in atlas), int(d["cols"]), int(d["rows"]), int(d["height"]), int(d["width"]))  # type: ignore[arg-type]
+        if m.rows * m.atlas[0] > m.height or m.cols * m.atlas[1] > m.width or m.height % 2 or m.width % 2:
+            raise StreamError(f"mosaic {d} does not hold cells of {atlas}")
+        return m
+
+
+def num_cells(num_planes: int, packing: str) -> int:
+    """Cells in the mosaic: one per plane, or one per triplet."""
+    if packing == "luma-mosaic":
+        return num_planes
+    if packing == "yuv444-triplets":
+        return math.ceil(num_planes / 3)
+    raise StreamError(f"unknown packing {packing!r} (known: {', '.join(PACKINGS)})")
+
+
+def _tile(cells: np.ndarray, m: Mosaic, fill: int) -> np.ndarray:
+    """cells [n, H_a, W_a] -> image [height, width]."""
+    H, W = m.atlas
+    img = np.full((m.height, m.width), fill, dtype=np.uint16)
+    for p in range(cells.shape[0]):
+        r, c = divmod(p, m.cols)
+        img[r * H:(r + 1) * H, c * W:(c + 1) * W] = cells[p]
+    return img
+
+
+def _untile(img: np.ndarray, m: Mosaic, n: int) -> np.ndarray:
+    """image [height, width] -> cells [n, H_a, W_a]."""
+    H, W = m.atlas
+    out = np.empty((n, H, W), dtype=img.dtype)
+    for p in range(n):
+        r, c = divmod(p, m.cols)
+        out[p] = img[r * H:(r + 1) * H, c * W:(c + 1) * W]
+    return out
+
+
+def pack(codes: np.ndarray, packing: str, m: Mosaic, pix_fmt: str, levels: tuple[int, int],
+         bit_depth: int) -> list[np.ndarray]:
+    """Codes [P, H_a, W_a] -> the frame's planes (uint16) for `pix_fmt`."""
+    a = levels[0]
+    mid = 1 << (bit_depth - 1)  # neutral chroma
+    P = codes.shape[0]
+    if packing == "luma-mosaic":
+        y = _tile(codes, m, a)
+        if pix_fmt.startswith("gray"):
+            return [y]
+        if pix_fmt.startswith("yuv420p"):
+            c = np.full((m.height // 2, m.width // 2), mid, dtype=np.uint16)
+            return [y, c, c.copy()]
+        if pix_fmt.startswith("yuv444p"):
+            c = np.full((m.height, m.width), mid, dtype=np.uint16)
+            return [y, c, c.copy()]
+        raise StreamError(f"luma-mosaic cannot use pixel format {pix_fmt}")
+    if packing == "yuv444-triplets":
+        if not pix_fmt.startswith("yuv444p"):
+            raise StreamError(f"yuv444-triplets needs a yuv444p pixel format, not {pix_fmt}")
+        G = math.ceil(P / 3)
+        padded = np.full((G * 3, *codes.shape[1:]), a, dtype=np.uint16)
+        padded[:P] = codes
+        return [_tile(padded[k::3], m, a) for k in range(3)]
+    raise StreamError(f"unknown packing {packing!r}")
+
+
+def unpack(planes: list[np.ndarray], packing: str, m: Mosaic, num_planes: int) -> np.ndarray:
+    """The decoded frame's planes -> codes [P, H_a, W_a]."""
+    if packing == "luma-mosaic":
+        return _untile(planes[0], m, num_planes)
+    if packing == "yuv444-triplets":
+        if len(planes) < 3 or planes[1].shape != planes[0].shape:
+            raise StreamError("yuv444-triplets stream decoded without full-size chroma")
+        G = math.ceil(num_planes / 3)
+        cells = [_untile(planes[k], m, G) for k in range(3)]  # 3 x [G, H, W]
+        inter = np.stack(cells, axis=1).reshape(G * 3, *m.atlas)  # plane 3g + k
+        return inter[:num_planes]
+    raise StreamError(f"unknown packing {packing!r}")

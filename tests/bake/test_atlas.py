@@ -1,0 +1,82 @@
+"""The baker: sparse gather == Mapping.grid_to_atlas, bake -> unbake lossless, resume, refusals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from featvid.bake.atlas import Baked, bake_run, grid_atlas
+from featvid.bake.mapping import Mapping
+from featvid.bake.run import Run
+from featvid.errors import StreamError
+from tests.codecs.synthetic import make_grid, make_run
+
+
+def test_sparse_gather_equals_mapping_grid_to_atlas():
+    grids = [make_grid((20, 18, 22), 3, t) for t in range(2)]
+    mapping = Mapping.from_union([g.occupancy() for g in grids])
+    for g in grids:
+        assert torch.equal(grid_atlas(mapping, g), mapping.grid_to_atlas(g))
+
+
+def test_grid_outside_the_mapping_is_refused():
+    mapping = Mapping.from_occupancy(make_grid((16, 16, 16), 2, 0).occupancy())
+    far = make_grid((16, 16, 16), 2, 0)
+    far.coords = torch.tensor([[15, 15, 15]], dtype=torch.int32)
+    far.density, far.features = torch.ones(1), torch.ones(1, 2)
+    with pytest.raises(StreamError, match="outside the GOP's mapping"):
+        grid_atlas(mapping, far)
+
+
+def test_bake_unbake_is_lossless(tmp_path):
+    run = Run(make_run(tmp_path / "run", frames=3, gop=2, shape=(20, 20, 20), channels=3))
+    baked = Baked(bake_run(run.path, tmp_path / "baked"))
+    meta = baked.meta
+    assert (meta["frames"], meta["channels"], meta["grid_shape"]) == (3, 4, [20, 20, 20])
+    assert [g["frames"] for g in meta["gops"]] == [2, 1]
+    for g, entry in enumerate(meta["gops"]):
+        mapping = baked.mapping(g)
+        atlas = baked.atlas(g)
+        for f in range(entry["frames"]):
+            ref = run.frame(entry["start"] + f)
+            back = mapping.atlas_to_grid(atlas.planes[f], run.aabb)  # every vertex of the GOP's blocks
+            dense, ref_dense = back.to_dense(), ref.to_dense()
+            assert torch.equal(dense, ref_dense)  # stored values exact, the rest 0 on both sides
+            assert ref.occupancy()[back.occupancy()].sum() == ref.coords.shape[0]
+        lo = atlas.planes.amin(dim=(0, 2, 3))
+        assert all(r[0] >= float(l) - 1e-6 for r, l in zip(atlas.ranges, lo))
+    assert json.loads((tmp_path / "baked" / "baked.json").read_text())["format"] == "featvid-baked"
+    assert baked.mlp_bytes() == (run.path / "mlp.safetensors").read_bytes()
+
+
+def test_bake_resumes_and_is_repeatable(tmp_path):
+    run = make_run(tmp_path / "run", frames=4, gop=2, shape=(16, 16, 16), channels=2)
+    out = bake_run(run, tmp_path / "baked")
+    first = (out / "gop_00000.planes.zst").stat().st_mtime_ns
+    second = Baked(out).atlas(1)
+    (out / "gop_00001.planes.zst").unlink()  # as if killed during GOP 1
+    (out / "baked.json").unlink()
+    bake_run(run, out)
+    assert (out / "gop_00000.planes.zst").stat().st_mtime_ns == first  # kept, not redone
+    again = Baked(out).atlas(1)
+    assert torch.equal(again.planes, second.planes) and again.ranges == second.ranges  # redone identically
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
+    (run / "frames" / "00001.safetensors").unlink()
+    with pytest.raises(StreamError, match="unfinished"):
+        bake_run(run, tmp_path / "baked")
+
+
+def test_nan_is_refused(tmp_path):
+    run = make_run(tmp_path / "run", frames=2, gop=1, shape=(16, 16, 16), channels=2, nan_frame=1)
+    with pytest.raises(StreamError, match="NaN"):
+        bake_run(run, tmp_path / "baked")
+    assert not (tmp_path / "baked" / "baked.json").exists()
+
+
+def test_missing_baked_folder(tmp_path):
+    with pytest.raises(StreamError, match="no baked.json"):
+        Baked(tmp_path)

@@ -1,0 +1,74 @@
+"""Tiny synthetic run folders for the codec and baker tests: smooth random grids, no training.
+
+A blob of smoothly varying density and features that drifts a little every frame, so the
+atlases look like a trained scene's to the codec (smooth inside, moving in time).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from featvid.bake.grid import SparseGrid
+from featvid.bake.mapping import Mapping
+from featvid.bake.run import write_run_meta
+from featvid.render.mlp import MLPConfig, TinyMLP
+
+
+def smooth_volume(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0) -> torch.Tensor:
+    """[channels, nx, ny, nz] sum of a few random low-frequency waves, shifted by t."""
+    g = torch.Generator().manual_seed(seed)
+    axes = [torch.linspace(0, 1, n) for n in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    out = torch.zeros(channels, *shape)
+    for c in range(channels):
+        for _ in range(3):
+            k = torch.rand(3, generator=g) * 4 + 0.5  # cycles across the box
+            ph = torch.rand(1, generator=g).item() * 6.28
+            amp = torch.rand(1, generator=g).item()
+            out[c] += amp * torch.sin(2 * math.pi * (k[0] * x + k[1] * y + k[2] * z) + ph + 0.15 * t)
+    return out
+
+
+def make_grid(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0) -> SparseGrid:
+    """Frame t: a drifting ball; density in about [-6, 30] (empty edge to opaque core), features in [-2, 2]."""
+    nx, ny, nz = shape
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    axes = [torch.linspace(-1, 1, n) for n in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    cx = 0.1 * t
+    r = torch.sqrt((x - cx) ** 2 + y**2 + z**2)
+    occ = r < 0.6
+    vol = smooth_volume(shape, 1 + channels, t, seed)
+    vol[0] = 30 * (1 - r / 0.6) - 6 + 2 * vol[0]
+    return SparseGrid.from_dense(vol, occ, aabb)
+
+
+def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), channels: int = 4,
+             seed: int = 0, nan_frame: int | None = None, constant_channel: int | None = None) -> Path:
+    """Write a finished run folder (featvid/bake/run.py layout) and return it.
+
+    nan_frame: that frame gets one NaN feature; constant_channel: that feature is 0 everywhere
+    (a zero-range channel, quantized with the hi = lo + 1 rule)."""
+    path = Path(path)
+    (path / "frames").mkdir(parents=True, exist_ok=True)
+    grids = [make_grid(shape, channels, t, seed) for t in range(frames)]
+    gops = []
+    for g, start in enumerate(range(0, frames, gop)):
+        n = min(gop, frames - start)
+        Mapping.from_union([grids[t].occupancy() for t in range(start, start + n)]).save(path / f"gop_{g:05d}.fvmap")
+        gops.append({"start": start, "frames": n, "mapping": f"gop_{g:05d}.fvmap"})
+    for t, grid in enumerate(grids):
+        if t == nan_frame:
+            grid.features[0, 0] = float("nan")
+        if constant_channel is not None:
+            grid.features[:, constant_channel] = 0.0
+        grid.save(path / "frames" / f"{t:05d}.safetensors")  # save does not validate: NaN gets to disk
+    torch.manual_seed(seed)
+    TinyMLP(MLPConfig(in_features=channels, hidden=16, layers=2, view_freqs=1)).save(path / "mlp.safetensors")
+    write_run_meta(path, {"num_frames": frames, "fps": 10.0, "aabb": [[-1, -1, -1], [1, 1, 1]],
+                          "grid_shape": list(shape), "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]},
+                          "gops": gops})
+    return path
+
