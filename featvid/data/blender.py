@@ -1,0 +1,363 @@
+"""D-NeRF / Blender / nerfstudio-style JSON datasets.
+
+```
+DATASET/
+  transforms_train.json    {"camera_angle_x": ..., "frames": [{"file_path", "transform_matrix", "time"}, ...]}
+  transforms_test.json     optional: held-out views
+  transforms_val.json      optional, not used
+  train/..., test/...      images (PNG, RGBA or RGB)
+```
+
+- Intrinsics: `fl_x`/`fl_y`/`cx`/`cy`/`w`/`h` or `camera_angle_x` (and `camera_angle_y`), at the top
+  level or per image (per-image values win, as nerfstudio allows). The principal point defaults
+  to the image centre.
+- `transform_matrix`: OpenGL camera-to-world (x right, y up, z back), converted to OpenCV here.
+- `file_path`: relative to the JSON's folder, with or without extension (D-NeRF leaves it off).
+- `time` in [0, 1]: images sharing a time form one frame. Several images per time = a multi-view
+  rig (views matched across times by camera pose, else by file order); one per time = monocular.
+- featvid extension keys: `aabb` ([[x0,y0,z0],[x1,y1,z1]]), `fps` (default 30) and `background`
+  (RGB in [0, 1], default white), all optional.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from featvid.data.cameras import Cameras, opengl_to_opencv
+from featvid.data.dataset import MultiViewVideo, check_downscale, composite, resize
+from featvid.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+DEFAULT_FPS = 30.0
+DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
+_TIME_DECIMALS = 6  # times closer than 1e-6 are the same frame
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class _Entry:
+    """One image of a JSON file."""
+
+    json_path: Path
+    split: str
+    order: int  # position in the JSON's frame list
+    image: Path
+    time: float
+    c2w: torch.Tensor  # [4, 4] OpenCV
+    K: torch.Tensor  # [3, 3] at the image's size on disk
+    height: int
+    width: int
+
+
+def is_blender(folder: Path) -> bool:
+    """True if the folder holds a D-NeRF/Blender `transforms_train.json`."""
+    return (folder / "transforms_train.json").is_file()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise DatasetError(f"{path}: expected an object with a \"frames\" list")
+    return meta
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file; PNG from its header (cheap), other formats by decoding."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read image: {e.strerror or e}") from e
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return int(height), int(width)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"{path}: unreadable image (not a PNG/JPEG cv2 can decode)")
+    return int(img.shape[0]), int(img.shape[1])
+
+
+def read_rgba(path: Path) -> np.ndarray:
+    """Decode an image file -> [H, W, 3 or 4] uint8/uint16 in RGB(A) order."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"{path}: missing or unreadable image")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _resolve_image(folder: Path, json_path: Path, file_path: object) -> Path:
+    if not isinstance(file_path, str) or not file_path:
+        raise DatasetError(f"{json_path}: an image has no \"file_path\"")
+    p = folder / file_path
+    if p.is_file():
+        return p
+    if not p.suffix or p.suffix not in IMAGE_SUFFIXES:
+        for suffix in IMAGE_SUFFIXES:
+            q = p.with_name(p.name + suffix)
+            if q.is_file():
+                return q
+    raise DatasetError(f"{json_path}: missing image {file_path!r} (looked for {p} with and without .png/.jpg)")
+
+
+def _number(meta: dict, frame: dict, key: str, json_path: Path) -> float | None:
+    """A per-image value if present, else the top-level one, else None."""
+    value = frame.get(key, meta.get(key))
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DatasetError(f"{json_path}: bad {key!r} value {value!r}")
+    return float(value)
+
+
+def _intrinsics(meta: dict, frame: dict, json_path: Path, image: Path) -> tuple[torch.Tensor, int, int]:
+    """K [3, 3] and (height, width) of one image, from the JSON keys and the image itself."""
+    h_img, w_img = image_size(image)
+    h, w = _number(meta, frame, "h", json_path), _number(meta, frame, "w", json_path)
+    if (h is not None and int(h) != h_img) or (w is not None and int(w) != w_img):
+        raise DatasetError(f"{json_path}: {image} is {w_img}x{h_img} pixels but the JSON says w={w}, h={h}")
+    fx, fy = _number(meta, frame, "fl_x", json_path), _number(meta, frame, "fl_y", json_path)
+    angle_x = _number(meta, frame, "camera_angle_x", json_path)
+    angle_y = _number(meta, frame, "camera_angle_y", json_path)
+    if fx is None and angle_x is not None:
+        fx = 0.5 * w_img / math.tan(0.5 * angle_x)
+    if fy is None and angle_y is not None:
+        fy = 0.5 * h_img / math.tan(0.5 * angle_y)
+    if fx is None and fy is None:
+        raise DatasetError(f"{json_path}: no focal length for {image.name}: need \"camera_angle_x\" or \"fl_x\"")
+    fx = fy if fx is None else fx
+    fy = fx if fy is None else fy
+    if not (fx > 0 and fy > 0):
+        raise DatasetError(f"{json_path}: focal length must be positive, got fl_x={fx}, fl_y={fy}")
+    cx = _number(meta, frame, "cx", json_path)
+    cy = _number(meta, frame, "cy", json_path)
+    cx = w_img / 2.0 if cx is None else cx
+    cy = h_img / 2.0 if cy is None else cy
+    K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
+    return K, h_img, w_img
+
+
+def _read_split(folder: Path, split: str) -> tuple[list[_Entry], dict]:
+    """The images of transforms_{split}.json ([] when the file is absent) and its top-level keys."""
+    json_path = folder / f"transforms_{split}.json"
+    if not json_path.is_file():
+        return [], {}
+    meta = _read_json(json_path)
+    entries = []
+    has_time = [isinstance(f, dict) and "time" in f for f in meta["frames"]]
+    if any(has_time) and not all(has_time):
+        raise DatasetError(f"{json_path}: some images have a \"time\" and some do not")
+    for i, frame in enumerate(meta["frames"]):
+        if not isinstance(frame, dict):
+            raise DatasetError(f"{json_path}: frame {i} is not an object")
+        image = _resolve_image(folder, json_path, frame.get("file_path"))
+        try:
+            m = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{json_path}: {image.name} has no numeric 4x4 \"transform_matrix\"") from e
+        if m.shape == (3, 4):
+            m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]])
+        if m.shape != (4, 4) or not np.isfinite(m).all():
+            raise DatasetError(f"{json_path}: {image.name}: \"transform_matrix\" must be a finite 4x4 matrix")
+        time = _number({}, frame, "time", json_path)
+        time = 0.0 if time is None else time
+        K, h, w = _intrinsics(meta, frame, json_path, image)
+        entries.append(_Entry(json_path, split, i, image, round(time, _TIME_DECIMALS), opengl_to_opencv(m), K, h, w))
+    return entries, meta
+
+
+def _check_no_gaps(times: list[float], json_path: Path) -> None:
+    """Evenly spaced times with a hole (e.g. 0, 0.25, 0.75, 1) mean a time with no images."""
+    if len(times) < 3:
+        return
+    diffs = np.diff(np.asarray(times))
+    step = float(diffs.min())
+    ratio = diffs / step
+    if np.allclose(ratio, np.round(ratio), atol=1e-3) and (np.round(ratio) > 1).any():
+        expected = np.round(np.arange(times[0], times[-1] + step / 2, step), _TIME_DECIMALS)
+        missing = sorted(set(expected.tolist()) - set(times))
+        raise DatasetError(f"{json_path}: no images at time(s) {missing[:5]} (the other times step by {step:.6g})")
+
+
+def _match_views(group: list[_Entry], reference: list[_Entry]) -> list[_Entry]:
+    """Order one time's images like the reference time's by camera pose (a fixed rig); keep file order otherwise."""
+    if len(group) != len(reference) or not group:
+        return group
+    ref = torch.stack([e.c2w for e in reference])  # [V, 4, 4]
+    order = []
+    for e in group:
+        dist = (ref - e.c2w).abs().flatten(1).amax(1)  # [V]
+        j = int(dist.argmin())
+        if float(dist[j]) > 1e-5 or j in order:
+            return group
+        order.append(j)
+    out: list[_Entry | None] = [None] * len(group)
+    for e, j in zip(group, order):
+        out[j] = e
+    return out  # type: ignore[return-value]
+
+
+def aabb_looked_at(cams: Cameras) -> torch.Tensor:
+    """A scene box from the cameras alone: a cube around the point the optical axes pass closest to,
+    as wide as the median camera sees at that distance. [2, 3] world units."""
+    o = cams.c2w[:, :3, 3].double()  # [N, 3]
+    d = cams.c2w[:, :3, 2].double()  # [N, 3] optical axes (OpenCV +z)
+    # least-squares point closest to every axis: sum (I - d d^T) (p - o) = 0
+    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [N, 3, 3]
+    A = P.sum(0) + 1e-6 * torch.eye(3, dtype=torch.float64)
+    b = (P @ o[:, :, None]).sum(0)[:, 0]
+    centre = torch.linalg.solve(A, b)
+    if len(cams) < 2 or torch.linalg.matrix_rank(P.sum(0)) < 3:
+        # parallel axes (or one camera): no crossing point; look 1 unit ahead of the mean camera
+        centre = (o + d).mean(0)
+    dist = float(((centre - o) * d).sum(-1).clamp(min=1e-3).median())
+    half_fov = torch.atan(0.5 * cams.width / cams.K[:, 0, 0].double()).median()
+    half = dist * float(torch.tan(half_fov))
+    return torch.stack([centre - half, centre + half]).float()
+
+
+def _extension(metas: list[dict], key: str, default):
+    """A featvid extension key from the first JSON that has it."""
+    for meta in metas:
+        if key in meta:
+            return meta[key]
+    return default
+
+
+def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0) -> MultiViewVideo:
+    """Read a D-NeRF/Blender JSON dataset folder (see the module docstring) as a MultiViewVideo.
+
+    aabb [2, 3] overrides the JSON's "aabb" key and the box guessed from the cameras.
+    downscale divides the image size (area resampling); intrinsics follow.
+    """
+    folder = Path(folder)
+    downscale = check_downscale(downscale)
+    train, train_meta = _read_split(folder, "train")
+    test, test_meta = _read_split(folder, "test")
+    train_json = folder / "transforms_train.json"
+    if not train:
+        raise DatasetError(f"{train_json}: no images in \"frames\"")
+    sizes = {(e.height, e.width) for e in train + test}
+    if len(sizes) > 1:
+        first = train[0]
+        odd = next(e for e in train + test if (e.height, e.width) != (first.height, first.width))
+        raise DatasetError(f"{odd.json_path}: inconsistent image sizes: {odd.image} is {odd.width}x{odd.height}, "
+                           f"{first.image} is {first.width}x{first.height}")
+
+    by_time: dict[float, list[_Entry]] = {}
+    for e in train:
+        by_time.setdefault(e.time, []).append(e)
+    times = sorted(by_time)
+    _check_no_gaps(times, train_json)
+    monocular = all(len(g) == 1 for g in by_time.values())
+
+    test_by_time: dict[float, list[_Entry]] = {}
+    if monocular:
+        if test:
+            log.info("%s: monocular data; its %d test images are not aligned to frames and are not used as views",
+                     folder, len(test))
+    else:
+        for e in test:
+            test_by_time.setdefault(e.time, []).append(e)
+        for time in test_by_time:
+            if time not in by_time:
+                raise DatasetError(f"{folder / 'transforms_test.json'}: time {time} has test images but "
+                                   f"no images in {train_json.name}")
+        for split, groups, json_path in (("train", by_time, train_json), ("test", test_by_time, folder / "transforms_test.json")):
+            if not groups:
+                continue
+            counts = {t: len(groups.get(t, [])) for t in times}
+            expected = max(counts.values())
+            for time, n in counts.items():
+                if n == 0:
+                    raise DatasetError(f"{json_path}: no images at time {time} (the other times have {expected})")
+                if n != expected:
+                    raise DatasetError(f"{json_path}: time {time} has {n} images, other times have {expected}: "
+                                       f"a multi-view rig needs every view at every time")
+
+    # frames: train views then test views, matched to frame 0's order
+    groups = []
+    for time in times:
+        tr = by_time[time]
+        te = test_by_time.get(time, [])
+        if groups:
+            tr = _match_views(tr, groups[0][:len(tr)])
+            te = _match_views(te, groups[0][len(tr):])
+        groups.append(tr + te)
+    n_train = len(groups[0]) - len(test_by_time.get(times[0], []))
+    views = len(groups[0])
+
+    height, width = train[0].height, train[0].width
+    cameras: list[Cameras] = []
+    for g in groups:
+        cams = Cameras(torch.stack([e.K for e in g]), torch.stack([e.c2w for e in g]), height, width)
+        if downscale != 1.0:
+            cams = cams.scaled(1.0 / downscale)
+        # a fixed rig shares one Cameras object across frames
+        if cameras and torch.equal(cams.K, cameras[0].K) and torch.equal(cams.c2w, cameras[0].c2w):
+            cams = cameras[0]
+        cameras.append(cams)
+    out_h, out_w = cameras[0].height, cameras[0].width
+
+    metas = [train_meta, test_meta]
+    fps = _extension(metas, "fps", DEFAULT_FPS)
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise DatasetError(f"{train_json}: \"fps\" must be a positive number, got {fps!r}")
+    background = _extension(metas, "background", DEFAULT_BACKGROUND)
+    try:
+        background = tuple(float(x) for x in background)
+    except (TypeError, ValueError):
+        background = ()
+    if len(background) != 3 or not all(0.0 <= x <= 1.0 for x in background):
+        raise DatasetError(f"{train_json}: \"background\" must be three numbers in [0, 1]")
+    if aabb is None:
+        box = _extension(metas, "aabb", None)
+        if box is not None:
+            try:
+                aabb = torch.tensor(box, dtype=torch.float32)
+            except (TypeError, ValueError) as e:
+                raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]]") from e
+            if aabb.shape != (2, 3):
+                raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]], got shape {tuple(aabb.shape)}")
+        else:
+            aabb = aabb_looked_at(Cameras(torch.stack([e.K for e in train]), torch.stack([e.c2w for e in train]),
+                                          height, width))
+            log.info("%s: no \"aabb\" key; scene box from the cameras: %s", folder, aabb.tolist())
+
+    files = [[e.image for e in g] for g in groups]
+
+    def read_image(t: int, v: int) -> torch.Tensor:
+        path = files[t][v]
+        img = read_rgba(path)
+        if img.shape[:2] != (height, width):
+            raise DatasetError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, the dataset's are {width}x{height}")
+        rgb = composite(img, background).numpy()  # [H, W, 3] composited before resampling
+        return torch.from_numpy(np.ascontiguousarray(resize(rgb, out_h, out_w)))  # [h, w, 3]
+
+    video = MultiViewVideo(source=folder, format="blender" if views > 1 else "blender-monocular",
+                           cameras=cameras, fps=float(fps), aabb=aabb, background=background,
+                           train_views=list(range(n_train)), test_views=list(range(n_train, views)),
+                           read_image=read_image)
+    log.info("loaded %r", video)
+    return video
