@@ -1,0 +1,181 @@
+"""Playback speed: decode fps, render fps and end-to-end fps at 256², 512² and 1920x1080.
+
+    python benchmarks/playback.py [--stream NAME.fvv] [--out DIR] [--device cpu,cuda] [--quick]
+
+Without --stream it makes one from the built-in scene through the library (featvid synth ->
+featvid train --preset fast -> featvid encode), cached under benchmarks/cache/ so a second run
+reuses it. Writes playback.json and playback.md under benchmarks/results/ (or --out).
+
+- decode:     every GOP decoded back to SparseGrids (PyAV, in process), on this machine's CPU or
+              with the stream's hwaccel; fps = stream frames per second, and × real time.
+- render:     FastRenderer along an orbit from decoded frames (dense volume build + ray march +
+              MLP), torch.cuda.synchronize()d on GPU; fps = images per second.
+- end-to-end: the player (decode thread + render loop), unthrottled; fps = images per second.
+
+Goals it reports against: CPU decode >= 20x real time; GPU end-to-end >= 60 fps at 1080p.
+Not a timed test: the CPU run is kept to a couple of minutes by rendering few frames at 1080p.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
+
+from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.codecs import open_stream  # noqa: E402
+from featvid.render.fast import FastRenderer, synchronize  # noqa: E402
+from featvid.render.paths import orbit  # noqa: E402
+from featvid.render.player import play  # noqa: E402
+
+log = logging.getLogger("benchmarks.playback")
+
+SIZES = {"256x256": (256, 256), "512x512": (512, 512), "1920x1080": (1920, 1080)}
+# images rendered per size and device: enough for a stable mean, few enough for a short CPU run
+FRAMES = {"cpu": {"256x256": 24, "512x512": 10, "1920x1080": 3},
+          "cuda": {"256x256": 120, "512x512": 120, "1920x1080": 120}}
+GOAL_CPU_DECODE_X = 20.0
+GOAL_GPU_1080P_FPS = 60.0
+
+
+def default_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 64) -> Path:
+    """The built-in scene (featvid synth), trained with the `fast` preset and encoded with the
+    default preset; each stage is cached under `cache` and reused (training resumes)."""
+    from featvid.bake.config import preset
+    from featvid.bake.train import train
+    from featvid.codecs import DEFAULT_PRESET, encode_run
+    from featvid.data.synth import write_synth
+
+    tag = f"{frames}f-{views}v-{size}px"
+    stream = cache / f"playback-{tag}.fvv"
+    if (stream / "manifest.json").is_file():
+        return stream
+    data, run = cache / f"playback-data-{tag}", cache / f"playback-run-{tag}"
+    if not (data / "transforms_train.json").is_file():
+        log.warning("making the built-in scene (%d frames, %d views, %d px) in %s", frames, views, size, data)
+        write_synth(data, frames=frames, views=views, size=size, progress=True)
+    log.warning("training it with the fast preset (resumable) in %s", run)
+    train(data, run, preset("fast"))
+    log.warning("encoding %s", stream)
+    return encode_run(run, stream, preset=DEFAULT_PRESET)
+
+
+def bench_decode(stream_path: Path, hwaccel: str) -> dict:
+    s = open_stream(stream_path, hwaccel=hwaccel)
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = 0
+    for g in range(s.num_gops):
+        n += len(s.decode_gop(g))
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    fps = n / dt
+    # CPU seconds of this process per frame: a load-independent figure on a shared machine
+    return {"frames": n, "seconds": dt, "fps": fps, "x_real_time": fps / s.fps, "hwaccel": s.hwaccel,
+            "cpu_ms_per_frame": 1000 * cpu / n}
+
+
+def bench_render(stream, device: str, size: tuple[int, int], n: int) -> dict:
+    """Render n frames of an orbit from decoded frames (decode not counted)."""
+    renderer = FastRenderer(stream.mlp("cpu"), stream.render_settings, device)
+    grids = stream.decode_gop(0)
+    path = orbit(stream.aabb, n + 1, stream.num_frames, *size)
+    renderer.render(grids[0], path.cameras, 0)  # warm-up: allocations, cuDNN/kernels
+    synchronize(renderer.device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(1, n + 1):
+        renderer.render(grids[i % len(grids)], path.cameras, i)
+    synchronize(renderer.device)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"frames": n, "seconds": dt, "fps": n / dt, "ms_per_frame": 1000 * dt / n,
+            "cpu_ms_per_frame": 1000 * cpu / n}
+
+
+def bench_end_to_end(stream_path: Path, device: str, hwaccel: str, size: tuple[int, int], n: int) -> dict:
+    s = open_stream(stream_path, hwaccel=hwaccel)
+    renderer = FastRenderer(s.mlp("cpu"), s.render_settings, device)
+    path = orbit(s.aabb, n, s.num_frames, *size)
+    stats = play(s, path, renderer, fps=None)
+    return {"frames": stats.frames_shown, "fps": stats.achieved_fps, "decode_ms_per_frame": stats.decode_ms_per_frame,
+            "render_ms_per_frame": stats.render_ms_per_frame, "startup_s": stats.startup_s,
+            "max_gops_alive": stats.max_gops_alive}
+
+
+def markdown(result: dict) -> str:
+    m = result["stream"]
+    lines = [f"# Playback speed", "",
+             f"Stream `{m['path']}`: {m['frames']} frames at {m['fps']:g} fps, grid {m['grid_shape']}, "
+             f"{m['gops']} GOPs, preset {m['preset']}. Machine: {result['machine']}.", "",
+             "| device | size | decode fps (× real time) | render fps | end-to-end fps | decode / render CPU ms per frame |",
+             "|---|---|---|---|---|---|"]
+    for dev, r in result["devices"].items():
+        d = r["decode"]
+        for size, row in r["sizes"].items():
+            lines.append(f"| {dev} | {size} | {d['fps']:.0f} ({d['x_real_time']:.1f}×) | {row['render']['fps']:.2f} "
+                         f"| {row['end_to_end']['fps']:.2f} | {d['cpu_ms_per_frame']:.1f} / {row['render']['cpu_ms_per_frame']:.0f} |")
+    lines += ["", "CPU ms per frame is this process's CPU time (user + system, all threads): unlike wall-clock "
+              "fps it does not change when other jobs share the machine.", "", "Goals:"]
+    for g in result["goals"]:
+        lines.append(f"- {g['goal']}: measured {g['measured']}, {'**met**' if g['met'] else '**not met**' if g['met'] is not None else 'not measured'}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stream", type=Path, default=None, help="a .fvv stream (default: the built-in scene, cached)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results", help="folder for playback.json / playback.md")
+    ap.add_argument("--cache", type=Path, default=ROOT / "cache", help="where the default stream is made")
+    ap.add_argument("--device", default=None, help="comma list of cpu,cuda (default: cpu, and cuda when present)")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma list of WxH sizes")
+    ap.add_argument("--quick", action="store_true", help="a third of the frames (smoke run)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stream_path = args.stream or default_stream(args.cache)
+    devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    sizes = {s: SIZES.get(s) or tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")}
+    stream = open_stream(stream_path, hwaccel="none")
+    summary = stream.summary()
+    result = {"benchmark": "playback", "stream": {k: summary[k] for k in ("path", "frames", "fps", "gops", "grid_shape", "preset")},
+              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+                         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+              "torch": torch.__version__, "devices": {}}
+    for dev in devices:
+        hw = "cuda" if dev == "cuda" else "none"
+        print(f"[{dev}] decode ...", flush=True)
+        entry = {"decode": bench_decode(stream_path, hw), "sizes": {}}
+        print(f"[{dev}] decode {entry['decode']['fps']:.0f} fps ({entry['decode']['x_real_time']:.1f}x real time)", flush=True)
+        for name, size in sizes.items():
+            n = FRAMES.get(dev, FRAMES["cuda"]).get(name, 10)
+            n = max(2, n // 3) if args.quick else n
+            render = bench_render(stream, dev, size, n)
+            e2e = bench_end_to_end(stream_path, dev, hw, size, n)
+            entry["sizes"][name] = {"render": render, "end_to_end": e2e}
+            print(f"[{dev}] {name}: render {render['fps']:.2f} fps, end-to-end {e2e['fps']:.2f} fps", flush=True)
+        result["devices"][dev] = entry
+    cpu_dec = result["devices"].get("cpu", {}).get("decode", {}).get("x_real_time")
+    gpu_1080 = result["devices"].get("cuda", {}).get("sizes", {}).get("1920x1080", {}).get("end_to_end", {}).get("fps")
+    result["goals"] = [
+        {"goal": f"CPU decode >= {GOAL_CPU_DECODE_X:g}x real time", "measured": None if cpu_dec is None else f"{cpu_dec:.1f}x",
+         "met": None if cpu_dec is None else cpu_dec >= GOAL_CPU_DECODE_X},
+        {"goal": f"GPU end-to-end >= {GOAL_GPU_1080P_FPS:g} fps at 1080p", "measured": None if gpu_1080 is None else f"{gpu_1080:.1f} fps",
+         "met": None if gpu_1080 is None else gpu_1080 >= GOAL_GPU_1080P_FPS},
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "playback.json", result)
+    write_text(args.out / "playback.md", markdown(result))
+    print(markdown(result))
+    print(f"wrote {args.out / 'playback.json'} and {args.out / 'playback.md'}")
+
+
+if __name__ == "__main__":
+    main()
