@@ -41,3 +41,35 @@ def folder_bytes(path: str | Path) -> int:
 def bytes_per_frame(path: str | Path, num_frames: int) -> float:
     """All files of a stream folder divided by its frame count (videos, mappings, MLP, manifest)."""
     return folder_bytes(path) / max(1, num_frames)
+
+
+def bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test, method: str = "pchip") -> float:
+    """Bjontegaard delta rate in percent of `test` against `anchor` (negative: test needs fewer bytes
+    for the same PSNR), from the `bjontegaard` library.
+
+    Rates in any unit (e.g. bytes per frame), PSNR in dB. Points are sorted by rate and reduced to
+    each curve's rising part (a point that is not better than a cheaper one is dropped), since
+    the interpolation needs monotone curves. nan when a curve keeps fewer than 2 points or the
+    curves' PSNR ranges do not overlap.
+    """
+    import warnings
+
+    import bjontegaard
+    import numpy as np
+
+    def rising(rates, psnrs) -> tuple[np.ndarray, np.ndarray]:
+        pts = sorted((float(r), float(p)) for r, p in zip(rates, psnrs) if math.isfinite(r) and math.isfinite(p) and r > 0)
+        keep: list[tuple[float, float]] = []
+        for r, p in pts:
+            if not keep or (p > keep[-1][1] and r > keep[-1][0]):
+                keep.append((r, p))
+        return np.array([k[0] for k in keep]), np.array([k[1] for k in keep])
+
+    ra, pa = rising(rate_anchor, psnr_anchor)
+    rt, pt = rising(rate_test, psnr_test)
+    if len(ra) < 2 or len(rt) < 2 or min(pa.max(), pt.max()) <= max(pa.min(), pt.min()):
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small overlap is reported by the caller, not as a warning
+        return float(bjontegaard.bd_rate(ra, pa, rt, pt, method=method, require_matching_points=False,
+                                         min_overlap=0.0))

@@ -30,7 +30,7 @@ import torch
 import zstandard
 
 from featvid.bake.grid import SparseGrid
-from featvid.bake.mapping import morton3
+from featvid.bake.mapping import demorton3, morton3
 from featvid.errors import ConfigError, StreamError
 
 ZSTD_LEVEL = 19  # the strongest ordinary level: baselines get the best general-purpose compressor
@@ -357,8 +357,6 @@ class ReRFCodec:
         if len(sections) != 2 + int(head["frames"]):
             raise StreamError("ReRF chunk frame count does not match its header")
         codes = np.cumsum(np.frombuffer(_unzstd(sections[1]), dtype="<u8"), dtype=np.uint64)
-        from featvid.bake.mapping import demorton3
-
         cubes = demorton3(codes)  # [M, 3]
         table = quant_table(float(head["quality"]))
         step = table[None] * (np.asarray(head["span"], np.float32) / 255.0)[:, None, None, None]
@@ -456,8 +454,3 @@ def _decode_symbols(data: bytes, M: int, P: int, constriction) -> np.ndarray:
                 out[:, p, sel] = np.asarray(decoder.decode(model, M * int(sel.sum()))).reshape(M, -1)
     return out.reshape(M, P, CUBE, CUBE, CUBE)
 
-
-def baseline_ladder(quick: bool = False) -> list[Baseline]:
-    """The baselines a benchmark runs: the two lossless-ish ones and a ReRF quality ladder."""
-    qualities = [85.0, 95.0] if quick else [50.0, 75.0, 90.0, 95.0, 98.0]
-    return [Float16Zstd(), Uint8Zstd(), *(ReRFCodec(quality=q) for q in qualities)]
