@@ -196,6 +196,13 @@ class Baked:
             raise StreamError(f"{self.path}: GOP {g} planes {arr.shape} do not match baked.json")
         return Atlas(torch.from_numpy(arr.copy()), [tuple(r) for r in e["ranges"]])
 
+    def summary(self) -> dict[str, Any]:
+        """What `featvid info BAKED` shows."""
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return {"kind": "baked", "path": str(self.path), "frames": sum(int(g["frames"]) for g in self.gops),
+                "gops": len(self.gops), "atlas_sizes": sorted({tuple(g["atlas"]) for g in self.gops}),
+                "bytes": size}
+
     def mlp_bytes(self) -> bytes:
         p = self.path / "mlp.safetensors"
         if not p.is_file():

@@ -1,0 +1,113 @@
+"""The coarse pass (VideoRF, after DVGO's coarse stage): a fast low-res fit of every frame whose
+only product is each frame's occupancy on the fine grid.
+
+Per frame, a dense grid of raw density [nx, ny, nz] and colour logits [3, nx, ny, nz] at the coarse
+resolution is fitted to the training views (no MLP: colour is sigmoid of the interpolated logits,
+composited with the renderer's weights). Frame 0 starts from empty space; every later frame
+starts from the previous frame's coarse grid, so it needs few iterations.
+
+The occupancy of a frame is where the coarse density, upsampled to the fine grid, gives a per-step
+alpha (at the fine step) above `occupancy_alpha`, grown by `occupancy_dilation` fine voxels.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as Fnn
+from tqdm.auto import tqdm
+
+from featvid.bake.config import DENSITY_RANGE, TrainConfig
+from featvid.bake.grid import grid_shape_for
+from featvid.bake.sampling import RaySampler
+from featvid.errors import TrainingError
+from featvid.render.volume import DENSITY_SHIFT, Volume, composite, interpolate, sample_points
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CoarseGrid:
+    """One frame's coarse fit: data [4, nx, ny, nz] = raw density, then RGB logits; aabb [2, 3]."""
+
+    data: torch.Tensor
+    aabb: torch.Tensor
+
+    def density_on(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Raw density trilinearly resampled to a grid of `shape` vertices (same box). [nx, ny, nz]"""
+        d = self.data[0][None, None]
+        return Fnn.interpolate(d, size=shape, mode="trilinear", align_corners=True)[0, 0]
+
+    def occupancy_on(self, shape: tuple[int, int, int], step_ratio: float, alpha: float, dilation: int) -> torch.Tensor:
+        """Fine-grid vertex occupancy [nx, ny, nz] bool: alpha per fine step above `alpha`, dilated."""
+        tau = Fnn.softplus(self.density_on(shape) + DENSITY_SHIFT) * step_ratio
+        occ = (1 - torch.exp(-tau)) > alpha
+        if dilation > 0:
+            k = 2 * dilation + 1
+            occ = Fnn.max_pool3d(occ.float()[None, None], kernel_size=k, stride=1, padding=dilation)[0, 0] > 0
+        return occ
+
+
+def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, step_ratio: float,
+                  background: torch.Tensor, jitter: torch.Tensor | None) -> torch.Tensor:
+    """Rays [N, 3] through a coarse grid -> rgb [N, 3]; the renderer's sampling and compositing."""
+    vol = Volume(grid.data, torch.ones([n - 1 for n in grid.data.shape[1:]], dtype=torch.bool,
+                                       device=grid.data.device), grid.aabb)
+    from featvid.render.volume import RenderSettings
+
+    ray_id, sample_id, pts, K = sample_points(vol, origins, dirs, RenderSettings(step_ratio=step_ratio), jitter)
+    values = interpolate(vol, pts)  # [P, 4]
+    # colour per sample, premultiplied by the weights in `composite`: F = sum w c, acc = sum w
+    values = torch.cat([values[:, :1], torch.sigmoid(values[:, 1:])], dim=1)
+    rgb, acc, _ = composite(ray_id, sample_id, values, len(origins), K, step_ratio)
+    return rgb + (1 - acc[:, None]) * background
+
+
+def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: TrainConfig,
+                     background: torch.Tensor, generator: torch.Generator, desc: str = "coarse") -> CoarseGrid:
+    """Fit `grid` (updated in place, also returned) to one frame's training images for `iters` steps."""
+    param = torch.nn.Parameter(grid.data)
+    opt = torch.optim.Adam([param], lr=config.coarse_lr)
+    gamma = config.lr_decay ** (1 / max(1, iters))
+    for it in tqdm(range(iters), desc=desc, leave=False, unit="it"):
+        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+        jitter = torch.rand(len(origins), device=origins.device, generator=generator)
+        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.step_ratio, background, jitter)
+        loss = ((rgb - target) ** 2).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{desc}: loss became {float(loss)} at iteration {it}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for g in opt.param_groups:
+            g["lr"] *= gamma
+        with torch.no_grad():
+            param[0].clamp_(*DENSITY_RANGE)
+    grid.data = param.detach()
+    return grid
+
+
+def coarse_pass(frames: range, images_of: Callable[[int], tuple[torch.Tensor, "Cameras"]],  # noqa: F821
+                aabb: torch.Tensor, background: tuple[float, float, float], config: TrainConfig,
+                device: torch.device, fine_shape: tuple[int, int, int],
+                on_frame: Callable[[int, torch.Tensor, CoarseGrid], None]) -> None:
+    """Fit every frame of `frames` in order, warm-starting each from the previous one.
+
+    images_of(t) -> (training images [V, H, W, 3] on device, their cameras on device).
+    on_frame(t, occupancy [nx, ny, nz] bool on the fine grid, coarse grid) is called per frame;
+    it is where GOPs are formed, so no list of every frame's occupancy is ever kept.
+    """
+    shape = grid_shape_for(aabb, config.coarse_resolution)
+    grid = CoarseGrid(torch.zeros(4, *shape, device=device), aabb.to(device))
+    bg = torch.tensor(background, device=device)
+    for i, t in enumerate(tqdm(frames, desc="coarse pass", unit="frame")):
+        images, cams = images_of(t)
+        sampler = RaySampler(images, cams)
+        gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * t + 1)
+        iters = config.coarse_iters if i == 0 else config.coarse_frame_iters
+        fit_coarse_frame(grid, sampler, iters, config, bg, gen, desc=f"coarse {t}")
+        occ = grid.occupancy_on(fine_shape, config.step_ratio, config.occupancy_alpha, config.occupancy_dilation)
+        log.info("coarse frame %d: %d of %d fine vertices occupied", t, int(occ.sum()), occ.numel())
+        on_frame(t, occ, grid)

@@ -1,0 +1,182 @@
+"""TrainConfig: every knob of the trainer, and the named presets.
+
+A run folder stores its config (run.json "config"); resuming with a different one is refused,
+because frames trained under two configs are not one run.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from featvid.errors import ConfigError
+
+# Raw density is clamped to this range (before softplus + DENSITY_SHIFT, see featvid.render.volume):
+# -5 is empty space (alpha ~ 4e-7 a step), 30 is opaque (alpha ~ 1 - 3e-5 a step at step_ratio 0.5).
+# A bounded range keeps the baker's per-GOP 8-bit quantization step small (35 / 255 ~ 0.14).
+DENSITY_RANGE = (-5.0, 30.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a multi-view video is fitted, frame after frame (VideoRF's two passes)."""
+
+    # -- grids -----------------------------------------------------------------------------------
+    grid_resolution: int = 64
+    """Fine grid: vertices along the longest side of the scene box."""
+    coarse_resolution: int = 32
+    """Coarse grid of the occupancy pass: vertices along the longest side."""
+    num_channels: int = 12
+    """Feature channels per vertex (C; ReRF/DVGO use 12)."""
+    step_ratio: float = 0.5
+    """Ray-marching step in voxels (written to run.json for every renderer)."""
+
+    # -- tiny MLP (deferred shading) ---------------------------------------------------------------
+    mlp_hidden: int = 32
+    """Width of each hidden layer of the shared MLP."""
+    mlp_layers: int = 2
+    """Hidden layers of the shared MLP."""
+    view_freqs: int = 2
+    """sin/cos frequencies of the view direction fed to the MLP."""
+
+    # -- coarse pass: a low-res density + RGB grid per frame -> occupancy ----------------------------
+    coarse_iters: int = 300
+    """Iterations of the first frame's coarse fit."""
+    coarse_frame_iters: int = 60
+    """Iterations of each later frame's coarse fit (warm-started from the previous frame)."""
+    coarse_lr: float = 0.3
+    """Adam learning rate of the coarse grids (high: the coarse pass has few iterations to make density)."""
+    occupancy_alpha: float = 0.05
+    """A fine vertex is occupied where the upsampled coarse density gives alpha above this (per step)."""
+    occupancy_dilation: int = 1
+    """Occupied region grown by this many fine voxels, so the fine pass has room."""
+
+    # -- GOPs ---------------------------------------------------------------------------------------
+    gop: int | str = 10
+    """Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
+    gop_growth: float = 0.25
+    """auto GOPs: start a new GOP once the union has this fraction more blocks than its first frame."""
+    max_gop: int = 30
+    """auto GOPs: longest GOP in frames."""
+
+    # -- fine pass ------------------------------------------------------------------------------------
+    keyframe_iters: int = 2000
+    """Iterations of frame 0 (grid and MLP)."""
+    frame_iters: int = 300
+    """Iterations of every later frame (warm-started from the previous frame)."""
+    batch_rays: int = 4096
+    """Rays per iteration."""
+    lr_grid: float = 0.1
+    """Adam learning rate of density and features (DVGO: 0.1)."""
+    lr_grid_frame: float = 0.1
+    """Adam learning rate of density and features in later (warm-started) frames."""
+    lr_mlp: float = 3e-3
+    """Adam learning rate of the MLP on the keyframe."""
+    lr_mlp_frame: float = 0.0
+    """MLP learning rate in later frames; 0 freezes the MLP after the keyframe (VideoRF)."""
+    lr_decay: float = 0.1
+    """Learning rates fall exponentially to this fraction of their start over a frame's iterations."""
+    feature_range: float = 2.0
+    """Features are clamped to [-feature_range, feature_range]: a bounded range for 8-bit quantization."""
+
+    # -- regularisers (VideoRF) -----------------------------------------------------------------------
+    temporal_weight: float = 0.01
+    """L1 between this frame's and the previous frame's vertex values (0 switches it off)."""
+    spatial_weight: float = 0.001
+    """L1 between neighbouring pixels inside atlas tiles of the GOP's mapping (0 switches it off)."""
+    density_reg_scale: float = 0.1
+    """Both regularisers weigh the density channel by this factor (its range is ~10x the features')."""
+
+    # -- ray importance sampling (DyNeRF) ---------------------------------------------------------------
+    importance: str = "ist"
+    """Ray sampling of later frames: "ist" (temporal difference), "isg" (temporal median), "none"."""
+    importance_floor: float = 0.05
+    """Smallest sampling weight of a pixel (DyNeRF's alpha), so static pixels are still seen."""
+    isg_gamma: float = 0.02
+    """ISG: psi = d^2 / (d^2 + gamma^2)."""
+    importance_window: int = 2
+    """Frames either side of t used by IST / ISG."""
+
+    # -- misc ---------------------------------------------------------------------------------------------
+    seed: int = 0
+    """Seed of every random choice (MLP init, rays, jitter): same seed, same run."""
+    eval_heldout: bool = True
+    """Render the held-out views after every frame and log their PSNR."""
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError on values that cannot work."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"train config: {what}")
+
+        need(8 <= self.grid_resolution <= 1024, f"grid_resolution {self.grid_resolution} not in 8..1024")
+        need(4 <= self.coarse_resolution <= self.grid_resolution,
+             f"coarse_resolution {self.coarse_resolution} not in 4..grid_resolution")
+        need(1 <= self.num_channels <= 64, "num_channels not in 1..64")
+        need(0 < self.step_ratio <= 2, "step_ratio not in (0, 2]")
+        need(self.coarse_iters >= 1 and self.keyframe_iters >= 1, "keyframe iterations must be >= 1")
+        need(self.coarse_frame_iters >= 0 and self.frame_iters >= 0, "iterations must be >= 0")
+        need(self.batch_rays >= 16, "batch_rays must be >= 16")
+        need(0 < self.occupancy_alpha < 1, "occupancy_alpha not in (0, 1)")
+        need(self.occupancy_dilation >= 0, "occupancy_dilation must be >= 0")
+        need(self.gop == "auto" or (isinstance(self.gop, int) and not isinstance(self.gop, bool) and self.gop >= 1),
+             f"gop must be a positive integer or 'auto', got {self.gop!r}")
+        need(self.gop_growth > 0 and self.max_gop >= 1, "gop_growth must be > 0 and max_gop >= 1")
+        need(min(self.lr_grid, self.lr_grid_frame, self.lr_mlp, self.coarse_lr) > 0, "learning rates must be > 0")
+        need(self.lr_mlp_frame >= 0 and 0 < self.lr_decay <= 1, "lr_mlp_frame >= 0 and lr_decay in (0, 1]")
+        need(self.feature_range > 0, "feature_range must be > 0")
+        need(self.temporal_weight >= 0 and self.spatial_weight >= 0, "regulariser weights must be >= 0")
+        need(self.importance in ("ist", "isg", "none"), f"importance must be ist, isg or none, got {self.importance!r}")
+        need(0 < self.importance_floor <= 1 and self.isg_gamma > 0 and self.importance_window >= 1,
+             "importance_floor in (0, 1], isg_gamma > 0, importance_window >= 1")
+        from featvid.render.mlp import MLPConfig
+
+        MLPConfig(self.num_channels, self.mlp_hidden, self.mlp_layers, self.view_freqs).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error (a run from another version)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"train config: unknown fields {sorted(unknown)}")
+        return cls(**d).validate()
+
+    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+        """A copy with some fields changed (None values are ignored), validated."""
+        names = {f.name for f in fields(self)}
+        bad = set(overrides) - names
+        if bad:
+            raise ConfigError(f"train config: unknown fields {sorted(bad)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+# The named presets, in one table. `fast` is the CPU demo (8 frames x 12 views x 64 px in about
+# two minutes on 2 cores); `test` is the smallest that still learns the tiny test scene.
+PRESETS: dict[str, TrainConfig] = {
+    "test": TrainConfig(grid_resolution=32, coarse_resolution=16, coarse_iters=150, coarse_frame_iters=30,
+                        keyframe_iters=300, frame_iters=100, batch_rays=2048, mlp_hidden=16, eval_heldout=True),
+    "fast": TrainConfig(grid_resolution=48, coarse_resolution=24, coarse_iters=200, coarse_frame_iters=40,
+                        keyframe_iters=800, frame_iters=120, batch_rays=4096),
+    "default": TrainConfig(),
+    "quality": TrainConfig(grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200,
+                           keyframe_iters=16000, frame_iters=2000, batch_rays=8192, mlp_hidden=64,
+                           lr_mlp=1e-3),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """The named preset, with `overrides` (None ignored) applied.
+
+    A grid_resolution below the preset's coarse_resolution brings the coarse grid down to half of it.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown train preset {name!r} (choose from {', '.join(PRESETS)})")
+    base = PRESETS[name]
+    grid = overrides.get("grid_resolution")
+    if grid is not None and overrides.get("coarse_resolution") is None and grid < base.coarse_resolution:
+        overrides = {**overrides, "coarse_resolution": max(4, grid // 2)}
+    return base.with_overrides(**overrides)

@@ -1,0 +1,90 @@
+"""Loss terms, ray sampling and GOP forming of the trainer (no training here)."""
+from __future__ import annotations
+
+import torch
+
+from featvid.bake import losses
+from featvid.bake.config import preset
+from featvid.bake.field import SparseField
+from featvid.bake.mapping import Mapping
+from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
+from featvid.bake.train import GopBuilder
+from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
+from featvid.render.volume import Volume, interpolate
+
+
+def _ball(n: int = 16, r: float = 0.6, centre: float = 0.0) -> torch.Tensor:
+    x = torch.linspace(-1, 1, n)
+    X, Y, Z = torch.meshgrid(x, x, x, indexing="ij")
+    return ((X - centre) ** 2 + Y**2 + Z**2).sqrt() < r
+
+
+def test_atlas_smoothness_zero_for_constant_positive_for_noise_and_differentiable():
+    mapping = Mapping.from_occupancy(_ball())
+    const = torch.ones(5, 16, 16, 16)
+    assert float(losses.atlas_smoothness(const, mapping, 0.1)) == 0.0
+    noise = torch.randn(5, 16, 16, 16, requires_grad=True)
+    loss = losses.atlas_smoothness(noise, mapping, 0.1)
+    assert float(loss.detach()) > 0.3
+    loss.backward()
+    # only vertices in the mapping's blocks get gradient
+    touched = noise.grad.abs().sum(0) > 0
+    assert not (touched & ~mapping.occupancy()).any() and touched.any()
+
+
+def test_temporal_is_weighted_l1():
+    a = torch.zeros(10, 4)
+    b = torch.ones(10, 4)
+    assert float(losses.temporal(a, a, 0.1)) == 0.0
+    assert abs(float(losses.temporal(a, b, 0.1)) - (0.1 + 3) / 4) < 1e-6
+
+
+def test_sparse_field_dense_matches_stored_values():
+    occ = torch.rand(6, 7, 5) > 0.5
+    field = SparseField(occ, torch.tensor([[-1.0] * 3, [1.0] * 3]), "cpu")
+    values = torch.randn(int(occ.sum()), 3)
+    dense = field.dense(values)
+    assert torch.equal(dense[:, occ].T, values)
+    assert (dense[:, ~occ] == 0).all()
+    # the renderer interpolates it like any volume
+    pts = torch.rand(20, 3) * 2 - 1
+    assert interpolate(Volume.from_dense(dense, occ, field.aabb), pts).shape == (20, 3)
+
+
+def test_importance_weights_follow_change_and_floor():
+    cur = torch.zeros(2, 4, 4, 3)
+    prev = cur.clone()
+    prev[0, 1, 2] = 0.8
+    w = ist_weights(cur, [prev], floor=0.05)
+    assert abs(float(w[0, 1, 2]) - 0.8) < 1e-6 and abs(float(w.min()) - 0.05) < 1e-6
+    g = isg_weights(cur, [prev, prev], gamma=0.02, floor=0.05)
+    assert float(g[0, 1, 2]) > 0.9 and abs(float(g.min()) - 0.05) < 1e-6
+
+
+def test_ray_sampler_weighted_draws_only_weighted_pixels():
+    K = intrinsics_from_fov(0.8, 4, 4)[None].expand(2, 3, 3)
+    c2w = look_at(torch.tensor([[0.0, -3, 0], [3.0, 0, 0]]), torch.zeros(3))
+    cams = Cameras(K, c2w, 4, 4)
+    images = torch.rand(2, 4, 4, 3)
+    weights = torch.zeros(2, 4, 4)
+    weights[1, 2, 3] = 1.0
+    sampler = RaySampler(images, cams, weights)
+    o, d, rgb = sampler.sample(64, torch.Generator().manual_seed(0))
+    assert torch.allclose(rgb, images[1, 2, 3].expand(64, 3))
+    assert torch.allclose(o, cams.centers[1].expand(64, 3))
+    assert torch.allclose(d.norm(dim=-1), torch.ones(64))
+
+
+def test_gop_builder_fixed_and_auto():
+    fixed = GopBuilder(preset("test", gop=2))
+    for t in range(5):
+        fixed.add(t, _ball())
+    assert [(s, n) for s, n, _ in fixed.finish()] == [(0, 2), (2, 2), (4, 1)]
+    auto = GopBuilder(preset("test", gop="auto", gop_growth=0.25))
+    # a ball that moves: the union grows until a new GOP starts
+    for t in range(6):
+        auto.add(t, _ball(r=0.35, centre=-0.5 + 0.25 * t))
+    gops = auto.finish()
+    assert len(gops) >= 2 and sum(n for _, n, _ in gops) == 6
+    for s, n, m in gops:
+        assert m.num_blocks > 0
