@@ -57,20 +57,295 @@ def parse_aabb(text: str | None):
 
 # ---- data: synth, (info is below) ------------------------------------------------------------
 
+def _scene_names() -> list[str]:
+    from featvid.data.synth import SCENES
+
+    return list(SCENES)
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--scene", type=click.Choice(_scene_names()), default="dancer", show_default=True,
+              help="Which built-in scene to render.")
+@click.option("--frames", type=click.IntRange(1, 10000), default=8, show_default=True, help="Number of frames T (30 fps).")
+@click.option("--views", type=click.IntRange(2, 1000), default=12, show_default=True,
+              help="Cameras in all, including the held-out test views.")
+@click.option("--test-views", type=click.IntRange(0, 999), default=2, show_default=True,
+              help="How many of the views to hold out for evaluation (transforms_test.json).")
+@click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True, help="Image height = width, pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene's textures, colours and motion phase.")
+def synth(out: Path, scene: str, frames: int, views: int, test_views: int, size: int, seed: int) -> None:
+    """Render a built-in dynamic scene into OUT as a D-NeRF/Blender dataset.
+
+    \b
+    Cameras sit on the upper hemisphere around the scene; ground truth is exact volume
+    rendering of analytic fields (RGBA PNGs, transforms_train.json / transforms_test.json with
+    a per-image time). OUT must be new, empty, or an earlier synth folder (which is replaced).
+    Example:  featvid synth data/dancer --frames 8 --views 12 --size 64
+    """
+    from featvid.data.synth import write_synth
+
+    if test_views >= views:
+        raise click.BadParameter(f"must be smaller than --views ({views})", param_hint="--test-views")
+    path = write_synth(out, scene=scene, frames=frames, views=views, size=size, seed=seed,
+                       test_views=test_views, progress=True)
+    click.echo(f"wrote {path}: scene {scene}, {frames} frames x {views} views "
+               f"({views - test_views} train + {test_views} test), {size}x{size} px")
+
+
 # ---- trainer: train ---------------------------------------------------------------------------
+
+
+def _parse_frames(text: str | None) -> tuple[int, int] | None:
+    """'A:B' -> (A, B), frames A..B-1 (either side may be empty: ':8', '2:')."""
+    if text is None:
+        return None
+    try:
+        a, b = text.split(":")
+        return int(a) if a else 0, int(b) if b else -1
+    except ValueError:
+        raise click.BadParameter("expected A:B, e.g. 0:8 (frames A to B-1)", param_hint="--frames") from None
+
+
+def _parse_gop(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise click.BadParameter("expected a positive frame count or 'auto'", param_hint="--gop")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write (or resume).")
+@click.option("--preset", "preset_name", default="fast", show_default=True,
+              type=click.Choice(["test", "fast", "default", "quality"]),
+              help="Named config: test (tiny), fast (CPU demo), default, quality.")
+@click.option("--frames", "frames", default=None, metavar="A:B", help="Dataset frames A..B-1 to train [default: all].")
+@click.option("--grid", "grid", type=click.IntRange(8, 1024), default=None,
+              help="Fine grid resolution (vertices along the longest side) [default: the preset's].")
+@click.option("--gop", "gop", default=None, metavar="N|auto", help="Frames per GOP, or auto [default: the preset's].")
+@click.option("--temporal-weight", type=click.FloatRange(min=0), default=None,
+              help="Weight of the temporal L1 loss; 0 switches it off [default: the preset's].")
+@click.option("--spatial-weight", type=click.FloatRange(min=0), default=None,
+              help="Weight of the atlas smoothness loss; 0 switches it off [default: the preset's].")
+@click.option("--importance", type=click.Choice(["ist", "isg", "none"]), default=None,
+              help="Ray importance sampling of later frames [default: the preset's].")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where to train; cuda without a GPU is an error.")
+@click.option("--seed", type=int, default=None, help="Random seed [default: the preset's, 0].")
+@click.option("--force", is_flag=True, help="Start over in a folder that holds a run made with another config.")
+def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
+          temporal_weight: float | None, spatial_weight: float | None, importance: str | None, device: str,
+          seed: int | None, force: bool) -> None:
+    """Fit DATASET (a multi-view video folder) frame after frame into a run folder.
+
+    \b
+    Two passes (VideoRF): a coarse pass gives every frame's occupancy and the GOPs; then the
+    keyframe is trained with the MLP and each later frame starts from the one before.
+    Killed? Rerun the same command: it resumes after the last finished frame.
+    """
+    from featvid.bake.config import preset
+    from featvid.bake.train import train as run_training
+    from featvid.data import load_dataset
+
+    span = _parse_frames(frames)
+    config = preset(preset_name, grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
+                    spatial_weight=spatial_weight, importance=importance, seed=seed)
+    video = load_dataset(dataset)
+    if span is not None:
+        span = (span[0], video.num_frames if span[1] == -1 else span[1])
+    run = run_training(dataset, out, config, frames=span, device=device, force=force, video=video)
+    last = run.log()[-1] if run.log() else {}
+    summary = f"trained {run.num_frames} frames into {out}"
+    if "psnr_test" in last:
+        summary += f" (last frame: {last['psnr_test']:.2f} dB held-out)"
+    click.echo(summary)
+
 
 # ---- bake and encode: bake, encode, presets ------------------------------------------------------
 
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Baked folder to write (lossless atlas planes per GOP; resumes an interrupted bake).")
+def bake(run_dir: Path, out: Path) -> None:
+    """Bake a finished RUN_DIR into lossless per-GOP atlas planes (bake once, encode many times)."""
+    from featvid.codecs import bake_run
+
+    bake_run(run_dir, out)
+    click.echo(f"baked {run_dir} -> {out}")
+
+
+@main.command()
+@click.argument("baked_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Stream folder to write, e.g. scene.fvv (its manifest.json is written last).")
+@click.option("--preset", default=None, help="Codec preset (see `featvid presets`); default: the recommended one.")
+@click.option("--crf", type=int, default=None, help="Override the preset's rate (crf; qp for NVENC).")
+@click.option("--backend", type=click.Choice(["pyav", "ffmpeg"]), default="pyav", show_default=True,
+              help="PyAV in process, or the ffmpeg command line.")
+def encode(baked_dir: Path, out: Path, preset: str | None, crf: int | None, backend: str) -> None:
+    """Encode BAKED_DIR (from `featvid bake`) into a stream folder of standard videos."""
+    from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+
+    encode_baked(baked_dir, out, preset or DEFAULT_PRESET, crf=crf, backend=backend)
+    s = open_stream(out, hwaccel="none").summary()
+    click.echo(f"encoded {out}: {s['frames']} frames, {s['preset']} ({s['codec']}), "
+               f"{s['bytes_per_frame']['total'] / 1024:.1f} KiB/frame")
+
+
+@main.command()
+def presets() -> None:
+    """List the codec presets and whether each encoder can run on this machine."""
+    from featvid.codecs.presets import DEFAULT_PRESET, PRESETS, encoder_available
+
+    for p in PRESETS.values():
+        ok = encoder_available(p.codec, p.pix_fmt)
+        state = "yes" if ok else (f"no (falls back to {p.fallback})" if p.fallback else "no")
+        mark = "*" if p.name == DEFAULT_PRESET else " "
+        click.echo(f"{mark} {p.name:18s} {p.codec:11s} {p.pix_fmt:12s} {p.packing:16s} available: {state:28s} {p.description}")
+    click.echo(f"* default ({DEFAULT_PRESET})")
+
+
 # ---- playback: render, play ----------------------------------------------------------------------
 
+class SizeType(click.ParamType):
+    """'WxH' (e.g. 1920x1080) -> (width, height) in pixels, both positive."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().split("x")
+        try:
+            w, h = (int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels (e.g. 512x512)", param, ctx)
+        if w <= 0 or h <= 0 or w * h > 8192 * 8192:
+            self.fail(f"{value!r}: width and height must be positive (at most 8192x8192 pixels)", param, ctx)
+        return (w, h)
+
+
+_PATH_HELP = ("Camera path: orbit or spiral around the scene box, test (the dataset's held-out cameras; "
+              "needs --data), or a JSON path file (format: see `featvid render --help`).")
+
+
+@main.command()
+@click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--path", "path_kind", default="orbit", show_default=True, metavar="orbit|spiral|test|FILE.json",
+              help=_PATH_HELP)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="MP4 to write (H.264, yuv420p).")
+@click.option("--size", type=SizeType(), default=None,
+              help="Image size WxH in pixels [default: 512x512 for orbit/spiral, the path's own otherwise].")
+@click.option("--frames", "-n", type=click.IntRange(min=1), default=None,
+              help="Output frames [default: the stream's frame count, or the path file's]; time runs t = i mod T.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Frame rate of the MP4 [default: the stream's].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
+              help="Hardware video decoding.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Dataset folder (for --path test).")
+def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, hwaccel, data) -> None:
+    """Render a free-viewpoint video of STREAM (a .fvv folder) along a camera path to an MP4.
+
+    Time advances with the path: output frame i shows stream frame i mod T.
+
+    \b
+    Camera path file (--path FILE.json), cameras in the OpenCV convention
+    (x right, y down, z forward):
+      {"width": 640, "height": 480,
+       "fov_x_deg": 50,                 (or "K": [[fx,0,cx],[0,fy,cy],[0,0,1]])
+       "convention": "opencv",          (optional; "opengl" for Blender poses)
+       "frames": [{"c2w": [[..4..],[..4..],[..4..],[0,0,0,1]], "t": 0}, ...]}
+    "t" (stream frame index) is optional. A wrong field is an error naming it.
+    """
+    from featvid.render.player import render_path_video
+
+    stats = render_path_video(stream, path_kind, out, size=size, device=device, frames=frames, fps=fps,
+                              data=data, hwaccel=hwaccel)
+    click.echo(f"wrote {out} ({stats.frames_shown} frames, {stats.width}x{stats.height})")
+    click.echo(f"rendered at {stats.achieved_fps:.2f} fps on {stats.device} "
+               f"(decode {stats.decode_ms_per_frame:.1f} ms/frame, render {stats.render_ms_per_frame:.1f} ms/frame)")
+
+
+@main.command()
+@click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Target frame rate; late frames are dropped [default: the stream's].")
+@click.option("--size", type=SizeType(), default="512x512", show_default=True, help="Image size WxH in pixels.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
+              help="Hardware video decoding.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to play [default: one pass through the stream].")
+@click.option("--frames", "-n", type=click.IntRange(min=1), default=None, help="Output frames to play (instead of --duration).")
+@click.option("--path", "path_kind", default="orbit", show_default=True, metavar="orbit|spiral|test|FILE.json",
+              help="Camera path (see `featvid render --help`).")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Dataset folder (for --path test).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also record the frames shown to this MP4.")
+def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, data, out) -> None:
+    """Play STREAM headless in real time: decode ahead, render at --fps, drop late frames, report."""
+    from featvid.render.player import play_stream
+
+    if duration is not None and frames is not None:
+        raise click.UsageError("give --duration or --frames, not both")
+    stats = play_stream(stream, path_kind, fps=fps, size=size, device=device, hwaccel=hwaccel, frames=frames,
+                        duration=duration, out=out, data=data)
+    click.echo(stats.summary())
+    if out is not None:
+        click.echo(f"recorded {out}")
+
+
 # ---- benchmarks: bench ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--quick", is_flag=True, help="The reduced matrix on a tiny scene (a few minutes on 2 CPU cores).")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True,
+              help="Folder of results.json, results.md, rd.png and the resumable results.jsonl.")
+@click.option("--run", "run", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Benchmark this finished run instead of training the built-in scene.")
+@click.option("--data", "data", type=click.Path(path_type=Path, exists=True), default=None,
+              help="The dataset to measure PSNR against (default: the run's own, or the built-in scene).")
+@click.option("--cache", "cache", type=click.Path(path_type=Path), default=Path("benchmarks/cache"), show_default=True,
+              help="Where trained runs, bakes and the synthetic scene are kept between benchmark runs.")
+@click.option("--no-ablation", is_flag=True, help="Skip retraining without the temporal / spatial loss.")
+def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Path, no_ablation: bool) -> None:
+    """Compare codec presets and baselines: rate-distortion, speed, and what the VideoRF losses buy.
+
+    Resumable: finished points are kept in OUT/results.jsonl and skipped on the next run.
+    """
+    from dataclasses import replace
+
+    from featvid.bench import full_config, quick_config, run_bench
+
+    make = quick_config if quick else full_config
+    config = make(out=out, cache=cache, run=run, data=data)
+    if no_ablation:
+        config.matrix = replace(config.matrix, ablation=False)
+    command = "featvid bench" + (" --quick" if quick else "") + (f" --run {run}" if run else "") + \
+        (f" --data {data}" if data else "") + (" --no-ablation" if no_ablation else "")
+    report = run_bench(config, command=command)
+    best = report.summary.get("best")
+    if best:
+        click.echo(f"best preset within 0.5 dB of the float model: {best['id']} "
+                   f"{best['bytes_per_frame'] / 1024:.2f} KB/frame at {best['psnr']:.2f} dB")
+    for name, path in report.files.items():
+        click.echo(f"{name}: {path}")
+
 
 # ---- web player: serve ------------------------------------------------------------------------------
 
 @main.command("serve")
 @click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on. The default is loopback only; 0.0.0.0 exposes the stream to the network.")
+              help="Interface to listen on. The default is loopback only; 0.0.0.0 exposes the stream to the network "
+                   "(browsers then need https or a tunnel to localhost: the player's WebCodecs decoder wants a secure context).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free port).")
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True, help="Open the player in the default browser.")
 def serve_cmd(stream: Path, host: str, port: int, open_browser: bool) -> None:
@@ -207,6 +482,86 @@ def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
         mlp, settings, aabb = run.mlp(device), run.render_settings, aabb if aabb is not None else run.aabb
     video = load_dataset(data, aabb=aabb)
     return evaluate(frames, mlp, settings, video, device=device)
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True,
+              help="Folder for everything the demo makes.")
+@click.option("--scene", default=None, help="Built-in scene (see `featvid synth --help`).")
+@click.option("--frames", default=8, show_default=True, type=click.IntRange(2, 300))
+@click.option("--views", default=12, show_default=True, type=click.IntRange(4, 100))
+@click.option("--size", default=64, show_default=True, type=click.IntRange(16, 1024), help="Image height = width.")
+@click.option("--preset", "train_preset", default="fast", show_default=True, help="Training preset.")
+@click.option("--codec-preset", default=None, help="Codec preset (default: the recommended one).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train_preset: str,
+         codec_preset: str | None, device: str) -> None:
+    """Run the whole pipeline on the built-in dynamic scene.
+
+    synth -> train -> eval -> bake -> encode (default and web presets) -> eval the stream ->
+    orbit video. Finished steps are kept, so a second run only repeats what is missing.
+    """
+    import json
+    import time
+
+    from featvid.atomic import write_json
+    from featvid.bake.atlas import bake_run
+    from featvid.bake.config import preset as train_config
+    from featvid.bake.train import train
+    from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+    from featvid.data.synth import DEFAULT_SCENE, write_synth
+    from featvid.metrics import bytes_per_frame
+    from featvid.render.player import render_path_video
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data, run_dir, baked = out / "scene", out / "run", out / "baked"
+    stream_dir, web_dir, orbit = out / "scene.fvv", out / "scene-web.fvv", out / "orbit.mp4"
+    codec_preset = codec_preset or DEFAULT_PRESET
+
+    def step(text: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f} s] {text}")
+
+    if not (data / "transforms_train.json").is_file():
+        step(f"synth: rendering the built-in scene ({frames} frames, {views} views, {size} px)")
+        write_synth(data, scene=scene or DEFAULT_SCENE, frames=frames, views=views, size=size, progress=True)
+    step(f"train: {run_dir} (preset {train_preset}; resumes if interrupted)")
+    run = train(data, run_dir, train_config(train_preset), device=device)
+    step("eval: the float model on the held-out views")
+    float_report = evaluate_source(run_dir, data, device=device)
+    if not (baked / "baked.json").is_file():
+        step(f"bake: {baked}")
+        bake_run(run_dir, baked)
+    for target, name in ((stream_dir, codec_preset), (web_dir, "web")):
+        manifest = target / "manifest.json"
+        if not manifest.is_file() or json.loads(manifest.read_text())["codec"]["preset"] != name:
+            step(f"encode: {target} (preset {name})")
+            encode_baked(baked, target, preset=name)
+    step("eval: the stream, after the codec")
+    stream_report = evaluate_source(stream_dir, data, device=device)
+    if not orbit.is_file():
+        step(f"render: orbit video {orbit}")
+        render_path_video(open_stream(stream_dir), "orbit", orbit, size=(256, 256), device=device)
+
+    n = run.num_frames
+    grid_bpf = run.summary()["grid_bytes_per_frame"]
+    stream_bpf = bytes_per_frame(stream_dir, n)
+    result = {
+        "frames": n, "seconds": round(time.perf_counter() - started, 1),
+        "psnr_float": float_report.mean_psnr, "ssim_float": float_report.mean_ssim,
+        "psnr_stream": stream_report.mean_psnr, "ssim_stream": stream_report.mean_ssim,
+        "codec_preset": codec_preset, "stream_bytes_per_frame": stream_bpf,
+        "web_bytes_per_frame": bytes_per_frame(web_dir, n), "run_grid_bytes_per_frame": grid_bpf,
+    }
+    write_json(out / "demo.json", result)
+    click.echo("")
+    click.echo(f"held-out PSNR   float model {float_report.mean_psnr:6.2f} dB   after the codec "
+               f"{stream_report.mean_psnr:6.2f} dB   ({stream_report.mean_psnr - float_report.mean_psnr:+.2f} dB)")
+    click.echo(f"bytes per frame stream {stream_bpf / 1024:8.1f} KiB ({codec_preset})   float32 grids "
+               f"{grid_bpf / 1024:8.1f} KiB   ({grid_bpf / stream_bpf:.0f}x smaller)")
+    click.echo(f"orbit video     {orbit}")
+    click.echo(f"web player      featvid serve {web_dir}   (then open http://127.0.0.1:8000/)")
+    click.echo(f"summary         {out / 'demo.json'}   ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,227 @@
+"""HTTP server for the web player: the player's static files at /, one stream's files under /stream/.
+
+A small static server on purpose (no framework): it serves exactly two folders, the player's
+assets (featvid/render/web) and the stream folder, and nothing else. Request paths are checked
+component by component (no `..`, no empty or absolute components, no backslashes) and the file
+found must still lie inside its folder once symlinks are resolved, so nothing outside the two
+folders can be read. HTTP range requests are answered (206 / 416) because browsers seek media
+with them. It binds the loopback interface unless told otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from featvid.errors import ConfigError, StreamError
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STREAM_PREFIX = "stream"  # URL folder under which the stream's files appear
+
+# Types the player needs exactly: modules must be text/javascript, media video/mp4.
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".glsl": "text/plain; charset=utf-8",
+    ".json": "application/json",
+    ".mp4": "video/mp4",
+    ".fvmap": "application/octet-stream",
+    ".safetensors": "application/octet-stream",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+_CHUNK = 1 << 16
+
+
+def mime_type(path: Path) -> str:
+    """Content-Type of a served file, by extension; unknown types are opaque bytes."""
+    return MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """First byte range of a `Range: bytes=...` header as inclusive (start, end) within `size` bytes.
+
+    Returns None when the range cannot be satisfied (the caller answers 416). Only one range is
+    served: for a multi-range request the first one is used, which RFC 9110 permits.
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec:
+        return None
+    first = spec.split(",")[0].strip()
+    start_s, dash, end_s = first.partition("-")
+    if not dash:
+        return None
+    try:
+        if start_s == "":  # suffix range: the last N bytes
+            n = int(end_s)
+            if n <= 0 or size == 0:
+                return None
+            return max(0, size - n), size - 1
+        start = int(start_s)
+        end = int(end_s) if end_s else size - 1
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+class PlayerServer(ThreadingHTTPServer):
+    """A threaded HTTP server for one stream. Use `start()` / `close()` or run `serve_forever()`."""
+
+    daemon_threads = True  # a stuck browser connection must not hold the process open
+
+    def __init__(self, address: tuple[str, int], stream_dir: Path, web_dir: Path = WEB_DIR) -> None:
+        self.stream_dir = stream_dir.resolve()
+        self.web_dir = web_dir.resolve()
+        self._thread: threading.Thread | None = None
+        if ":" in address[0]:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        """The player's address, e.g. http://127.0.0.1:8000/"""
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/"
+
+    def start(self) -> threading.Thread:
+        """Serve from a background daemon thread (tests, `--open`). Stop with `close()`."""
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="featvid-serve", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def close(self) -> None:
+        """Stop serving (if started here) and release the socket."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def resolve(self, url_path: str) -> Path | None | bool:
+        """The file a URL path names: a Path; None when there is no such file (404); False when the
+        path tries to leave its folder (403)."""
+        parts = url_path.split("/")[1:]  # the path starts with "/"
+        if parts == [""]:
+            parts = ["index.html"]
+        elif len(parts) > 1 and parts[-1] == "":
+            parts = parts[:-1]  # a folder: there are no listings, so it ends in 404 below
+        names = [unquote(p) for p in parts]
+        # Reject traversal and anything that is not a plain name. Decoding happens per component,
+        # so %2F cannot smuggle a separator in.
+        for n in names:
+            if n in ("", ".", "..") or "/" in n or "\\" in n or "\0" in n or (os.sep != "/" and os.sep in n):
+                return False
+        if names[0] == STREAM_PREFIX:
+            root, names = self.stream_dir, names[1:]
+            if not names:
+                return None
+        else:
+            root = self.web_dir
+        path = root.joinpath(*names)
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not real.is_relative_to(root):  # a symlink pointing out of the folder
+            return False
+        return real if real.is_file() else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PlayerServer
+    protocol_version = "HTTP/1.1"  # keep-alive: the player fetches many small files
+    server_version = "featvid"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._send(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send(body=False)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server signature)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
+        body = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send(self, body: bool) -> None:
+        target = self.server.resolve(urlsplit(self.path).path)
+        if target is False:
+            self._error(HTTPStatus.FORBIDDEN)
+            return
+        if target is None:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        size = target.stat().st_size
+        start, end, status = 0, size - 1, HTTPStatus.OK
+        range_header = self.headers.get("Range")
+        if range_header:
+            r = parse_range(range_header, size)
+            if r is None:
+                self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"})
+                return
+            start, end, status = r[0], r[1], HTTPStatus.PARTIAL_CONTENT
+        length = max(0, end - start + 1)
+        self.send_response(status)
+        self.send_header("Content-Type", mime_type(target))
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        # Streams get re-encoded in place during development: never let the browser keep stale GOPs.
+        self.send_header("Cache-Control", "no-cache")
+        if status == HTTPStatus.PARTIAL_CONTENT:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if not body or length == 0:
+            return
+        try:
+            with open(target, "rb") as f:
+                f.seek(start)
+                left = length
+                while left > 0:
+                    chunk = f.read(min(_CHUNK, left))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client closed the connection during %s", self.path)
+
+
+def serve(stream_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> PlayerServer:
+    """A bound (not yet serving) PlayerServer for the stream folder `stream_dir`.
+
+    Call `.serve_forever()` (blocking) or `.start()` (background thread), and `.close()` to stop.
+    port 0 picks a free port (see `.url`). Raises StreamError when the folder is not a finished
+    stream, ConfigError when the address cannot be bound.
+    """
+    stream_dir = Path(stream_dir)
+    if not (stream_dir / "manifest.json").is_file():
+        raise StreamError(f"{stream_dir}: not a featvid stream (no manifest.json)")
+    if not (WEB_DIR / "index.html").is_file():
+        raise StreamError(f"{WEB_DIR}: the web player's files are missing from the installation")
+    try:
+        return PlayerServer((host, port), stream_dir)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e
