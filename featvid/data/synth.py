@@ -246,7 +246,7 @@ class Dancer(SynthScene):
 
     def parts(self, p: torch.Tensor, u: float) -> list[PartValue]:
         """Stage, posts, torso, head, two arms, two legs, hoop (in the order of `textures`)."""
-        w = 2 * math.pi * u  # one cycle over the clip
+        w = 2 * math.pi * u  # u: phase of the motion cycle (see scene_phase)
         ph = self.phase
         # stage: a static disc
         stage_c = _vec(0.0, 0.0, -0.85)
@@ -475,9 +475,20 @@ def render_cameras(scene: SynthScene, cams: Cameras, u: float, chunk: int = 1 <<
     return out.reshape(len(cams), cams.height, cams.width, 4)
 
 
+# The scenes' motion repeats every CYCLE_SECONDS of scene time. Motion follows the clock, not the
+# clip length, as in a real capture: at 30 fps a frame moves a few degrees, so the sequential
+# trainer's warm start and the codec's inter prediction see realistic frame-to-frame change.
+CYCLE_SECONDS = 3.0
+
+
 def frame_time(t: int, num_frames: int) -> float:
-    """Normalised time u in [0, 1] of frame t (also the D-NeRF JSON `time`)."""
+    """Normalised time u in [0, 1] of frame t (the D-NeRF JSON `time`)."""
     return t / (num_frames - 1) if num_frames > 1 else 0.0
+
+
+def scene_phase(t: int, fps: float) -> float:
+    """Phase of the scenes' motion cycle at frame t (1.0 = one full cycle)."""
+    return t / (fps * CYCLE_SECONDS)
 
 
 def render_scene(name: str, cams: Cameras, t: int, num_frames: int, seed: int = 0) -> torch.Tensor:
@@ -487,7 +498,7 @@ def render_scene(name: str, cams: Cameras, t: int, num_frames: int, seed: int = 
     """
     if not 0 <= t < num_frames:
         raise ConfigError(f"frame {t} out of range 0..{num_frames - 1}")
-    return render_cameras(get_scene(name, seed), cams.to("cpu"), frame_time(t, num_frames))
+    return render_cameras(get_scene(name, seed), cams.to("cpu"), scene_phase(t, FPS))
 
 
 # ---- the camera rig and the dataset on disk ------------------------------------------------------------
@@ -565,7 +576,7 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
         (tmp / "test").mkdir()
         lists: dict[str, list[dict]] = {"train": [], "test": []}
         for t in tqdm(range(frames), desc=f"synth {scene}", unit="frame", disable=not progress):
-            rgba = render_cameras(scene_obj, cams, frame_time(t, frames))  # [V, H, W, 4]
+            rgba = render_cameras(scene_obj, cams, scene_phase(t, FPS))  # [V, H, W, 4]
             for v in range(views):
                 split = "train" if v in train_views else "test"
                 name = f"f{t:04d}_v{v:02d}.png"
