@@ -489,7 +489,8 @@ def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
               help="Folder for everything the demo makes.")
 @click.option("--scene", default=None, help="Built-in scene (see `featvid synth --help`).")
 @click.option("--frames", default=8, show_default=True, type=click.IntRange(2, 300))
-@click.option("--views", default=12, show_default=True, type=click.IntRange(4, 100))
+@click.option("--views", default=24, show_default=True, type=click.IntRange(4, 100),
+              help="Cameras in all (2 held out). More views cost synthesis time only, and generalise better.")
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16, 1024), help="Image height = width.")
 @click.option("--preset", "train_preset", default="fast", show_default=True, help="Training preset.")
 @click.option("--codec-preset", default=None, help="Codec preset (default: the recommended one).")
