@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from featvid.bake.config import DENSITY_RANGE, TrainConfig
 from featvid.bake.grid import grid_shape_for
+from featvid.bake.losses import optimizer_step
 from featvid.bake.sampling import RaySampler
 from featvid.errors import TrainingError
 from featvid.render.volume import DENSITY_SHIFT, Volume, composite, interpolate, sample_points
@@ -78,11 +79,7 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
         loss = ((rgb - target) ** 2).mean()
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: loss became {float(loss)} at iteration {it}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for g in opt.param_groups:
-            g["lr"] *= gamma
+        optimizer_step(opt, loss, gamma)
         with torch.no_grad():
             param[0].clamp_(*DENSITY_RANGE)
     grid.data = param.detach()

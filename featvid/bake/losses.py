@@ -50,3 +50,12 @@ def atlas_smoothness(volume: torch.Tensor, mapping: Mapping, density_scale: floa
     dy = (a[:, :, 1:] - a[:, :, :-1]).abs() * (u[:, :, 1:] * u[:, :, :-1])  # inside a tile column
     pairs = (u[..., 1:] * u[..., :-1]).sum() + (u[:, :, 1:] * u[:, :, :-1]).sum()
     return ((dx * w).sum() + (dy * w).sum()) / (pairs * C1).clamp(min=1)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, gamma: float) -> None:
+    """One Adam step on `loss`, then every learning rate times `gamma` (exponential decay)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    for g in opt.param_groups:
+        g["lr"] *= gamma

@@ -220,11 +220,7 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
             loss = loss + config.spatial_weight * spatial
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for g in opt.param_groups:
-            g["lr"] *= gamma
+        losses.optimizer_step(opt, loss, gamma)
         with torch.no_grad():
             # bounded ranges: the baker quantizes each channel per GOP over its min..max to 8 bits
             param[:, 0].clamp_(*DENSITY_RANGE)
