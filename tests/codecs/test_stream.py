@@ -50,13 +50,14 @@ def test_backends_give_the_same_stream_and_decoders_agree(baked, tmp_path):
         ca, cb = a.decode_codes(g), b.decode_codes(g)
         assert np.array_equal(cb, b_cli.decode_codes(g))  # one file, two decoders, same planes
         want = expected_codes(baked, g, DEFAULT_PRESET).astype(float)
-        for c in (ca, cb):  # both back ends: same preset, same quality
-            assert 10 * math.log10(255**2 / ((c - want) ** 2).mean()) > 40
+        for c in (ca, cb):  # both back ends: same preset, same quality (crf 23 here: ~36 dB)
+            assert 10 * math.log10(255**2 / ((c - want) ** 2).mean()) > 33
 
 
 def test_default_preset_feature_psnr_floor(baked, tmp_path):
-    """Features after the default preset vs the float bake: >= 35 dB over each channel's range
-    (8-bit quantization alone gives ~59 dB; the synthetic blob's hard edge costs the codec most)."""
+    """Features after the default preset (h264 crf 23) vs the float bake: >= 32 dB over each
+    channel's range (8-bit quantization alone gives ~59 dB; measured ~35 dB at crf 23, ~44 dB at
+    crf 18; the synthetic blob's hard edge costs the codec most)."""
     s = open_stream(encode_baked(baked, tmp_path / "s.fvv"), hwaccel="none")
     b = Baked(baked)
     for g in range(s.num_gops):
@@ -67,10 +68,10 @@ def test_default_preset_feature_psnr_floor(baked, tmp_path):
         got = got.reshape(*got.shape[:2], -1)[:, :, used]
         for p in range(1, ref.shape[1]):  # features; density is clamped on purpose
             span = float(ref[:, p].max() - ref[:, p].min())
-            assert psnr(got[:, p] / span, ref[:, p] / span) > 35, (g, p)
+            assert psnr(got[:, p] / span, ref[:, p] / span) > 32, (g, p)
         lo, hi = s.manifest.gops[g].ranges[0]
         span = hi - lo
-        assert psnr(got[:, 0].clamp(lo, hi) / span, ref[:, 0].clamp(lo, hi) / span) > 35
+        assert psnr(got[:, 0].clamp(lo, hi) / span, ref[:, 0].clamp(lo, hi) / span) > 32
 
 
 def test_random_access_matches_gop_decode(baked, tmp_path):
