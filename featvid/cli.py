@@ -449,22 +449,10 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
         click.echo(f"wrote {out}")
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; 'cuda' without one is an error."""
-    import torch
-
-    from featvid.errors import ConfigError
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
-    return device
-
-
 def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
     """Evaluate a run or a stream folder against a dataset (returns an EvalReport)."""
     from featvid.data import load_dataset
+    from featvid.device import resolve_device
     from featvid.render.evaluate import evaluate
 
     device = resolve_device(device)

@@ -35,6 +35,7 @@ from featvid.bake.grid import SparseGrid, grid_shape_for
 from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run, write_run_meta
 from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
+from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError, TrainingError
 from featvid.render.evaluate import score_frame
 from featvid.render.mlp import MLPConfig, TinyMLP
@@ -48,19 +49,6 @@ _RUN_FILES = ("run.json", "mlp.safetensors", "log.jsonl", COARSE_FILE)
 
 # Called after each finished frame with (frame, log record); tests use it to stop a run midway.
 FrameCallback = Callable[[int, dict], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when present), 'cpu' or 'cuda[:n]' -> torch.device; CUDA without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {name!r} asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
-        return torch.device(name)
-    raise ConfigError(f"unknown device {name!r} (choose auto, cpu or cuda)")
 
 
 # -- GOPs -------------------------------------------------------------------------------------------

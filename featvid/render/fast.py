@@ -33,21 +33,8 @@ import torch.nn.functional as Fnn
 
 from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays
-from featvid.errors import RenderError
+from featvid.device import resolve_device
 from featvid.render.volume import DENSITY_SHIFT, RenderSettings, Volume, cell_occupancy, ray_aabb
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a RenderError."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RenderError("--device cuda asked for, but torch sees no CUDA device")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise RenderError(f"unknown device {name!r} (use auto, cpu or cuda)") from e
 
 
 def synchronize(device: torch.device) -> None:

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from featvid.bake import losses
 from featvid.bake.config import preset
 from featvid.bake.run import Run
-from featvid.bake.train import resolve_device, train
+from featvid.bake.train import train
+from featvid.device import resolve_device
 from featvid.cli import main
 from featvid.data import load_dataset
 from featvid.errors import ConfigError, TrainingError
@@ -127,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_finished_frames(tiny_dataset: Path, tmp
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_gpu_is_a_clear_error(tiny_dataset: Path, tmp_path: Path):
-    with pytest.raises(TrainingError, match="CUDA"):
+    with pytest.raises(ConfigError, match="CUDA"):
         resolve_device("cuda")
     result = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(tmp_path / "r"), "--device", "cuda"])
     assert result.exit_code == 2 and "CUDA" in result.output

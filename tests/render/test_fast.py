@@ -1,14 +1,14 @@
 """The fast inference path against the reference renderer (featvid.render.volume is the contract)."""
-import math
 
 import pytest
 import torch
 
 from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
-from featvid.errors import RenderError
 from featvid.metrics import psnr
-from featvid.render.fast import FastRenderer, FastSettings, VolumeBuilder, fast_volume, resolve_device
+from featvid.device import resolve_device
+from featvid.errors import ConfigError
+from featvid.render.fast import FastRenderer, FastSettings, VolumeBuilder, fast_volume
 from featvid.render.mlp import MLPConfig, TinyMLP
 from featvid.render.volume import RenderSettings, Volume, render_image
 
@@ -99,7 +99,7 @@ def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RenderError):
+        with pytest.raises(ConfigError, match="CUDA"):
             resolve_device("cuda")
 
 
