@@ -32,7 +32,6 @@ from safetensors.numpy import save as _st_save
 from tqdm import tqdm
 
 from featvid.atomic import write_bytes, write_json
-from featvid.bake.grid import SparseGrid
 from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run
 from featvid.errors import StreamError
@@ -50,26 +49,6 @@ class Atlas:
 
     planes: torch.Tensor
     ranges: list[tuple[float, float]]
-
-
-def grid_atlas(mapping: Mapping, grid: SparseGrid) -> torch.Tensor:
-    """Atlas planes [1 + C, H, W] of `grid` under `mapping`: the same values as
-    `Mapping.grid_to_atlas`, gathered from the sparse grid directly (a dense 256^3 x 13 volume would
-    need ~870 MB a frame). StreamError when the grid stores a vertex the mapping has no pixel for."""
-    H, W = mapping.atlas_size
-    idx = mapping.vertex_index()  # [H * W] flat vertex or -1
-    flat = grid.flat_index()  # [N]
-    values = torch.cat([grid.density[None], grid.features.T], dim=0).float()  # [1 + C, N]
-    order = torch.argsort(flat)
-    sorted_flat = flat[order]
-    out = torch.zeros((values.shape[0], H * W), dtype=torch.float32)
-    if flat.numel():
-        pos = torch.searchsorted(sorted_flat, idx.clamp(min=0)).clamp(max=flat.numel() - 1)
-        hit = (idx >= 0) & (sorted_flat[pos] == idx)
-        out[:, hit] = values[:, order[pos[hit]]]
-        if int(hit.sum()) != flat.numel():
-            raise StreamError(f"{flat.numel() - int(hit.sum())} stored vertices fall outside the GOP's mapping")
-    return out.view(-1, H, W)
 
 
 def plane_ranges(planes: torch.Tensor, mapping: Mapping) -> list[tuple[float, float]]:
@@ -140,7 +119,7 @@ def bake_run(run_dir: str | Path, out: str | Path) -> Path:
             frames = []
             for t in range(gop.start, gop.end):
                 grid = run.frame(t).validate()  # NaN/inf refused here, before anything is written
-                frames.append(grid_atlas(mapping, grid))
+                frames.append(mapping.grid_to_atlas(grid))
             planes = torch.stack(frames)  # [F, P, H, W]
             if not torch.isfinite(planes).all():
                 raise StreamError(f"{run.path}: GOP {g} holds NaN or infinite values")

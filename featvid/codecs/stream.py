@@ -66,7 +66,7 @@ class Stream:
                     raise StreamError(f"{self.path}: file {name} named in the manifest is missing")
         if not (self.path / m.mlp["file"]).is_file():
             raise StreamError(f"{self.path}: file {m.mlp['file']} named in the manifest is missing")
-        self._mappings: dict = {}  # g -> Mapping, ("layout", g) -> decoded vertex layout
+        self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
 
     def __repr__(self) -> str:
         return f"Stream({str(self.path)!r}, frames={self.num_frames}, gops={self.num_gops}, preset={self.manifest.codec.preset!r})"
@@ -130,23 +130,10 @@ class Stream:
                               "(truncated video?)")
         return np.stack(out)
 
-    def _layout(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """GOP g's decoded vertices in flat-index order: atlas pixel [N] and coords [N, 3] int32 (cached;
-        the same order as `Mapping.atlas_to_grid`, without its per-frame sort)."""
-        if ("layout", g) not in self._mappings:
-            idx = self.mapping(g).vertex_index()  # [H * W]
-            used = (idx >= 0).nonzero()[:, 0]
-            order = torch.argsort(idx[used])
-            pix, flat = used[order], idx[used][order]
-            _, ny, nz = self.grid_shape
-            coords = torch.stack([flat // (ny * nz), (flat // nz) % ny, flat % nz], dim=-1).to(torch.int32)
-            self._mappings[("layout", g)] = (pix, coords)  # type: ignore[index]
-        return self._mappings[("layout", g)]  # type: ignore[index]
-
     def _grid(self, g: int, codes: np.ndarray) -> SparseGrid:
         """One frame's codes [P, H, W] -> its SparseGrid (every vertex of the GOP's blocks)."""
         e = self.manifest.gops[g]
-        pix, coords = self._layout(g)
+        pix, coords = self.mapping(g).vertex_layout()
         used = codes.reshape(codes.shape[0], -1)[:, pix.numpy()]  # [P, N]
         values = dequantize(used, e.ranges, self.manifest.codec.levels)  # [P, N]
         return SparseGrid(self.aabb.clone(), self.grid_shape, coords, values[0].contiguous(), values[1:].T.contiguous())

@@ -1,4 +1,4 @@
-"""The baker: sparse gather == Mapping.grid_to_atlas, bake -> unbake lossless, resume, refusals."""
+"""The baker: sparse gather == the dense gather, bake -> unbake lossless, resume, refusals."""
 from __future__ import annotations
 
 import json
@@ -6,18 +6,18 @@ import json
 import pytest
 import torch
 
-from featvid.bake.atlas import Baked, bake_run, grid_atlas
+from featvid.bake.atlas import Baked, bake_run
 from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run
 from featvid.errors import StreamError
 from tests.codecs.synthetic import make_grid, make_run
 
 
-def test_sparse_gather_equals_mapping_grid_to_atlas():
+def test_sparse_gather_equals_dense_gather():
     grids = [make_grid((20, 18, 22), 3, t) for t in range(2)]
     mapping = Mapping.from_union([g.occupancy() for g in grids])
     for g in grids:
-        assert torch.equal(grid_atlas(mapping, g), mapping.grid_to_atlas(g))
+        assert torch.equal(mapping.grid_to_atlas(g), mapping.to_atlas(g.to_dense()))
 
 
 def test_grid_outside_the_mapping_is_refused():
@@ -26,7 +26,7 @@ def test_grid_outside_the_mapping_is_refused():
     far.coords = torch.tensor([[15, 15, 15]], dtype=torch.int32)
     far.density, far.features = torch.ones(1), torch.ones(1, 2)
     with pytest.raises(StreamError, match="outside the GOP's mapping"):
-        grid_atlas(mapping, far)
+        mapping.grid_to_atlas(far)
 
 
 def test_bake_unbake_is_lossless(tmp_path):
