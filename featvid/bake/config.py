@@ -67,13 +67,15 @@ class TrainConfig:
     """Rays per iteration."""
     lr_grid: float = 0.1
     """Adam learning rate of density and features (DVGO: 0.1)."""
-    lr_grid_frame: float = 0.1
-    """Adam learning rate of density and features in later (warm-started) frames."""
+    lr_grid_frame: float = 0.2
+    """Adam learning rate of density and features in later (warm-started) frames. Higher than the
+    keyframe's: content that moves must travel far in few iterations (demo, 60 iterations a frame:
+    0.1 -> 0.2 with lr_decay 0.3 gave +1.5 dB held-out on frames 1-3 for 13 % more stream bytes)."""
     lr_mlp: float = 3e-3
     """Adam learning rate of the MLP on the keyframe."""
     lr_mlp_frame: float = 0.0
     """MLP learning rate in later frames; 0 freezes the MLP after the keyframe (VideoRF)."""
-    lr_decay: float = 0.1
+    lr_decay: float = 0.3
     """Learning rates fall exponentially to this fraction of their start over a frame's iterations."""
     feature_range: float = 2.0
     """Features are clamped to [-feature_range, feature_range]: a bounded range for 8-bit quantization."""

@@ -31,12 +31,12 @@ def test_tiny_run_reaches_psnr_floor(tiny_run: Path, tiny_dataset: Path):
     video = load_dataset(tiny_dataset)
     report = evaluate(run.frames(), run.mlp(), run.render_settings, video)
     assert len(report.per_frame) == run.num_frames == video.num_frames
-    # An untrained or broken trainer renders background or mush (about 10 dB here). The keyframe
-    # fits its training views well; 6 training views of 48 px generalise less to the held-out two.
+    # An untrained or broken trainer renders background or mush (about 10 dB here). The `test`
+    # preset at 32^3 reaches ~28.4 dB on the held-out views of every frame (10 training views, 64 px).
     keyframe_train = evaluate([(0, run.frame(0))], run.mlp(), run.render_settings, video, views=video.train_views)
-    assert keyframe_train.mean_psnr >= 26.0, keyframe_train.table()
-    assert report.per_frame[0].psnr >= 20.0, report.table()
-    assert report.mean_psnr >= 15.0 and report.mean_ssim > 0.6, report.table()
+    assert keyframe_train.mean_psnr >= 27.0, keyframe_train.table()
+    assert min(f.psnr for f in report.per_frame) >= 25.0, report.table()
+    assert report.mean_psnr >= 26.0 and report.mean_ssim > 0.85, report.table()
     assert "| mean |" in report.table() and json.dumps(report.to_json())
 
 

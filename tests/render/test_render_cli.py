@@ -14,6 +14,7 @@ from featvid.render.mlp import MLPConfig, TinyMLP
 from featvid.render.paths import orbit, path_to_dict
 from featvid.render.player import play_stream, render_path_video
 from featvid.render.video import probe_mp4
+from tests.fixtures.data import TINY_SIZE
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 C = 4
@@ -164,4 +165,4 @@ def test_tiny_stream_end_to_end(request, tmp_path):
                                   "--frames", "3", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     info = probe_mp4(test)
-    assert info["frames"] == 3 and (info["width"], info["height"]) == (48, 48)
+    assert info["frames"] == 3 and (info["width"], info["height"]) == (TINY_SIZE, TINY_SIZE)
