@@ -25,8 +25,9 @@ class TrainConfig:
     """Fine grid: vertices along the longest side of the scene box."""
     coarse_resolution: int = 32
     """Coarse grid of the occupancy pass: vertices along the longest side."""
-    num_channels: int = 12
-    """Feature channels per vertex (C; ReRF/DVGO use 12)."""
+    num_channels: int = 6
+    """Feature channels per vertex (C). ReRF/DVGO use 12; on the demo scene (4 frames, crf 23) 6 gave
+    the same float PSNR (32.23 vs 32.25 dB) in 53 % of the stream bytes, 4 lost 0.18 dB in 39 %."""
     step_ratio: float = 0.5
     """Ray-marching step in voxels (written to run.json for every renderer)."""
 
@@ -81,8 +82,10 @@ class TrainConfig:
     """Features are clamped to [-feature_range, feature_range]: a bounded range for 8-bit quantization."""
 
     # -- regularisers (VideoRF) -----------------------------------------------------------------------
-    temporal_weight: float = 0.01
-    """L1 between this frame's and the previous frame's vertex values (0 switches it off)."""
+    temporal_weight: float = 0.03
+    """L1 between this frame's and the previous frame's vertex values (0 switches it off). On the demo
+    scene 0.01 -> 0.03 gave +0.3 dB held-out (less drift) and 16 % fewer stream bytes; 0.1, 10 % fewer
+    again for 0.2 dB more codec loss."""
     spatial_weight: float = 0.001
     """L1 between neighbouring pixels inside atlas tiles of the GOP's mapping (0 switches it off)."""
     density_reg_scale: float = 0.1

@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 # the only switch it has, and a user's own setting wins.
 os.environ.setdefault("SVT_LOG", "1")
 
-# Measured on the demo scene (8 frames, 48^3, 24 views): crf 23 costs 0.23 dB of held-out PSNR
-# for 33.7 KiB/frame; crf 18 costs 0.06 dB for 52.1 KiB; crf 28 costs 1.24 dB. H.264 luma is also
-# the most compatible stream. Re-measure with `featvid bench`.
-DEFAULT_PRESET = "h264-crf23"
+# Measured on the demo scene (8 frames, 48^3, 6 channels, 24 views, float model 32.30 dB): crf 20
+# costs 0.33 dB of held-out PSNR for 13.7 KiB/frame; crf 21 0.43 dB for 12.6 KiB; crf 23 0.80 dB
+# for 10.8 KiB; crf 18 0.17 dB for 15.8 KiB. H.264 luma is also the most compatible stream.
+# Re-measure with `featvid bench`.
+DEFAULT_PRESET = "h264-crf20"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ _VP9 = {"deadline": "good", "cpu-used": "4", "b": "0", "row-mt": "1", "auto-alt-
 _NVENC = {"preset": "p5", "rc": "constqp", "bf": "0"}
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("h264-crf18", "libx264", "H.264 luma mosaic, crf 18 (default: near-transparent features)", "crf", 18, _X264),
+    Preset("h264-crf18", "libx264", "H.264 luma mosaic, crf 18 (near-transparent features)", "crf", 18, _X264),
+    Preset("h264-crf20", "libx264", "H.264 luma mosaic, crf 20 (default: within 0.5 dB of the float model)",
+           "crf", 20, _X264),
     Preset("h264-crf23", "libx264", "H.264 luma mosaic, crf 23", "crf", 23, _X264),
     Preset("h264-crf28", "libx264", "H.264 luma mosaic, crf 28 (small)", "crf", 28, _X264),
     Preset("h264-444-crf18", "libx264", "H.264 yuv444p triplets, crf 18", "crf", 18, _X264,

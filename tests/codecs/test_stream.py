@@ -50,12 +50,12 @@ def test_backends_give_the_same_stream_and_decoders_agree(baked, tmp_path):
         ca, cb = a.decode_codes(g), b.decode_codes(g)
         assert np.array_equal(cb, b_cli.decode_codes(g))  # one file, two decoders, same planes
         want = expected_codes(baked, g, DEFAULT_PRESET).astype(float)
-        for c in (ca, cb):  # both back ends: same preset, same quality (crf 23 here: ~36 dB)
+        for c in (ca, cb):  # both back ends: same preset, same quality (~36 dB at crf 23; the default is crf 20)
             assert 10 * math.log10(255**2 / ((c - want) ** 2).mean()) > 33
 
 
 def test_default_preset_feature_psnr_floor(baked, tmp_path):
-    """Features after the default preset (h264 crf 23) vs the float bake: >= 32 dB over each
+    """Features after the default preset (h264 crf 20) vs the float bake: >= 32 dB over each
     channel's range (8-bit quantization alone gives ~59 dB; measured ~35 dB at crf 23, ~44 dB at
     crf 18; the synthetic blob's hard edge costs the codec most)."""
     s = open_stream(encode_baked(baked, tmp_path / "s.fvv"), hwaccel="none")
