@@ -8,8 +8,8 @@ import torch
 
 from featvid.data import load_dataset
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
-from featvid.data.synth import (RIG_TARGET, SCENE_AABB, SCENES, SURFACE_WIDTH, get_scene, render_scene, synth_rig,
-                                write_synth)
+from featvid.data.synth import (RIG_TARGET, SCENE_AABB, SCENES, SURFACE_WIDTH, get_scene, render_cameras,
+                                render_scene, synth_rig, write_synth)
 from featvid.errors import ConfigError, FeatvidError
 from tests.fixtures.data import TINY_FRAMES, TINY_SEED, TINY_SIZE, TINY_TEST_VIEWS, TINY_VIEWS
 
@@ -122,3 +122,19 @@ def test_write_synth_refuses_foreign_folder_and_replaces_its_own(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     with pytest.raises(ConfigError):
         write_synth(tmp_path / "t", frames=0)
+
+
+def test_pixels_average_their_area():
+    """Ground truth pixels are the alpha-weighted mean of 2 x 2 rays over the pixel (a camera
+    integrates its pixel's area): the same as one ray a pixel at twice the size, box-filtered."""
+    scene, cam = get_scene("dancer", 0), _front_camera(16)
+    small = render_cameras(scene, cam, 0.1, supersample=2)  # [1, 16, 16, 4]
+    fine = render_cameras(scene, cam.scaled(2), 0.1, supersample=1).reshape(1, 16, 2, 16, 2, 4)
+    alpha = fine[..., 3].mean(dim=(2, 4))
+    premult = (fine[..., :3] * fine[..., 3:]).mean(dim=(2, 4))
+    assert torch.allclose(small[..., 3], alpha, atol=1e-6)
+    covered = alpha > 1e-3
+    assert covered.any() and (~covered).any()
+    assert torch.allclose(small[..., :3][covered] * alpha[covered][:, None], premult[covered], atol=1e-5)
+    # and silhouettes are soft: some pixels are partly covered
+    assert ((alpha > 0.05) & (alpha < 0.95)).any()
