@@ -340,7 +340,7 @@ def prepare_run(config: BenchConfig, label: str, dataset: Path, video) -> Path:
         log.warning("the base config already has %s switched off; the ablation repeats it", label)
     out = config.cache / f"{prefix}-{label}"
     log.info("training %s into %s", label, out)
-    return train(dataset, out, configs[label], frames=frames, device="cpu", video=video).path
+    return train(dataset, out, configs[label], frames=frames, device="auto", video=video).path
 
 
 def prepare_model(label: str, run_dir: Path, cache: Path) -> Model:
