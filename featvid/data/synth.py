@@ -488,7 +488,7 @@ def render_cameras(scene: SynthScene, cams: Cameras, u: float, chunk: int = 1 <<
     out = out.reshape(len(cams), cams.height, s, cams.width, s, 4)
     alpha = out[..., 3:].mean(dim=(2, 4))  # [N, H, W, 1]
     premult = (out[..., :3] * out[..., 3:]).mean(dim=(2, 4))  # [N, H, W, 3]
-    rgb = torch.where(alpha > 0, premult / alpha.clamp(min=1e-8), out[..., :3].mean(dim=(2, 4)))
+    rgb = premult / alpha.clamp(min=1e-8)  # straight colour; 0 where nothing covers the pixel
     return torch.cat([rgb.clamp(0, 1), alpha], dim=-1)
 
 
