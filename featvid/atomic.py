@@ -39,6 +39,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, compact: bool = False) -> None:
+    """Write `obj` as JSON to `path` atomically: indented, or without whitespace when `compact`."""
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=2, sort_keys=False)
+    write_text(path, text + "\n")

@@ -38,7 +38,7 @@ import torch
 
 from featvid.atomic import write_json, write_text
 from featvid.bake.grid import SparseGrid
-from featvid.bake.run import Run
+from featvid.bake.run import Run, recorded_config
 from featvid.errors import ConfigError, FeatvidError
 from featvid.metrics import bd_rate, bytes_per_frame
 
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 ANCHOR_CURVE = "h264/luma/8bit"  # the curve BD-rates are measured against (its first speed preset)
 MAX_LOSS_DB = 0.5  # "near-transparent": the best preset may lose at most this much render PSNR
+# Bump when encoding or scoring changes (2: feature basis, float16 MLP, x264 options): finished
+# points of an older revision in results.jsonl are measured again rather than reused.
+MEASURE_REVISION = 2
 
 
 # ---- what to measure ------------------------------------------------------------------------------------
@@ -90,15 +93,17 @@ class VideoPoint:
     bit_depth: int
     speed: str  # "fast" or "slow"
     crf: int
+    feature_basis: bool = True  # code features in the stream's basis (featvid.codecs.basis)
 
     @property
     def curve(self) -> str:
-        """The RD curve this point belongs to (codec/packing/depth/speed)."""
-        return f"{self.codec}/{self.packing}/{self.bit_depth}bit/{self.speed}"
+        """The RD curve this point belongs to (codec/packing/depth/speed, "/no-basis" without the basis)."""
+        return f"{self.codec}/{self.packing}/{self.bit_depth}bit/{self.speed}" + ("" if self.feature_basis else "/no-basis")
 
     @property
     def name(self) -> str:
-        return f"{self.codec}-{self.packing}-{self.bit_depth}bit-{self.speed}-crf{self.crf}"
+        return f"{self.codec}-{self.packing}-{self.bit_depth}bit-{self.speed}-crf{self.crf}" + \
+            ("" if self.feature_basis else "-no-basis")
 
     def preset(self):
         """The codec Preset of this point: the codec's registry preset with packing, pixel format,
@@ -127,6 +132,7 @@ class Matrix:
     lossless_baselines: bool = True  # float16 + zstd and 8-bit + zstd
     ablation: bool = True  # retrain without the temporal / the spatial loss
     ablation_speed: str = "fast"
+    basis_ablation: bool = True  # the anchor curve once more without the feature basis
 
     def video_points(self, available: Callable[[str, str], bool]) -> tuple[list[VideoPoint], list[str]]:
         """(points this machine can encode, notes on the combinations it skipped)."""
@@ -145,6 +151,9 @@ class Matrix:
                         continue
                     for speed in self.speeds:
                         points += [VideoPoint(codec, packing, depth, speed, crf) for crf in self.ladder(codec)]
+        if self.basis_ablation and "h264" in self.codecs and available(get_codec_name("h264"), "gray"):
+            points += [VideoPoint("h264", "luma", 8, self.ablation_speed, crf, feature_basis=False)
+                       for crf in self.ladder("h264")]
         return points, skipped
 
     def ablation_points(self) -> list[VideoPoint]:
@@ -339,8 +348,10 @@ def prepare_run(config: BenchConfig, label: str, dataset: Path, video) -> Path:
     if label != "main" and configs[label] == base:
         log.warning("the base config already has %s switched off; the ablation repeats it", label)
     out = config.cache / f"{prefix}-{label}"
-    log.info("training %s into %s", label, out)
-    return train(dataset, out, configs[label], frames=frames, device="auto", video=video).path
+    # the cache is ours: a run left by another featvid version (other config) is trained again
+    stale = recorded_config(out) not in (None, configs[label].to_dict())
+    log.info("training %s into %s%s", label, out, " (cached run had another config: starting over)" if stale else "")
+    return train(dataset, out, configs[label], frames=frames, device="auto", video=video, force=stale).path
 
 
 def prepare_model(label: str, run_dir: Path, cache: Path) -> Model:
@@ -358,7 +369,9 @@ def prepare_model(label: str, run_dir: Path, cache: Path) -> Model:
     hi = torch.stack([v.amax(0) for v in values if len(v)]).amax(0)
     span = (hi - lo).numpy()
     span = np.where(span > 0, span, 1.0)
-    return Model(label, run, baked, fp, reference, span, (run.path / "mlp.safetensors").stat().st_size)
+    # baselines carry the MLP as streams do: float16
+    # points are keyed by the run and by how they are measured: a new encoder revision re-measures
+    return Model(label, run, baked, f"{fp}-r{MEASURE_REVISION}", reference, span, len(run.mlp().to_bytes(half=True)))
 
 
 # ---- measuring one point ------------------------------------------------------------------------------------
@@ -380,10 +393,11 @@ def feature_psnr(decoded: list[SparseGrid], reference: list[SparseGrid], span: n
     return math.inf if nmse == 0 else -10.0 * math.log10(nmse)
 
 
-def _render_scores(grids: list[SparseGrid], model: Model, video) -> tuple[float, float]:
+def _render_scores(grids: list[SparseGrid], model: Model, video, mlp=None) -> tuple[float, float]:
+    """Held-out PSNR and SSIM of `grids` rendered through `mlp` (default: the run's)."""
     from featvid.render.evaluate import evaluate
 
-    report = evaluate(enumerate(grids), model.run.mlp(), model.run.render_settings, video,
+    report = evaluate(enumerate(grids), mlp or model.run.mlp(), model.run.render_settings, video,
                       frame_offset=int(model.run.meta.get("frame_start", 0)))
     return report.mean_psnr, report.mean_ssim
 
@@ -407,14 +421,19 @@ def measure_video(point: VideoPoint, model: Model, video, workdir: Path) -> dict
     shutil.rmtree(stream_dir, ignore_errors=True)
     preset = point.preset()
     t0 = time.perf_counter()
-    encode_baked(model.baked, stream_dir, preset=preset)
+    encode_baked(model.baked, stream_dir, preset=preset, feature_basis=point.feature_basis)
     encode_s = time.perf_counter() - t0
     size = bytes_per_frame(stream_dir, T)
     t0 = time.perf_counter()
-    grids = list(open_stream(stream_dir, hwaccel="none").frames())
+    stream = open_stream(stream_dir, hwaccel="none")
+    grids = list(stream.frames())
     decode_s = time.perf_counter() - t0
+    mlp, A = stream.mlp(), stream.feature_basis()
     shutil.rmtree(stream_dir, ignore_errors=True)
-    psnr, ssim = _render_scores(grids, model, video)
+    psnr, ssim = _render_scores(grids, model, video, mlp)  # decoded features go with the stream's MLP
+    if A is not None:  # feature PSNR is measured on the run's features: f = A^-1 g
+        Ainv = torch.linalg.inv(A).float()
+        grids = [replace(g, features=g.features @ Ainv.T) for g in grids]
     return {"kind": "video", "curve": point.curve, "codec": point.codec, "encoder": preset.codec,
             "packing": point.packing, "pix_fmt": preset.pix_fmt, "bit_depth": point.bit_depth, "speed": point.speed,
             "crf": point.crf, "options": preset.encoder_options(), "bytes_per_frame": size, "psnr": psnr, "ssim": ssim,

@@ -183,14 +183,19 @@ def bake(run_dir: Path, out: Path) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Stream folder to write, e.g. scene.fvv (its manifest.json is written last).")
 @click.option("--preset", default=None, help="Codec preset (see `featvid presets`); default: the recommended one.")
-@click.option("--crf", type=int, default=None, help="Override the preset's rate (crf; qp for NVENC).")
+@click.option("--crf", type=float, default=None,
+              help="Override the preset's rate (crf; qp for NVENC). x264/x265 take fractions, e.g. 17.5.")
 @click.option("--backend", type=click.Choice(["pyav", "ffmpeg"]), default="pyav", show_default=True,
               help="PyAV in process, or the ffmpeg command line.")
-def encode(baked_dir: Path, out: Path, preset: str | None, crf: int | None, backend: str) -> None:
+@click.option("--basis/--no-basis", "feature_basis", default=None,
+              help="Code the features in the stream's sensitivity-weighted KLT basis, folded into the MLP "
+                   "(~25 % fewer bytes at the same PSNR) [default: the preset's; lossless presets: no].")
+def encode(baked_dir: Path, out: Path, preset: str | None, crf: float | None, backend: str,
+           feature_basis: bool | None) -> None:
     """Encode BAKED_DIR (from `featvid bake`) into a stream folder of standard videos."""
     from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
 
-    encode_baked(baked_dir, out, preset or DEFAULT_PRESET, crf=crf, backend=backend)
+    encode_baked(baked_dir, out, preset or DEFAULT_PRESET, crf=crf, backend=backend, feature_basis=feature_basis)
     s = open_stream(out, hwaccel="none").summary()
     click.echo(f"encoded {out}: {s['frames']} frames, {s['preset']} ({s['codec']}), "
                f"{s['bytes_per_frame']['total'] / 1024:.1f} KiB/frame")
@@ -472,6 +477,17 @@ def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
     return evaluate(frames, mlp, settings, video, device=device)
 
 
+def _stream_is_current(manifest: dict, preset_name: str) -> bool:
+    """Whether a stream's manifest says it was encoded with `preset_name` as that preset is now."""
+    from featvid.codecs.presets import PRESETS
+
+    p = PRESETS.get(preset_name)
+    codec = manifest.get("codec", {})
+    basis = "sensitivity-klt" if p is not None and p.feature_basis else "none"
+    return (p is not None and codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
+            and manifest.get("mlp", {}).get("feature_basis", "none") == basis)
+
+
 @main.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True,
               help="Folder for everything the demo makes.")
@@ -491,11 +507,13 @@ def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train
     orbit video. Finished steps are kept, so a second run only repeats what is missing.
     """
     import json
+    import shutil
     import time
 
     from featvid.atomic import write_json
     from featvid.bake.atlas import bake_run
     from featvid.bake.config import preset as train_config
+    from featvid.bake.run import recorded_config
     from featvid.bake.train import train
     from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
     from featvid.data.synth import DEFAULT_SCENE, write_synth
@@ -514,18 +532,26 @@ def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train
     if not (data / "transforms_train.json").is_file():
         step(f"synth: rendering the built-in scene ({frames} frames, {views} views, {size} px)")
         write_synth(data, scene=scene or DEFAULT_SCENE, frames=frames, views=views, size=size, progress=True)
+    config = train_config(train_preset)
+    stale = recorded_config(run_dir) not in (None, config.to_dict())
+    if stale:  # made by an older featvid or another preset: start over, and bake again
+        step(f"train: {run_dir} holds a run made with other settings; training it again")
+        shutil.rmtree(baked, ignore_errors=True)
     step(f"train: {run_dir} (preset {train_preset}; resumes if interrupted)")
-    run = train(data, run_dir, train_config(train_preset), device=device)
+    run = train(data, run_dir, config, device=device, force=stale)
     step("eval: the float model on the held-out views")
     float_report = evaluate_source(run_dir, data, device=device)
-    if not (baked / "baked.json").is_file():
+    baked_now = not (baked / "baked.json").is_file()
+    if baked_now:
         step(f"bake: {baked}")
         bake_run(run_dir, baked)
     for target, name in ((stream_dir, codec_preset), (web_dir, "web")):
         manifest = target / "manifest.json"
-        if not manifest.is_file() or json.loads(manifest.read_text())["codec"]["preset"] != name:
+        if baked_now or not manifest.is_file() or not _stream_is_current(json.loads(manifest.read_text()), name):
             step(f"encode: {target} (preset {name})")
             encode_baked(baked, target, preset=name)
+            if target == stream_dir:
+                orbit.unlink(missing_ok=True)  # rendered from the old stream
     step("eval: the stream, after the codec")
     stream_report = evaluate_source(stream_dir, data, device=device)
     if not orbit.is_file():
@@ -533,7 +559,8 @@ def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train
         render_path_video(open_stream(stream_dir), "orbit", orbit, size=(256, 256), device=device)
 
     n = run.num_frames
-    grid_bpf = run.summary()["grid_bytes_per_frame"]
+    run_summary = run.summary()
+    grid_bpf, fp16_bpf = run_summary["grid_bytes_per_frame"], run_summary["float16_grid_bytes_per_frame"]
     stream_bpf = bytes_per_frame(stream_dir, n)
     result = {
         "frames": n, "seconds": round(time.perf_counter() - started, 1),
@@ -541,13 +568,14 @@ def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train
         "psnr_stream": stream_report.mean_psnr, "ssim_stream": stream_report.mean_ssim,
         "codec_preset": codec_preset, "stream_bytes_per_frame": stream_bpf,
         "web_bytes_per_frame": bytes_per_frame(web_dir, n), "run_grid_bytes_per_frame": grid_bpf,
+        "float16_grid_bytes_per_frame": fp16_bpf, "ratio_vs_float16_grids": fp16_bpf / stream_bpf,
     }
     write_json(out / "demo.json", result)
     click.echo("")
     click.echo(f"held-out PSNR   float model {float_report.mean_psnr:6.2f} dB   after the codec "
                f"{stream_report.mean_psnr:6.2f} dB   ({stream_report.mean_psnr - float_report.mean_psnr:+.2f} dB)")
-    click.echo(f"bytes per frame stream {stream_bpf / 1024:8.1f} KiB ({codec_preset})   float32 grids "
-               f"{grid_bpf / 1024:8.1f} KiB   ({grid_bpf / stream_bpf:.0f}x smaller)")
+    click.echo(f"bytes per frame stream {stream_bpf / 1024:8.1f} KiB ({codec_preset})   float16 sparse grids "
+               f"{fp16_bpf / 1024:8.1f} KiB   ({fp16_bpf / stream_bpf:.0f}x smaller)")
     click.echo(f"orbit video     {orbit}")
     click.echo(f"web player      featvid serve {web_dir}   (then open http://127.0.0.1:8000/)")
     click.echo(f"summary         {out / 'demo.json'}   ({result['seconds']:.0f} s)")

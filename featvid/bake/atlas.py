@@ -35,6 +35,7 @@ from featvid.atomic import write_bytes, write_json
 from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run
 from featvid.errors import StreamError
+from featvid.render.mlp import TinyMLP
 from featvid.render.volume import DENSITY_SHIFT
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,6 @@ class Baked:
                 "gops": len(self.gops), "atlas_sizes": sorted({tuple(g["atlas"]) for g in self.gops}),
                 "bytes": size}
 
-    def mlp_bytes(self) -> bytes:
-        p = self.path / "mlp.safetensors"
-        if not p.is_file():
-            raise StreamError(f"{p}: MLP file is missing")
-        return p.read_bytes()
+    def mlp(self) -> TinyMLP:
+        """The run's tiny MLP, loaded and checked."""
+        return TinyMLP.load(self.path / "mlp.safetensors")

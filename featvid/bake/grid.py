@@ -114,6 +114,23 @@ class SparseGrid:
         metadata = {"format": "featvid-grid", "shape": json.dumps(list(self.shape)), **(meta or {})}
         write_bytes(path, _save_np(tensors, metadata={k: str(v) for k, v in metadata.items()}))
 
+    @staticmethod
+    def file_vertices(path: str | Path) -> int:
+        """Stored vertices N of a grid file, from its header alone."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                return int(f.get_slice("coords").get_shape()[0])
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise StreamError(f"{path}: not a readable featvid grid ({e})") from e
+
+    @staticmethod
+    def float16_bytes(num_vertices: int, num_channels: int) -> int:
+        """Bytes of a grid of N vertices as float16 values (density + C features) and int32
+        coordinates: the uncompressed reference a stream's size is compared with."""
+        return num_vertices * (2 * (1 + num_channels) + 3 * 4)
+
     @classmethod
     def load(cls, path: str | Path) -> "SparseGrid":
         """Read a grid written by `save` (safetensors: no pickle)."""

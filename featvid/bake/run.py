@@ -122,17 +122,30 @@ class Run:
         """What `featvid info RUN` shows: frames done, GOPs, grid, sizes in bytes."""
         done = self.finished_frames()
         grid_bytes = sum(self.frame_path(t).stat().st_size for t in done)
+        C = int(self.meta.get("num_channels") or 0)
+        fp16_bytes = sum(SparseGrid.float16_bytes(SparseGrid.file_vertices(self.frame_path(t)), C) for t in done)
         return {
             "kind": "run", "path": str(self.path), "frames": self.num_frames, "finished_frames": len(done),
             "fps": self.fps, "grid_shape": list(self.grid_shape), "channels": self.meta.get("num_channels"),
             "aabb": self.meta["aabb"], "gops": [[g.start, g.end] for g in self.gops],
-            "grid_bytes_per_frame": grid_bytes / max(1, len(done)), "dataset": self.meta.get("dataset"),
+            "grid_bytes_per_frame": grid_bytes / max(1, len(done)),
+            "float16_grid_bytes_per_frame": fp16_bytes / max(1, len(done)), "dataset": self.meta.get("dataset"),
             "preset": self.meta.get("config", {}).get("preset"),
         }
 
     def log(self) -> list[dict]:
         p = self.path / "log.jsonl"
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def recorded_config(path: str | Path) -> dict[str, Any] | None:
+    """The training config recorded in the run folder `path`; None where there is no readable run."""
+    if not (Path(path) / "run.json").is_file():
+        return None
+    try:
+        return Run(path).meta.get("config")
+    except StreamError:
+        return None
 
 
 def write_run_meta(path: str | Path, meta: dict[str, Any]) -> None:

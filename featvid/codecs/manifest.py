@@ -154,8 +154,9 @@ class Manifest:
         return cls.from_dict(d, str(path))
 
     def write(self, path: str | Path) -> None:
-        """Write atomically (`path` is the file or the stream folder)."""
+        """Write atomically (`path` is the file or the stream folder), without whitespace: it is part
+        of the stream's bytes (`featvid info STREAM` shows it readably)."""
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST
-        write_json(path, self.to_dict())
+        write_json(path, self.to_dict(), compact=True)

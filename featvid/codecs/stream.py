@@ -17,6 +17,7 @@ import torch
 from featvid.bake.grid import SparseGrid
 from featvid.bake.mapping import Mapping
 from featvid.codecs import ffmpeg_backend, pyav_backend
+from featvid.codecs.basis import BASIS_TENSOR
 from featvid.codecs.manifest import MANIFEST, Manifest
 from featvid.codecs.pack import Mosaic, unpack
 from featvid.codecs.quantize import dequantize
@@ -89,7 +90,26 @@ class Stream:
         raise StreamError(f"{self.path}: frame {t} is in no GOP")  # unreachable after Manifest.check
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
+        """The stream's MLP: it takes the decoded features (in the stream's feature basis, if any)."""
         return TinyMLP.load(self.path / self.manifest.mlp["file"], device)
+
+    def feature_basis(self) -> torch.Tensor | None:
+        """A [C, C] with decoded features g = A f of the run's features f (featvid.codecs.basis),
+        None when the stream codes the run's features as they are."""
+        if self.manifest.mlp.get("feature_basis", "none") == "none":
+            return None
+        from safetensors import safe_open
+
+        path = self.path / self.manifest.mlp["file"]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                A = f.get_tensor(BASIS_TENSOR).double()
+        except Exception as e:
+            raise StreamError(f"{path}: the manifest names a feature basis the MLP file does not hold ({e})") from e
+        C = self.manifest.channels - 1
+        if tuple(A.shape) != (C, C) or not torch.isfinite(A).all():
+            raise StreamError(f"{path}: feature basis of shape {tuple(A.shape)}, expected ({C}, {C})")
+        return A
 
     def mapping(self, g: int) -> Mapping:
         self.gop_range(g)
@@ -169,7 +189,7 @@ class Stream:
             "grid_shape": list(self.grid_shape), "channels": m.channels,
             "codec": m.codec.codec, "preset": m.codec.preset, "backend": m.codec.backend,
             "pix_fmt": m.codec.pix_fmt, "bit_depth": m.codec.bit_depth, "packing": m.codec.packing,
-            "options": dict(m.codec.options),
+            "options": dict(m.codec.options), "feature_basis": m.mlp.get("feature_basis", "none"),
             "frame_size": [e0.mosaic["width"], e0.mosaic["height"]] if e0 else None,
             "bytes": {"total": total, "video": video, "mapping": mapping, "mlp": mlp, "manifest": manifest},
             "bytes_per_frame": {"total": total / T, "video": video / T, "mapping": mapping / T, "mlp": mlp / T,

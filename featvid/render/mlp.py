@@ -60,10 +60,17 @@ class TinyMLP(torch.nn.Module):
             h = torch.relu(layer(h))
         return torch.sigmoid(self.out(h))
 
-    def save(self, path: str | Path) -> None:
+    def to_bytes(self, half: bool = False, extra: dict[str, torch.Tensor] | None = None) -> bytes:
+        """The MLP file's bytes: weights (float32, or float16 when `half`) + architecture in the
+        metadata, plus `extra` float32 tensors that the loader ignores (a stream's feature basis)."""
+        dtype = torch.float16 if half else torch.float32
+        tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors.update({k: v.detach().float().cpu().contiguous() for k, v in (extra or {}).items()})
+        return save(tensors, metadata={"format": "featvid-mlp", "config": json.dumps(asdict(self.config))})
+
+    def save(self, path: str | Path, half: bool = False) -> None:
         """Write weights + architecture as safetensors, atomically."""
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        write_bytes(path, save(tensors, metadata={"format": "featvid-mlp", "config": json.dumps(asdict(self.config))}))
+        write_bytes(path, self.to_bytes(half))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TinyMLP":
@@ -77,7 +84,9 @@ class TinyMLP(torch.nn.Module):
                 meta = f.metadata() or {}
             config = MLPConfig(**json.loads(meta["config"]))
             model = cls(config)
-            model.load_state_dict(load_file(str(path)))
+            tensors = load_file(str(path))
+            # float16 or float32 on disk; copied into float32 parameters. Other tensors are not ours.
+            model.load_state_dict({k: tensors[k] for k in model.state_dict() if k in tensors})
         except Exception as e:
             raise StreamError(f"{path}: not a readable featvid MLP ({e})") from e
         return model.to(device).eval()

@@ -47,7 +47,9 @@ def test_bake_unbake_is_lossless(tmp_path):
         lo = atlas.planes.amin(dim=(0, 2, 3))
         assert all(r[0] >= float(l) - 1e-6 for r, l in zip(atlas.ranges, lo))
     assert json.loads((tmp_path / "baked" / "baked.json").read_text())["format"] == "featvid-baked"
-    assert baked.mlp_bytes() == (run.path / "mlp.safetensors").read_bytes()
+    assert (baked.path / "mlp.safetensors").read_bytes() == (run.path / "mlp.safetensors").read_bytes()
+    for k, v in baked.mlp().state_dict().items():
+        assert torch.equal(v, run.mlp().state_dict()[k])
 
 
 def test_bake_resumes_and_is_repeatable(tmp_path):
@@ -80,3 +82,20 @@ def test_nan_is_refused(tmp_path):
 def test_missing_baked_folder(tmp_path):
     with pytest.raises(StreamError, match="no baked.json"):
         Baked(tmp_path)
+
+
+def test_recorded_config_of_a_run_folder(tmp_path):
+    """What `featvid demo` and the benchmark cache compare to decide that a run is stale."""
+    from featvid.bake.config import preset
+    from featvid.bake.run import recorded_config, write_run_meta
+
+    assert recorded_config(tmp_path / "none") is None
+    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
+    meta = json.loads((run / "run.json").read_text())
+    meta.pop("format"), meta.pop("version")
+    config = preset("test").to_dict()
+    write_run_meta(run, {**meta, "config": config})
+    assert recorded_config(run) == config
+    assert recorded_config(run) != preset("fast").to_dict()
+    (run / "run.json").write_text("{not json")
+    assert recorded_config(run) is None

@@ -34,6 +34,10 @@ def test_save_load(tmp_path):
     g.save(tmp_path / "h.safetensors", half=True)
     g3 = SparseGrid.load(tmp_path / "h.safetensors")
     assert torch.allclose(g3.features, g.features, atol=2e-3)
+    # the header alone gives N; the float16 reference size is N * (2 (1 + C) + 12) bytes
+    N = g.coords.shape[0]
+    assert SparseGrid.file_vertices(tmp_path / "g.safetensors") == N > 0
+    assert SparseGrid.float16_bytes(N, g.num_channels) == N * (2 * 4 + 12)
 
 
 def test_nan_and_bad_files(tmp_path):
@@ -46,3 +50,5 @@ def test_nan_and_bad_files(tmp_path):
         SparseGrid.load(tmp_path / "bad.safetensors")
     with pytest.raises(StreamError, match="missing"):
         SparseGrid.load(tmp_path / "none.safetensors")
+    with pytest.raises(StreamError):
+        SparseGrid.file_vertices(tmp_path / "bad.safetensors")

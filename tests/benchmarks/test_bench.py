@@ -33,14 +33,15 @@ def test_bench_quick_path_writes_every_output(tiny_run: Path, tiny_dataset: Path
     points = data["points"]
     kinds = {p["kind"] for p in points}
     assert kinds == {"float", "video", "baseline"}
-    assert len(points) == 1 + 2 + 3
+    assert len(points) == 1 + 2 + 2 + 3  # float, the anchor's two crfs with and without the feature basis, baselines
+    assert {p["curve"] for p in points if p["kind"] == "video"} == {"h264/luma/8bit/fast", "h264/luma/8bit/fast/no-basis"}
     for p in points:
         for key in ("bytes_per_frame", "psnr", "ssim", "encode_s_per_frame"):
             assert _finite(p[key]), (p["id"], key, p[key])
         if p["kind"] != "float":
             assert _finite(p["feature_psnr"]) and _finite(p["decode_fps"]), p["id"]
             assert p["bytes_per_frame"] > 0 and 0 < p["ssim"] <= 1
-    video = sorted((p for p in points if p["kind"] == "video"), key=lambda p: p["crf"])
+    video = sorted((p for p in points if p["kind"] == "video" and "no-basis" not in p["curve"]), key=lambda p: p["crf"])
     assert video[0]["bytes_per_frame"] > video[1]["bytes_per_frame"]  # lower crf, more bytes
     fp16 = next(p for p in points if p.get("codec") == "fp16+zstd")
     assert fp16["bytes_per_frame"] > video[0]["bytes_per_frame"]

@@ -18,6 +18,32 @@ def test_bake_encode_cli(tmp_path):
     s = open_stream(tmp_path / "s.fvv", hwaccel="none")
     assert s.manifest.codec.preset == DEFAULT_PRESET and s.manifest.codec.options["crf"] == "30"
     assert s.manifest.codec.backend == "ffmpeg" and "KiB/frame" in r.output
+    assert s.feature_basis() is not None  # the default preset codes features in the stream's basis
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "baked"), "--out", str(tmp_path / "n.fvv"), "--no-basis"])
+    assert r.exit_code == 0, r.output
+    n = open_stream(tmp_path / "n.fvv", hwaccel="none")
+    assert n.feature_basis() is None and n.manifest.mlp["feature_basis"] == "none"
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "n.fvv")])
+    assert r.exit_code == 0 and "feature_basis" in r.output
+
+
+def test_demo_re_encodes_a_stream_made_with_other_settings(tmp_path):
+    """`featvid demo` keeps a stream only when its preset, options and basis are the preset's now."""
+    import json
+
+    from featvid.cli import _stream_is_current
+
+    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
+    from featvid.codecs import encode_run
+
+    s = encode_run(run, tmp_path / "s.fvv")
+    manifest = json.loads((s / "manifest.json").read_text())
+    assert _stream_is_current(manifest, DEFAULT_PRESET)
+    assert not _stream_is_current(manifest, "h264-crf28") and not _stream_is_current(manifest, "nope")
+    old = {**manifest, "mlp": {k: v for k, v in manifest["mlp"].items() if k != "feature_basis"}}
+    assert not _stream_is_current(old, DEFAULT_PRESET)  # made before the feature basis
+    older = {**manifest, "codec": {**manifest["codec"], "options": {"preset": "medium", "crf": "20"}}}
+    assert not _stream_is_current(older, DEFAULT_PRESET)
 
 
 def test_cli_errors_exit_2(tmp_path):
@@ -33,3 +59,26 @@ def test_presets_cli_lists_every_preset():
     for name in PRESETS:
         assert name in r.output
     assert "h264-nvenc" in r.output and "available:" in r.output
+
+
+def test_rates_fractional_where_the_encoder_takes_them(tmp_path):
+    from featvid.codecs import get_preset
+    from featvid.errors import ConfigError
+    import pytest
+
+    assert get_preset("h264-crf23").encoder_options(17.5)["crf"] == "17.5"
+    assert get_preset("h264-crf23").encoder_options(20.0)["crf"] == "20"
+    assert get_preset("h265-crf23").encoder_options(21.25)["crf"] == "21.25"
+    for name in ("vp9-crf32", "av1-crf35", "h264-nvenc"):  # whole numbers only
+        with pytest.raises(ConfigError, match="whole-number"):
+            get_preset(name).encoder_options(30.5)
+    with pytest.raises(ConfigError, match="out of range"):
+        get_preset("h264-crf23").encoder_options(70)
+    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
+    CliRunner().invoke(main, ["bake", str(run), "--out", str(tmp_path / "baked")])
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "baked"), "--out", str(tmp_path / "s.fvv"), "--crf", "24.5"])
+    assert r.exit_code == 0, r.output
+    assert open_stream(tmp_path / "s.fvv", hwaccel="none").manifest.codec.options["crf"] == "24.5"
+    r = CliRunner().invoke(main, ["encode", str(tmp_path / "baked"), "--out", str(tmp_path / "v.fvv"), "--crf", "30.5",
+                                  "--preset", "vp9-crf32"])
+    assert r.exit_code == 2 and "whole-number" in r.output

@@ -124,11 +124,26 @@ def test_cuda_hwaccel_falls_back_without_crashing(stream):
 
 def test_zero_range_channel_still_works(tmp_path):
     run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=3, constant_channel=1)
-    s = open_stream(encode_baked(bake_run(run, tmp_path / "baked"), tmp_path / "s.fvv"), hwaccel="none")
+    baked = bake_run(run, tmp_path / "baked")
+    s = open_stream(encode_baked(baked, tmp_path / "s.fvv", feature_basis=False), hwaccel="none")
     lo, hi = s.manifest.gops[0].ranges[2]  # plane 2 = feature 1
     assert (lo, hi) == (0.0, 1.0)
     for grid in s.frames():
         assert torch.equal(grid.features[:, 1], torch.zeros(grid.features.shape[0]))
+    # in the feature basis the constant channel mixes into others; it comes back near zero
+    s = open_stream(encode_baked(baked, tmp_path / "b.fvv", feature_basis=True), hwaccel="none")
+    Ainv = torch.linalg.inv(s.feature_basis()).float()
+    for grid in s.frames():
+        f = grid.features @ Ainv.T  # [N, C] run features
+        assert f[:, 1].abs().max() < 0.1 and torch.isfinite(f).all()
+
+
+def test_all_features_constant_with_the_basis(tmp_path):
+    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=1, constant_channel=0)
+    s = open_stream(encode_baked(bake_run(run, tmp_path / "baked"), tmp_path / "s.fvv"), hwaccel="none")
+    assert s.feature_basis() is not None
+    for grid in s.frames():
+        assert (grid.features.abs() < 1e-6).all()
 
 
 def test_nan_grid_is_refused_at_bake(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from featvid.bake.atlas import Baked, bake_run
 from featvid.codecs import DEFAULT_PRESET, encode_baked, get_preset, open_stream
-from featvid.codecs.encode import quantized_gop
+from featvid.codecs.encode import gop_input, quantized_gop, stream_basis
 from featvid.codecs.ffmpeg_backend import probe
 from featvid.codecs.quantize import code_ranges
 from featvid.metrics import psnr
@@ -25,11 +25,19 @@ def baked(tmp_path_factory) -> Path:
 
 
 def expected_codes(baked: Path, g: int, preset: str) -> np.ndarray:
-    """What the encoder was fed for GOP g: [F, P, H, W]."""
+    """What the encoder was fed for GOP g: [F, P, H, W] (features in the stream's basis when the preset uses one)."""
     b = Baked(baked)
-    atlas = b.atlas(g)
+    p = get_preset(preset)
+    codes, _ = gop_input(b, g, p, stream_basis(b) if p.feature_basis else None)
+    return codes
+
+
+def test_lossless_codes_are_the_run_features_quantized(baked):
+    """Lossless presets code the run's own features: their codes are the plain quantization."""
+    b = Baked(baked)
+    atlas = b.atlas(0)
     ranges = code_ranges(atlas.ranges, float(b.meta["render"]["step_ratio"]))
-    return quantized_gop(atlas.planes, ranges, get_preset(preset))
+    assert np.array_equal(expected_codes(baked, 0, "h264-lossless"), quantized_gop(atlas.planes, ranges, get_preset("h264-lossless")))
 
 
 @pytest.mark.parametrize("preset", ["h264-lossless", "h265-lossless"])
@@ -54,20 +62,27 @@ def test_backends_give_the_same_stream_and_decoders_agree(baked, tmp_path):
             assert 10 * math.log10(255**2 / ((c - want) ** 2).mean()) > 33
 
 
-def test_default_preset_feature_psnr_floor(baked, tmp_path):
-    """Features after the default preset (h264 crf 20) vs the float bake: >= 32 dB over each
-    channel's range (8-bit quantization alone gives ~59 dB; measured ~35 dB at crf 23, ~44 dB at
-    crf 18; the synthetic blob's hard edge costs the codec most)."""
-    s = open_stream(encode_baked(baked, tmp_path / "s.fvv"), hwaccel="none")
+@pytest.mark.parametrize("feature_basis", [False, True])
+def test_default_preset_feature_psnr_floor(baked, tmp_path, feature_basis):
+    """Features after the default preset vs the float bake: >= 32 dB over each channel's range
+    (8-bit quantization alone gives ~59 dB; measured ~35 dB at crf 23, ~44 dB at crf 18; the
+    synthetic blob's hard edge costs the codec most). In the feature basis the planes share one
+    quantization range (the widest), so each plane is scored over that span, in the basis."""
+    s = open_stream(encode_baked(baked, tmp_path / "s.fvv", feature_basis=feature_basis), hwaccel="none")
+    A = s.feature_basis()
+    assert (A is not None) == feature_basis
     b = Baked(baked)
     for g in range(s.num_gops):
         mapping = b.mapping(g)
         used = mapping.vertex_index() >= 0
         ref = b.atlas(g).planes.reshape(*b.atlas(g).planes.shape[:2], -1)[:, :, used]  # [F, P, U]
+        if A is not None:  # the run's f -> the stream's g = A f
+            ref[:, 1:] = torch.einsum("ij,fju->fiu", A.float(), ref[:, 1:])
         got = torch.stack([mapping.to_atlas(grid.to_dense()) for grid in s.decode_gop(g)])
         got = got.reshape(*got.shape[:2], -1)[:, :, used]
+        spans = [float(ref[:, p].max() - ref[:, p].min()) for p in range(ref.shape[1])]
         for p in range(1, ref.shape[1]):  # features; density is clamped on purpose
-            span = float(ref[:, p].max() - ref[:, p].min())
+            span = max(spans[1:]) if A is not None else spans[p]
             assert psnr(got[:, p] / span, ref[:, p] / span) > 32, (g, p)
         lo, hi = s.manifest.gops[g].ranges[0]
         span = hi - lo

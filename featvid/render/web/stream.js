@@ -107,6 +107,21 @@ export function blockLookup(mapping) {
   return { size: nb, table };
 }
 
+// IEEE half-precision bit patterns -> Float32Array (streams store the MLP in float16).
+export function halfToFloat(bits) {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) out[i] = sign * frac * 2 ** -24; // zero and subnormals
+    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
+    else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return out;
+}
+
 // mlp.safetensors -> {config, weights: Float32Array} with, per layer (hidden.0, hidden.1, ...,
 // out), the weight matrix [out, in] row-major followed by the bias: the order the shader reads.
 export function parseMlp(buffer, expected) {
@@ -124,10 +139,13 @@ export function parseMlp(buffer, expected) {
   }
   const tensor = (name) => {
     const t = header[name];
-    if (!t || t.dtype !== "F32") throw new StreamError(`mlp.safetensors: tensor ${name} is missing or not float32`);
+    if (!t || (t.dtype !== "F32" && t.dtype !== "F16")) {
+      throw new StreamError(`mlp.safetensors: tensor ${name} is missing or not float32/float16`);
+    }
     const [a, b] = t.data_offsets;
-    // copy: the data may not be 4-byte aligned inside the file
-    return new Float32Array(buffer.slice(8 + headerLen + a, 8 + headerLen + b));
+    // copy: the data may not be aligned inside the file
+    const bytes = buffer.slice(8 + headerLen + a, 8 + headerLen + b);
+    return t.dtype === "F32" ? new Float32Array(bytes) : halfToFloat(new Uint16Array(bytes));
   };
   const parts = [];
   for (let l = 0; l < config.layers; l++) parts.push(tensor(`hidden.${l}.weight`), tensor(`hidden.${l}.bias`));
