@@ -189,7 +189,7 @@ def bake(run_dir: Path, out: Path) -> None:
               help="PyAV in process, or the ffmpeg command line.")
 @click.option("--basis/--no-basis", "feature_basis", default=None,
               help="Code the features in the stream's sensitivity-weighted KLT basis, folded into the MLP "
-                   "(~25 % fewer bytes at the same PSNR) [default: the preset's; lossless presets: no].")
+                   "(17-27 % fewer bytes at the same PSNR) [default: the preset's; lossless presets: no].")
 def encode(baked_dir: Path, out: Path, preset: str | None, crf: float | None, backend: str,
            feature_basis: bool | None) -> None:
     """Encode BAKED_DIR (from `featvid bake`) into a stream folder of standard videos."""

@@ -16,8 +16,8 @@ All feature planes are then quantized with one step (the widest plane's range), 
 high-rate coding is the allocation that minimises the rendered error for the bytes: a plane that
 matters little or varies little takes few codes and costs the codec almost nothing.
 
-Measured on the demo scene (8 frames, 6 channels, H.264 crf 18-22): 24-28 % fewer bytes at the
-same held-out PSNR; the KLT alone (no step 1) gives 15 %.
+Measured (H.264, same held-out PSNR): 24-28 % fewer bytes on the demo scene at crf 18-22, and the
+KLT alone (no step 1) 15 %; `featvid bench`: BD-rate of the same ladder without the basis +37 %.
 """
 from __future__ import annotations
 
