@@ -479,11 +479,12 @@ def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
 
 def _stream_is_current(manifest: dict, preset_name: str) -> bool:
     """Whether a stream's manifest says it was encoded with `preset_name` as that preset is now."""
+    from featvid.codecs.basis import BASIS_NAME
     from featvid.codecs.presets import PRESETS
 
     p = PRESETS.get(preset_name)
     codec = manifest.get("codec", {})
-    basis = "sensitivity-klt" if p is not None and p.feature_basis else "none"
+    basis = BASIS_NAME if p is not None and p.feature_basis else "none"
     return (p is not None and codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
             and manifest.get("mlp", {}).get("feature_basis", "none") == basis)
 

@@ -24,7 +24,7 @@ from featvid.bake.grid import grid_shape_for
 from featvid.bake.losses import optimizer_step
 from featvid.bake.sampling import RaySampler
 from featvid.errors import TrainingError
-from featvid.render.volume import DENSITY_SHIFT, Volume, composite, interpolate, sample_points
+from featvid.render.volume import Volume, composite, interpolate, optical_depth, sample_points
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class CoarseGrid:
 
     def occupancy_on(self, shape: tuple[int, int, int], step_ratio: float, alpha: float, dilation: int) -> torch.Tensor:
         """Fine-grid vertex occupancy [nx, ny, nz] bool: alpha per fine step above `alpha`, dilated."""
-        tau = Fnn.softplus(self.density_on(shape) + DENSITY_SHIFT) * step_ratio
+        tau = optical_depth(self.density_on(shape), step_ratio)
         occ = (1 - torch.exp(-tau)) > alpha
         if dilation > 0:
             k = 2 * dilation + 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from featvid.render.mlp import TinyMLP
-from featvid.render.volume import DENSITY_SHIFT
+from featvid.render.volume import optical_depth
 
 BASIS_NAME = "sensitivity-klt"
 BASIS_TENSOR = "feature_basis"  # name of A inside a stream's mlp.safetensors
@@ -33,15 +33,15 @@ SAMPLES = 100_000  # feature vectors drawn per stream: enough for a 6 x 6 statis
 
 def opacity(density: torch.Tensor, step_ratio: float) -> torch.Tensor:
     """Alpha of one ray sample at raw density [N] (the renderer's rule) -> [N] in [0, 1)."""
-    return 1 - torch.exp(-torch.nn.functional.softplus(density + DENSITY_SHIFT) * step_ratio)
+    return 1 - torch.exp(-optical_depth(density, step_ratio))
 
 
 def sensitivity(mlp: TinyMLP, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """M = E[J^T J] over `features` [N, C] with random unit view directions -> [C, C]."""
+    """M = E[J^T J] over `features` [N, C] with random unit view directions -> [C, C] (MLP on the CPU)."""
     C = features.shape[1]
     f = features.detach().float().clone().requires_grad_(True)
     dirs = torch.nn.functional.normalize(torch.randn(f.shape[0], 3, generator=generator), dim=-1)
-    rgb = mlp.float().cpu()(f, dirs)  # [N, 3]
+    rgb = mlp(f, dirs)  # [N, 3]
     M = torch.zeros(C, C, dtype=torch.float64)
     for k in range(3):  # rows of J summed over samples: each sample's rgb depends on its own f only
         (g,) = torch.autograd.grad(rgb[:, k].sum(), f, retain_graph=k < 2)

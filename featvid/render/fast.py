@@ -34,7 +34,7 @@ import torch.nn.functional as Fnn
 from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays
 from featvid.device import resolve_device
-from featvid.render.volume import DENSITY_SHIFT, RenderSettings, Volume, cell_occupancy, ray_aabb
+from featvid.render.volume import RenderSettings, Volume, cell_occupancy, optical_depth, ray_aabb
 
 
 def synchronize(device: torch.device) -> None:
@@ -198,7 +198,7 @@ def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings:
         r, c = occ.nonzero(as_tuple=True)  # samples ordered by ray, then distance
         if len(r):
             values = _interpolate(vol, pts[r, c])  # [P, 1 + C]
-            tau = Fnn.softplus(values[:, 0] + DENSITY_SHIFT) * settings.step_ratio  # [P]
+            tau = optical_depth(values[:, 0], settings.step_ratio)  # [P]
             dense_tau = torch.zeros(occ.shape, device=dev).index_put_((r, c), tau)
             before = torch.cumsum(dense_tau, dim=1) - dense_tau  # optical depth within the segment
             w = T[active][r] * torch.exp(-before[r, c]) * (1 - torch.exp(-tau))  # [P]

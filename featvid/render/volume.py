@@ -31,6 +31,12 @@ ALPHA_INIT = 1e-4
 DENSITY_SHIFT = math.log(ALPHA_INIT / (1.0 - ALPHA_INIT))  # about -9.21
 
 
+def optical_depth(raw_density: torch.Tensor, step_ratio: float) -> torch.Tensor:
+    """tau of one ray sample (step 5 above): softplus(sigma + DENSITY_SHIFT) * step_ratio, same shape.
+    The one place the rule lives; alpha = 1 - exp(-tau)."""
+    return Fnn.softplus(raw_density + DENSITY_SHIFT) * step_ratio
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How rays are marched. The same settings go into a stream's manifest."""
@@ -139,7 +145,7 @@ def interpolate(vol: Volume, points: torch.Tensor) -> torch.Tensor:
 def composite(ray_id: torch.Tensor, sample_id: torch.Tensor, values: torch.Tensor, num_rays: int, K: int,
               step_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 5-6 up to the MLP: (feature F [N, C], acc [N], weights w [P]) from sample values [P, 1 + C]."""
-    tau = Fnn.softplus(values[:, 0] + DENSITY_SHIFT) * step_ratio  # [P]
+    tau = optical_depth(values[:, 0], step_ratio)  # [P]
     dense_tau = torch.zeros(num_rays, K, dtype=tau.dtype, device=tau.device)
     dense_tau = dense_tau.index_put((ray_id, sample_id), tau)
     # exclusive cumulative sum along the ray: optical depth in front of each sample
