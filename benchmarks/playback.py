@@ -1,13 +1,18 @@
-"""Playback speed: decode fps, render fps and end-to-end fps at 256², 512² and 1920x1080.
+"""Playback speed: decode fps (and against FFmpeg itself), render fps and end-to-end fps at 256²,
+512² and 1920x1080.
 
     python benchmarks/playback.py [--stream NAME.fvv] [--out DIR] [--device cpu,cuda] [--quick]
 
-Without --stream it makes one from the built-in scene through the library (featvid synth ->
-featvid train --preset fast -> featvid encode), cached under benchmarks/cache/ so a second run
+Without --stream it makes one from the built-in scene through the library (featvid.pipeline:
+synth -> train --preset fast -> bake -> encode), cached under benchmarks/cache/ so a second run
 reuses it. Writes playback.json and playback.md under benchmarks/results/ (or --out).
 
-- decode:     every GOP decoded back to SparseGrids (PyAV, in process), on this machine's CPU or
-              with the stream's hwaccel; fps = stream frames per second, and × real time.
+- decode:     what `featvid play STREAM --decode-only` does: every GOP decoded to dequantized
+              vertex values on the device (PyAV in process, the stream's hwaccel on GPU);
+              fps = stream frames per second, and x real time.
+- vs FFmpeg:  the same GOP videos decoded by `ffmpeg -threads 1 -i GOP.mp4 -f null -`, side by
+              side in one run (alternating rounds, medians); FFmpeg's time is its own `-benchmark`
+              rtime (the transcode, without the process start). Goal: featvid within 2x.
 - render:     FastRenderer along an orbit from decoded frames (dense volume build + ray march +
               MLP), torch.cuda.synchronize()d on GPU; fps = images per second.
 - end-to-end: the player (decode thread + render loop), unthrottled; fps = images per second.
@@ -18,9 +23,11 @@ Not a timed test: the CPU run is kept to a couple of minutes by rendering few fr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
+import re
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,9 +39,11 @@ sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
 from featvid.atomic import write_json, write_text  # noqa: E402
 from featvid.codecs import open_stream  # noqa: E402
+from featvid.codecs.ffmpeg_backend import ffmpeg_exe  # noqa: E402
+from featvid.pipeline import playback_stream  # noqa: E402
 from featvid.render.fast import FastRenderer, synchronize  # noqa: E402
 from featvid.render.paths import orbit  # noqa: E402
-from featvid.render.player import play  # noqa: E402
+from featvid.render.player import decode_only, play  # noqa: E402
 
 log = logging.getLogger("benchmarks.playback")
 
@@ -44,46 +53,48 @@ FRAMES = {"cpu": {"256x256": 24, "512x512": 10, "1920x1080": 3},
           "cuda": {"256x256": 120, "512x512": 120, "1920x1080": 120}}
 GOAL_CPU_DECODE_X = 20.0
 GOAL_GPU_1080P_FPS = 60.0
+GOAL_VS_FFMPEG = 2.0  # issue #12: `featvid play --decode-only` within 2x of ffmpeg -threads 1
 
 
-def default_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 64) -> Path:
-    """The built-in scene (featvid synth), trained with the `fast` preset and encoded with the
-    default preset; each stage is cached under `cache` and reused (training resumes)."""
-    from featvid.bake.config import preset
-    from featvid.bake.train import train
-    from featvid.codecs import DEFAULT_PRESET, encode_run
-    from featvid.data.synth import write_synth
-
-    tag = f"{frames}f-{views}v-{size}px"
-    stream = cache / f"playback-{tag}.fvv"
-    if (stream / "manifest.json").is_file():
-        return stream
-    data, run = cache / f"playback-data-{tag}", cache / f"playback-run-{tag}"
-    if not (data / "transforms_train.json").is_file():
-        log.warning("making the built-in scene (%d frames, %d views, %d px) in %s", frames, views, size, data)
-        write_synth(data, frames=frames, views=views, size=size, progress=True)
-    log.warning("training it with the fast preset (resumable) in %s", run)
-    train(data, run, preset("fast"))
-    log.warning("encoding %s", stream)
-    return encode_run(run, stream, preset=DEFAULT_PRESET)
-
-
-def bench_decode(stream_path: Path, hwaccel: str, min_seconds: float = 2.0) -> dict:
-    """Steady-state decode: one untimed pass (codec start-up, mapping tables), then whole passes
-    over the stream until `min_seconds` have gone by (a short stream decodes in a fraction of one)."""
-    s = open_stream(stream_path, hwaccel=hwaccel)
-    for g in range(s.num_gops):
-        s.decode_gop(g)
+def bench_decode(stream_path: Path, device: str, hwaccel: str, min_seconds: float = 2.0) -> dict:
+    """Steady-state decode (`featvid play --decode-only`): one untimed pass (codec start-up, mapping
+    tables), then whole passes over the stream until `min_seconds` have gone by."""
     t0, c0 = time.perf_counter(), time.process_time()
-    n = 0
-    while n == 0 or time.perf_counter() - t0 < min_seconds:
-        for g in range(s.num_gops):
-            n += len(s.decode_gop(g))
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    fps = n / dt
+    stats = decode_only(stream_path, device, hwaccel, min_seconds=min_seconds)
+    cpu = time.process_time() - c0
     # CPU seconds of this process per frame: a load-independent figure on a shared machine
-    return {"frames": n, "seconds": dt, "fps": fps, "x_real_time": fps / s.fps, "hwaccel": s.hwaccel,
-            "cpu_ms_per_frame": 1000 * cpu / n}
+    return {**stats.to_dict(), "cpu_ms_per_frame": 1000 * cpu / max(1, stats.frames),
+            "wall_s_with_warmup": time.perf_counter() - t0}
+
+
+def _ffmpeg_rtime(video: Path) -> float:
+    """Seconds `ffmpeg -threads 1 -i video -f null -` spends transcoding (its -benchmark rtime)."""
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-benchmark", "-threads", "1", "-i", str(video),
+                        "-f", "null", "-"], capture_output=True, text=True)
+    m = re.search(r"rtime=([\d.]+)s", r.stderr)
+    if r.returncode != 0 or m is None:
+        raise RuntimeError(f"ffmpeg could not decode {video}: {r.stderr.strip()[-200:]}")
+    return float(m.group(1))
+
+
+def bench_decode_vs_ffmpeg(stream_path: Path, rounds: int = 15) -> dict:
+    """featvid's decode-only pass against FFmpeg's single-threaded decode of the same GOP videos,
+    alternating round by round; ms per stream frame (medians) and their ratio."""
+    s = open_stream(stream_path, hwaccel="none")
+    videos = [s.path / g.video for g in s.manifest.gops]
+    for g in range(s.num_gops):  # warm: mapping tables, code index, page cache
+        s.decode_gop(g)
+    ours, theirs = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for g in range(s.num_gops):
+            s.decode_gop(g)
+        ours.append(1000 * (time.perf_counter() - t0) / s.num_frames)
+        theirs.append(1000 * sum(_ffmpeg_rtime(v) for v in videos) / s.num_frames)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return {"rounds": rounds, "featvid_ms_per_frame": a, "ffmpeg_threads1_ms_per_frame": b, "ratio": a / b,
+            "featvid_all": ours, "ffmpeg_all": theirs,
+            "ffmpeg_command": "ffmpeg -threads 1 -i GOP.mp4 -f null - (its -benchmark rtime)"}
 
 
 def bench_render(stream, device: str, size: tuple[int, int], n: int) -> dict:
@@ -114,7 +125,7 @@ def bench_end_to_end(stream_path: Path, device: str, hwaccel: str, size: tuple[i
 
 def markdown(result: dict) -> str:
     m = result["stream"]
-    lines = [f"# Playback speed", "",
+    lines = ["# Playback speed", "",
              f"Stream `{m['path']}`: {m['frames']} frames at {m['fps']:g} fps, grid {m['grid_shape']}, "
              f"{m['gops']} GOPs, preset {m['preset']}. Machine: {result['machine']}.", "",
              "| device | size | decode fps (× real time) | render fps | end-to-end fps | decode / render CPU ms per frame |",
@@ -124,6 +135,11 @@ def markdown(result: dict) -> str:
         for size, row in r["sizes"].items():
             lines.append(f"| {dev} | {size} | {d['fps']:.0f} ({d['x_real_time']:.1f}×) | {row['render']['fps']:.2f} "
                          f"| {row['end_to_end']['fps']:.2f} | {d['cpu_ms_per_frame']:.1f} / {row['render']['cpu_ms_per_frame']:.0f} |")
+    vs = result.get("decode_vs_ffmpeg")
+    if vs:
+        lines += ["", f"Decode against FFmpeg, side by side ({vs['rounds']} alternating rounds, medians): featvid "
+                  f"`play --decode-only` path {vs['featvid_ms_per_frame']:.2f} ms/frame, `{vs['ffmpeg_command']}` "
+                  f"{vs['ffmpeg_threads1_ms_per_frame']:.2f} ms/frame: **{vs['ratio']:.2f}x**."]
     lines += ["", "CPU ms per frame is this process's CPU time (user + system, all threads): unlike wall-clock "
               "fps it does not change when other jobs share the machine.", "", "Goals:"]
     for g in result["goals"]:
@@ -145,7 +161,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    stream_path = args.stream or default_stream(args.cache)
+    stream_path = args.stream or playback_stream(args.cache)
     devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sizes = {s: SIZES.get(s) or tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")}
     stream = open_stream(stream_path, hwaccel="none")
@@ -157,7 +173,7 @@ def main() -> None:
     for dev in devices:
         hw = "cuda" if dev == "cuda" else "none"
         print(f"[{dev}] decode ...", flush=True)
-        entry = {"decode": bench_decode(stream_path, hw), "sizes": {}}
+        entry = {"decode": bench_decode(stream_path, dev, hw), "sizes": {}}
         print(f"[{dev}] decode {entry['decode']['fps']:.0f} fps ({entry['decode']['x_real_time']:.1f}x real time)", flush=True)
         for name, size in sizes.items():
             n = FRAMES.get(dev, FRAMES["cuda"]).get(name, 10)
@@ -167,9 +183,15 @@ def main() -> None:
             entry["sizes"][name] = {"render": render, "end_to_end": e2e}
             print(f"[{dev}] {name}: render {render['fps']:.2f} fps, end-to-end {e2e['fps']:.2f} fps", flush=True)
         result["devices"][dev] = entry
+    print("[cpu] decode vs ffmpeg -threads 1 ...", flush=True)
+    result["decode_vs_ffmpeg"] = vs = bench_decode_vs_ffmpeg(stream_path, rounds=5 if args.quick else 15)
+    print(f"[cpu] featvid {vs['featvid_ms_per_frame']:.2f} ms/frame, ffmpeg -threads 1 "
+          f"{vs['ffmpeg_threads1_ms_per_frame']:.2f} ms/frame: ratio {vs['ratio']:.2f}", flush=True)
     cpu_dec = result["devices"].get("cpu", {}).get("decode", {}).get("x_real_time")
     gpu_1080 = result["devices"].get("cuda", {}).get("sizes", {}).get("1920x1080", {}).get("end_to_end", {}).get("fps")
     result["goals"] = [
+        {"goal": f"decode within {GOAL_VS_FFMPEG:g}x of ffmpeg -threads 1", "measured": f"{vs['ratio']:.2f}x",
+         "met": vs["ratio"] <= GOAL_VS_FFMPEG},
         {"goal": f"CPU decode >= {GOAL_CPU_DECODE_X:g}x real time", "measured": None if cpu_dec is None else f"{cpu_dec:.1f}x",
          "met": None if cpu_dec is None else cpu_dec >= GOAL_CPU_DECODE_X},
         {"goal": f"GPU end-to-end >= {GOAL_GPU_1080P_FPS:g} fps at 1080p", "measured": None if gpu_1080 is None else f"{gpu_1080:.1f} fps",

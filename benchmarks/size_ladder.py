@@ -15,7 +15,6 @@ Targets it reports against: at most 0.5 dB below the float model, at least 100x 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ def measure(baked: Path, data: Path, preset: str, crf: float | None, feature_bas
             workdir: Path) -> dict:
     """Encode, decode, score one point."""
     from featvid.codecs import encode_baked, open_stream
-    from featvid.render.evaluate import evaluate
+    from featvid.field.evaluate import evaluate
 
     stream_dir = workdir / "s.fvv"
     shutil.rmtree(stream_dir, ignore_errors=True)
@@ -66,12 +65,9 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    from featvid.bench.plot import figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax,) = figure(6.4, 4.2)
     for basis in ("sensitivity-klt", "none"):
         pts = sorted((p for p in result["points"] if p["feature_basis"] == basis and p["preset"] == "ladder"),
                      key=lambda p: p["ratio"])
@@ -85,11 +81,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title("size ladder (targets dashed)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
-    Path(tmp.name).replace(path)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from featvid.codecs import DEFAULT_PRESET
     from featvid.data import load_dataset
     from featvid.errors import FeatvidError
-    from featvid.render.evaluate import evaluate
+    from featvid.field.evaluate import evaluate
 
     try:
         run, baked, data = Run(args.demo / "run"), args.demo / "baked", args.demo / "scene"

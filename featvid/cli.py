@@ -63,6 +63,18 @@ def _scene_names() -> list[str]:
     return list(SCENES)
 
 
+def _train_presets() -> list[str]:
+    from featvid.bake.config import PRESETS
+
+    return list(PRESETS)
+
+
+def _backend_names() -> list[str]:
+    from featvid.codecs.backends import BACKENDS
+
+    return list(BACKENDS)
+
+
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--scene", type=click.Choice(_scene_names()), default="dancer", show_default=True,
@@ -119,7 +131,7 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write (or resume).")
 @click.option("--preset", "preset_name", default="fast", show_default=True,
-              type=click.Choice(["test", "fast", "default", "quality"]),
+              type=click.Choice(_train_presets()),
               help="Named config: test (tiny), fast (CPU demo), default, quality.")
 @click.option("--frames", "frames", default=None, metavar="A:B", help="Dataset frames A..B-1 to train [default: all].")
 @click.option("--grid", "grid", type=click.IntRange(8, 1024), default=None,
@@ -185,8 +197,8 @@ def bake(run_dir: Path, out: Path) -> None:
 @click.option("--preset", default=None, help="Codec preset (see `featvid presets`); default: the recommended one.")
 @click.option("--crf", type=float, default=None,
               help="Override the preset's rate (crf; qp for NVENC). x264/x265 take fractions, e.g. 17.5.")
-@click.option("--backend", type=click.Choice(["pyav", "ffmpeg"]), default="pyav", show_default=True,
-              help="PyAV in process, or the ffmpeg command line.")
+@click.option("--backend", type=click.Choice(_backend_names()), default="pyav", show_default=True,
+              help="Codec back end: PyAV in process, or the ffmpeg command line.")
 @click.option("--basis/--no-basis", "feature_basis", default=None,
               help="Code the features in the stream's sensitivity-weighted KLT basis, folded into the MLP "
                    "(17-27 % fewer bytes at the same PSNR) [default: the preset's; lossless presets: no].")
@@ -294,9 +306,22 @@ def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, h
               help="Dataset folder (for --path test).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also record the frames shown to this MP4.")
-def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, data, out) -> None:
-    """Play STREAM headless in real time: decode ahead, render at --fps, drop late frames, report."""
+@click.option("--decode-only", is_flag=True,
+              help="Decode every frame to dequantized grids on --device and render nothing; report decode speed.")
+def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, data, out, decode_only) -> None:
+    """Play STREAM headless in real time: decode ahead, render at --fps, drop late frames, report.
+
+    With --decode-only: the decoder alone, every frame of every GOP (after one warm-up pass,
+    repeated for at least --duration seconds when given).
+    """
+    from featvid.render.player import decode_only as decode_stream
     from featvid.render.player import play_stream
+
+    if decode_only:
+        if out is not None or frames is not None:
+            raise click.UsageError("--decode-only renders nothing: it takes no --out or --frames")
+        click.echo(decode_stream(stream, device, hwaccel, min_seconds=duration or 0.0, progress=True).summary())
+        return
 
     if duration is not None and frames is not None:
         raise click.UsageError("give --duration or --frames, not both")
@@ -327,7 +352,7 @@ def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Pa
     """
     from dataclasses import replace
 
-    from featvid.bench import full_config, quick_config, run_bench
+    from featvid.bench.harness import full_config, quick_config, run_bench
 
     make = quick_config if quick else full_config
     config = make(out=out, cache=cache, run=run, data=data)
@@ -377,17 +402,6 @@ def serve_cmd(stream: Path, host: str, port: int, open_browser: bool) -> None:
 # ---- info, eval, demo ----------------------------------------------------------------------------------
 
 
-def _kind_of(path: Path) -> str:
-    """'stream', 'run', 'baked' or 'dataset', from the files in a folder."""
-    if (path / "manifest.json").is_file() or path.suffix == ".fvv":
-        return "stream"
-    if (path / "run.json").is_file():
-        return "run"
-    if (path / "baked.json").is_file():
-        return "baked"
-    return "dataset"
-
-
 def _echo_summary(summary: dict) -> None:
     import json
 
@@ -401,29 +415,15 @@ def _echo_summary(summary: dict) -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info(path: Path, as_json: bool) -> None:
-    """Describe a DATASET, a training RUN or a STREAM (.fvv).
+    """Describe a DATASET, a training RUN, a BAKED folder or a STREAM (.fvv).
 
     For a stream: frames, GOPs, codec, preset and bytes per frame in total and by part.
     """
     import json
 
-    kind = _kind_of(path)
-    if kind == "stream":
-        from featvid.codecs import open_stream
+    from featvid.pipeline import describe
 
-        summary = open_stream(path).summary()
-    elif kind == "run":
-        from featvid.bake.run import Run
-
-        summary = Run(path).summary()
-    elif kind == "baked":
-        from featvid.bake.atlas import Baked
-
-        summary = Baked(path).summary()
-    else:
-        from featvid.data import load_dataset
-
-        summary = load_dataset(path).summary()
+    summary = describe(path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -445,6 +445,7 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
     one subtraction.
     """
     from featvid.atomic import write_json
+    from featvid.pipeline import evaluate_source
 
     report = evaluate_source(source, data, parse_aabb(aabb), device)
     click.echo(report.table())
@@ -452,41 +453,6 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
     if out is not None:
         write_json(out, report.to_json())
         click.echo(f"wrote {out}")
-
-
-def evaluate_source(source: Path, data: Path, aabb=None, device: str = "auto"):
-    """Evaluate a run or a stream folder against a dataset (returns an EvalReport)."""
-    from featvid.data import load_dataset
-    from featvid.device import resolve_device
-    from featvid.render.evaluate import evaluate
-
-    device = resolve_device(device)
-    if _kind_of(source) == "stream":
-        from featvid.codecs import open_stream
-
-        stream = open_stream(source)
-        frames = enumerate(stream.frames())
-        mlp, settings, aabb = stream.mlp(device), stream.render_settings, aabb if aabb is not None else stream.aabb
-    else:
-        from featvid.bake.run import Run
-
-        run = Run(source)
-        frames = run.frames()
-        mlp, settings, aabb = run.mlp(device), run.render_settings, aabb if aabb is not None else run.aabb
-    video = load_dataset(data, aabb=aabb)
-    return evaluate(frames, mlp, settings, video, device=device)
-
-
-def _stream_is_current(manifest: dict, preset_name: str) -> bool:
-    """Whether a stream's manifest says it was encoded with `preset_name` as that preset is now."""
-    from featvid.codecs.basis import BASIS_NAME
-    from featvid.codecs.presets import PRESETS
-
-    p = PRESETS.get(preset_name)
-    codec = manifest.get("codec", {})
-    basis = BASIS_NAME if p is not None and p.feature_basis else "none"
-    return (p is not None and codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
-            and manifest.get("mlp", {}).get("feature_basis", "none") == basis)
 
 
 @main.command()
@@ -507,79 +473,18 @@ def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train
     synth -> train -> eval -> bake -> encode (default and web presets) -> eval the stream ->
     orbit video. Finished steps are kept, so a second run only repeats what is missing.
     """
-    import json
-    import shutil
-    import time
+    from featvid.pipeline import run_demo
 
-    from featvid.atomic import write_json
-    from featvid.bake.atlas import bake_run
-    from featvid.bake.config import preset as train_config
-    from featvid.bake.run import recorded_config
-    from featvid.bake.train import train
-    from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
-    from featvid.data.synth import DEFAULT_SCENE, write_synth
-    from featvid.metrics import bytes_per_frame
-    from featvid.render.player import render_path_video
-
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    data, run_dir, baked = out / "scene", out / "run", out / "baked"
-    stream_dir, web_dir, orbit = out / "scene.fvv", out / "scene-web.fvv", out / "orbit.mp4"
-    codec_preset = codec_preset or DEFAULT_PRESET
-
-    def step(text: str) -> None:
-        click.echo(f"[{time.perf_counter() - started:6.1f} s] {text}")
-
-    if not (data / "transforms_train.json").is_file():
-        step(f"synth: rendering the built-in scene ({frames} frames, {views} views, {size} px)")
-        write_synth(data, scene=scene or DEFAULT_SCENE, frames=frames, views=views, size=size, progress=True)
-    config = train_config(train_preset)
-    stale = recorded_config(run_dir) not in (None, config.to_dict())
-    if stale:  # made by an older featvid or another preset: start over, and bake again
-        step(f"train: {run_dir} holds a run made with other settings; training it again")
-        shutil.rmtree(baked, ignore_errors=True)
-    step(f"train: {run_dir} (preset {train_preset}; resumes if interrupted)")
-    run = train(data, run_dir, config, device=device, force=stale)
-    step("eval: the float model on the held-out views")
-    float_report = evaluate_source(run_dir, data, device=device)
-    baked_now = not (baked / "baked.json").is_file()
-    if baked_now:
-        step(f"bake: {baked}")
-        bake_run(run_dir, baked)
-    for target, name in ((stream_dir, codec_preset), (web_dir, "web")):
-        manifest = target / "manifest.json"
-        if baked_now or not manifest.is_file() or not _stream_is_current(json.loads(manifest.read_text()), name):
-            step(f"encode: {target} (preset {name})")
-            encode_baked(baked, target, preset=name)
-            if target == stream_dir:
-                orbit.unlink(missing_ok=True)  # rendered from the old stream
-    step("eval: the stream, after the codec")
-    stream_report = evaluate_source(stream_dir, data, device=device)
-    if not orbit.is_file():
-        step(f"render: orbit video {orbit}")
-        render_path_video(open_stream(stream_dir), "orbit", orbit, size=(256, 256), device=device)
-
-    n = run.num_frames
-    run_summary = run.summary()
-    grid_bpf, fp16_bpf = run_summary["grid_bytes_per_frame"], run_summary["float16_grid_bytes_per_frame"]
-    stream_bpf = bytes_per_frame(stream_dir, n)
-    result = {
-        "frames": n, "seconds": round(time.perf_counter() - started, 1),
-        "psnr_float": float_report.mean_psnr, "ssim_float": float_report.mean_ssim,
-        "psnr_stream": stream_report.mean_psnr, "ssim_stream": stream_report.mean_ssim,
-        "codec_preset": codec_preset, "stream_bytes_per_frame": stream_bpf,
-        "web_bytes_per_frame": bytes_per_frame(web_dir, n), "run_grid_bytes_per_frame": grid_bpf,
-        "float16_grid_bytes_per_frame": fp16_bpf, "ratio_vs_float16_grids": fp16_bpf / stream_bpf,
-    }
-    write_json(out / "demo.json", result)
+    r = run_demo(out, scene, frames, views, size, train_preset, codec_preset, device, on_step=click.echo)
     click.echo("")
-    click.echo(f"held-out PSNR   float model {float_report.mean_psnr:6.2f} dB   after the codec "
-               f"{stream_report.mean_psnr:6.2f} dB   ({stream_report.mean_psnr - float_report.mean_psnr:+.2f} dB)")
-    click.echo(f"bytes per frame stream {stream_bpf / 1024:8.1f} KiB ({codec_preset})   float16 sparse grids "
-               f"{fp16_bpf / 1024:8.1f} KiB   ({fp16_bpf / stream_bpf:.0f}x smaller)")
-    click.echo(f"orbit video     {orbit}")
-    click.echo(f"web player      featvid serve {web_dir}   (then open http://127.0.0.1:8000/)")
-    click.echo(f"summary         {out / 'demo.json'}   ({result['seconds']:.0f} s)")
+    click.echo(f"held-out PSNR   float model {r['psnr_float']:6.2f} dB   after the codec "
+               f"{r['psnr_stream']:6.2f} dB   ({r['psnr_stream'] - r['psnr_float']:+.2f} dB)")
+    click.echo(f"bytes per frame stream {r['stream_bytes_per_frame'] / 1024:8.1f} KiB ({r['codec_preset']})   "
+               f"float16 sparse grids {r['float16_grid_bytes_per_frame'] / 1024:8.1f} KiB   "
+               f"({r['ratio_vs_float16_grids']:.0f}x smaller)")
+    click.echo(f"orbit video     {r['paths']['orbit']}")
+    click.echo(f"web player      featvid serve {r['paths']['web']}   (then open http://127.0.0.1:8000/)")
+    click.echo(f"summary         {Path(r['paths']['out']) / 'demo.json'}   ({r['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

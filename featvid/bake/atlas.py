@@ -5,12 +5,16 @@ folder, so a benchmark matrix never re-reads the per-frame grids.
 
 ```
 BAKED/
-  baked.json               {"format": "featvid-baked", "version": 1, ...}: scene, render settings,
-                           GOPs with their atlas size and per-channel float ranges; written last
+  baked.json               {"format": "featvid-baked", "version": 2, ...}: scene, render settings,
+                           MLP architecture, GOPs with their atlas size and per-channel float
+                           ranges; written last
   mlp.safetensors          the run's tiny MLP, copied
   gop_00000.fvmap          the GOP's Mapping, copied
   gop_00000.planes.zst     zstd(safetensors {"planes": float32 [F, P, H, W]}): plane 0 raw density,
                            planes 1.. features; 0 at unused pixels
+  samples.safetensors      {"values": float32 [S, P]}: vertex values drawn from every GOP's used
+                           pixels, so an encoder can fit statistics (its feature basis) without
+                           reading every GOP twice
 ```
 
 A GOP file is written atomically and skipped when a re-run finds it complete, so an interrupted
@@ -32,16 +36,21 @@ from safetensors.numpy import save as _st_save
 from tqdm import tqdm
 
 from featvid.atomic import write_bytes, write_json
-from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run
 from featvid.errors import StreamError
-from featvid.render.mlp import TinyMLP
-from featvid.render.volume import DENSITY_SHIFT
+from featvid.field.gop import Gop, check_tiling, span_from
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
+from featvid.field.volume import RenderSettings
+from featvid.names import safe_name
 
 log = logging.getLogger(__name__)
 
 BAKED_FORMAT = "featvid-baked"
-BAKED_VERSION = 1
+BAKED_VERSION = 2  # 2: samples.safetensors, "mlp" architecture checked
+SAMPLES_FILE = "samples.safetensors"
+SAMPLES = 100_000  # vertex values drawn per bake: enough for a 6 x 6 statistic (the feature basis) to settle
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,20 @@ class Atlas:
 
     planes: torch.Tensor
     ranges: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class BakedGop(Gop):
+    """A GOP of a baked folder: its frames, its files, the atlas size and each plane's float range."""
+
+    mapping: str = ""
+    planes: str = ""
+    atlas: tuple[int, int] = (0, 0)  # one plane: height, width
+    ranges: tuple[tuple[float, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.span(), "mapping": self.mapping, "planes": self.planes, "atlas": list(self.atlas),
+                "ranges": [list(r) for r in self.ranges]}
 
 
 def plane_ranges(planes: torch.Tensor, mapping: Mapping) -> list[tuple[float, float]]:
@@ -61,6 +84,17 @@ def plane_ranges(planes: torch.Tensor, mapping: Mapping) -> list[tuple[float, fl
     lo = v.amin(dim=(0, 2)).tolist()
     hi = v.amax(dim=(0, 2)).tolist()
     return list(zip(lo, hi))
+
+
+def draw_samples(planes: torch.Tensor, mapping: Mapping, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` vertex values drawn uniformly (with replacement) over a GOP's frames and used pixels:
+    planes [F, P, H, W] -> [min(count, F * U), P]."""
+    used = (mapping.vertex_index() >= 0).nonzero()[:, 0]  # [U]
+    F, U = planes.shape[0], used.numel()
+    if F * U == 0:
+        return planes.new_zeros(0, planes.shape[1])
+    pick = torch.randint(0, F * U, (min(count, F * U),), generator=generator)
+    return planes.reshape(F, planes.shape[1], -1)[pick // U, :, used[pick % U]]  # [n, P]
 
 
 def _planes_bytes(planes: torch.Tensor, meta: dict[str, str]) -> bytes:
@@ -81,6 +115,23 @@ def _read_planes(path: Path) -> tuple[np.ndarray, dict[str, str]]:
     return planes, meta
 
 
+def _bake_gop(run: Run, g: int, gop: Gop, mapping: Mapping, planes_path: Path) -> torch.Tensor:
+    """GOP g's planes [F, P, H, W]: kept from an earlier bake when its file is complete, else built."""
+    meta = {"start": str(gop.start), "frames": str(gop.frames)}
+    if planes_path.is_file():  # resume: keep a complete GOP file of the same GOP
+        try:
+            arr, old = _read_planes(planes_path)
+            if old == meta and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
+                log.info("bake: GOP %d already baked, kept", g)
+                return torch.from_numpy(arr.copy())
+        except StreamError:
+            pass
+    # run.frame checks each grid (NaN/inf, shape, box) before anything is written
+    planes = torch.stack([mapping.grid_to_atlas(run.frame(t)) for t in range(gop.start, gop.end)])  # [F, P, H, W]
+    write_bytes(planes_path, _planes_bytes(planes, meta))
+    return planes
+
+
 def bake_run(run_dir: str | Path, out: str | Path) -> Path:
     """Bake the finished run at `run_dir` into the folder `out`; returns `out`.
 
@@ -92,62 +143,35 @@ def bake_run(run_dir: str | Path, out: str | Path) -> Path:
     if not run.is_complete():
         raise StreamError(f"{run.path}: the run is unfinished ({len(run.finished_frames())}/{run.num_frames} frames, "
                           f"MLP {'present' if (run.path / 'mlp.safetensors').is_file() else 'missing'})")
-    gops = run.gops
-    if not gops or gops[0].start != 0 or sum(g.frames for g in gops) != run.num_frames:
-        raise StreamError(f"{run.path}: run.json's GOPs do not cover frames 0..{run.num_frames - 1}")
+    if not run.gops:
+        raise StreamError(f"{run.path}: run.json lists no GOPs")
     out.mkdir(parents=True, exist_ok=True)
     (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
     mlp = run.mlp()  # loads and checks it (StreamError when unreadable)
-    rs = run.render_settings
-    entries = []
-    for g, gop in enumerate(tqdm(gops, desc="bake", unit="GOP", leave=False)):
-        mapping = run.mapping(g)
-        if tuple(mapping.grid_shape) != tuple(run.grid_shape):
-            raise StreamError(f"{run.path}: mapping of GOP {g} is for grid {mapping.grid_shape}, run has {run.grid_shape}")
+    generator = torch.Generator().manual_seed(0)
+    per_gop = max(1000, SAMPLES // len(run.gops))
+    entries, samples = [], []
+    for g, gop in enumerate(tqdm(run.gops, desc="bake", unit="GOP", leave=False)):
+        mapping = run.mapping(g)  # checked against the run's grid
         name = f"gop_{g:05d}"
-        planes_path = out / f"{name}.planes.zst"
-        meta = {"start": str(gop.start), "frames": str(gop.frames)}
-        planes = None
-        if planes_path.is_file():  # resume: keep a complete GOP file of the same GOP
-            try:
-                arr, old = _read_planes(planes_path)
-                if old == meta and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
-                    planes = torch.from_numpy(arr.copy())
-                    log.info("bake: GOP %d already baked, kept", g)
-            except StreamError:
-                planes = None
-        if planes is None:
-            frames = []
-            for t in range(gop.start, gop.end):
-                grid = run.frame(t).validate()  # NaN/inf refused here, before anything is written
-                frames.append(mapping.grid_to_atlas(grid))
-            planes = torch.stack(frames)  # [F, P, H, W]
-            if not torch.isfinite(planes).all():
-                raise StreamError(f"{run.path}: GOP {g} holds NaN or infinite values")
-            write_bytes(planes_path, _planes_bytes(planes, meta))
+        planes = _bake_gop(run, g, gop, mapping, out / f"{name}.planes.zst")
+        samples.append(draw_samples(planes, mapping, per_gop, generator))
         mapping.save(out / f"{name}.fvmap")
-        entries.append({"start": gop.start, "frames": gop.frames, "mapping": f"{name}.fvmap",
-                        "planes": planes_path.name, "atlas": list(mapping.atlas_size),
-                        "ranges": [list(r) for r in plane_ranges(planes, mapping)]})
-    channels = int(planes.shape[1])
+        entries.append(BakedGop(gop.start, gop.frames, f"{name}.fvmap", f"{name}.planes.zst", mapping.atlas_size,
+                                tuple(plane_ranges(planes, mapping))).to_dict())
+    write_bytes(out / SAMPLES_FILE, _st_save({"values": np.ascontiguousarray(torch.cat(samples).numpy())}))
     # the file itself, not a re-save: safetensors orders header metadata differently run to run
     write_bytes(out / "mlp.safetensors", (run.path / "mlp.safetensors").read_bytes())
     write_json(out / "baked.json", {
         "format": BAKED_FORMAT, "version": BAKED_VERSION, "frames": run.num_frames, "fps": run.fps,
-        "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": channels,
-        "render": {"step_ratio": rs.step_ratio, "near": rs.near, "background": list(rs.background),
-                   "density_shift": DENSITY_SHIFT},
-        "mlp": {"file": "mlp.safetensors", **_mlp_arch(mlp)}, "gops": entries})
+        "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": 1 + run.num_channels,
+        "render": run.render_settings.to_dict(), "mlp": {"file": "mlp.safetensors", **mlp.config.to_dict()},
+        "gops": entries})
     return out
 
 
-def _mlp_arch(mlp) -> dict[str, Any]:
-    c = mlp.config
-    return {"in_features": c.in_features, "hidden": c.hidden, "layers": c.layers, "view_freqs": c.view_freqs}
-
-
 class Baked:
-    """Read access to a baked folder."""
+    """Read access to a baked folder: baked.json read and checked once."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -158,31 +182,75 @@ class Baked:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise StreamError(f"{meta_path}: unreadable ({e})") from e
-        if self.meta.get("format") != BAKED_FORMAT or self.meta.get("version") != BAKED_VERSION:
-            raise StreamError(f"{meta_path}: not a featvid baked folder of version {BAKED_VERSION}")
-
-    @property
-    def gops(self) -> list[dict[str, Any]]:
-        return self.meta["gops"]
+        if not isinstance(self.meta, dict) or self.meta.get("format") != BAKED_FORMAT \
+                or self.meta.get("version") != BAKED_VERSION:
+            raise StreamError(f"{meta_path}: not a featvid baked folder of version {BAKED_VERSION} (bake it again)")
+        src, m = str(meta_path), self.meta
+        self.num_frames = int_field(m, "frames", src, lo=1, hi=1_000_000)
+        self.fps = number_field(m, "fps", src, 0, 1000, lo_open=True)
+        self.aabb = read_aabb(m.get("aabb"), src)
+        self.grid_shape = read_grid_shape(m.get("grid_shape"), src)
+        self.channels = int_field(m, "channels", src, lo=2, hi=65)  # P = 1 + C
+        self.render_settings = RenderSettings.from_dict(m.get("render"), src)
+        self.mlp_config = MLPConfig.from_dict(m.get("mlp") or {}, src)
+        self.gops: list[BakedGop] = []
+        for i, e in enumerate(m.get("gops") or []):
+            start, frames = span_from(e, f"{src}: GOP {i}")
+            try:
+                atlas = (int(e["atlas"][0]), int(e["atlas"][1]))
+                ranges = tuple((float(lo), float(hi)) for lo, hi in e["ranges"])
+            except (KeyError, TypeError, ValueError, IndexError) as err:
+                raise StreamError(f"{src}: GOP {i} needs an atlas size and float ranges ({err})") from err
+            if len(ranges) != self.channels:
+                raise StreamError(f"{src}: GOP {i} has {len(ranges)} ranges for {self.channels} channels")
+            self.gops.append(BakedGop(start, frames, safe_name(e.get("mapping"), f"GOP {i} mapping", src),
+                                      safe_name(e.get("planes"), f"GOP {i} planes", src), atlas, ranges))
+        check_tiling(self.gops, self.num_frames, src)
 
     def mapping(self, g: int) -> Mapping:
-        return Mapping.load(self.path / Path(self.gops[g]["mapping"]).name)
+        """GOP g's mapping, checked against the folder's grid and the GOP's atlas size."""
+        path = self.path / self.gops[g].mapping
+        mapping = Mapping.load(path)
+        if tuple(mapping.grid_shape) != self.grid_shape or mapping.atlas_size != self.gops[g].atlas:
+            raise StreamError(f"{path}: mapping (grid {mapping.grid_shape}, atlas {mapping.atlas_size}) "
+                              f"does not match baked.json")
+        return mapping
 
     def atlas(self, g: int) -> Atlas:
         """GOP g's planes [F, P, H, W] and float ranges."""
         e = self.gops[g]
-        arr, _ = _read_planes(self.path / Path(e["planes"]).name)
-        if arr.shape[0] != e["frames"] or list(arr.shape[2:]) != list(e["atlas"]):
+        arr, _ = _read_planes(self.path / e.planes)
+        if arr.shape != (e.frames, self.channels, *e.atlas):
             raise StreamError(f"{self.path}: GOP {g} planes {arr.shape} do not match baked.json")
-        return Atlas(torch.from_numpy(arr.copy()), [tuple(r) for r in e["ranges"]])
+        if not np.isfinite(arr).all():
+            raise StreamError(f"{self.path / e.planes}: holds NaN or infinite values")
+        return Atlas(torch.from_numpy(arr.copy()), [tuple(r) for r in e.ranges])
+
+    def samples(self) -> torch.Tensor:
+        """Vertex values drawn from every GOP at bake time: [S, P] float32 (finite)."""
+        path = self.path / SAMPLES_FILE
+        try:
+            values = _st_load(path.read_bytes())["values"]
+        except Exception as e:  # missing file, safetensors errors
+            raise StreamError(f"{path}: not a readable samples file ({e})") from e
+        if values.ndim != 2 or values.shape[1] != self.channels or not np.isfinite(values).all():
+            raise StreamError(f"{path}: samples of shape {values.shape}, expected [S, {self.channels}] finite values")
+        return torch.from_numpy(values.copy())
 
     def summary(self) -> dict[str, Any]:
         """What `featvid info BAKED` shows."""
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-        return {"kind": "baked", "path": str(self.path), "frames": sum(int(g["frames"]) for g in self.gops),
-                "gops": len(self.gops), "atlas_sizes": sorted({tuple(g["atlas"]) for g in self.gops}),
-                "bytes": size}
+        return {"kind": "baked", "path": str(self.path), "frames": self.num_frames,
+                "gops": len(self.gops), "atlas_sizes": sorted({g.atlas for g in self.gops}), "bytes": size}
+
+    def mlp_bytes(self) -> bytes:
+        """The MLP file's bytes (read once by an encoder, which also checks them: `mlp`)."""
+        path = self.path / safe_name((self.meta.get("mlp") or {}).get("file", "mlp.safetensors"), "MLP file",
+                                     str(self.path / "baked.json"))
+        if not path.is_file():
+            raise StreamError(f"{path}: MLP file is missing")
+        return path.read_bytes()
 
     def mlp(self) -> TinyMLP:
-        """The run's tiny MLP, loaded and checked."""
-        return TinyMLP.load(self.path / "mlp.safetensors")
+        """The run's tiny MLP, loaded and checked against baked.json."""
+        return TinyMLP.from_bytes(self.mlp_bytes(), str(self.path / "mlp.safetensors"), self.mlp_config)

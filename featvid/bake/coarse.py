@@ -19,12 +19,19 @@ import torch
 import torch.nn.functional as Fnn
 from tqdm.auto import tqdm
 
-from featvid.bake.config import DENSITY_RANGE, TrainConfig
-from featvid.bake.grid import grid_shape_for
+from featvid.bake.config import TrainConfig
 from featvid.bake.losses import optimizer_step
 from featvid.bake.sampling import RaySampler
 from featvid.errors import TrainingError
-from featvid.render.volume import Volume, composite, interpolate, optical_depth, sample_points
+from featvid.field.grid import grid_shape_for
+from featvid.field.volume import (
+    DENSITY_RANGE,
+    Volume,
+    composite,
+    interpolate,
+    optical_depth,
+    sample_points,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, s
     """Rays [N, 3] through a coarse grid -> rgb [N, 3]; the renderer's sampling and compositing."""
     vol = Volume(grid.data, torch.ones([n - 1 for n in grid.data.shape[1:]], dtype=torch.bool,
                                        device=grid.data.device), grid.aabb)
-    from featvid.render.volume import RenderSettings
+    from featvid.field.volume import RenderSettings
 
     ray_id, sample_id, pts, K = sample_points(vol, origins, dirs, RenderSettings(step_ratio=step_ratio), jitter)
     values = interpolate(vol, pts)  # [P, 4]

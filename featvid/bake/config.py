@@ -10,11 +10,6 @@ from typing import Any
 
 from featvid.errors import ConfigError
 
-# Raw density is clamped to this range (before softplus + DENSITY_SHIFT, see featvid.render.volume):
-# -5 is empty space (alpha ~ 4e-7 a step), 30 is opaque (alpha ~ 1 - 3e-5 a step at step_ratio 0.5).
-# A bounded range keeps the baker's per-GOP 8-bit quantization step small (35 / 255 ~ 0.14).
-DENSITY_RANGE = (-5.0, 30.0)
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -137,7 +132,7 @@ class TrainConfig:
         need(self.importance in ("ist", "isg", "none"), f"importance must be ist, isg or none, got {self.importance!r}")
         need(0 < self.importance_floor <= 1 and self.isg_gamma > 0 and self.importance_window >= 1,
              "importance_floor in (0, 1], isg_gamma > 0, importance_window >= 1")
-        from featvid.render.mlp import MLPConfig
+        from featvid.field.mlp import MLPConfig
 
         MLPConfig(self.num_channels, self.mlp_hidden, self.mlp_layers, self.view_freqs).validate()
         return self

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from featvid.bake.mapping import TILE, Mapping
+from featvid.field.mapping import TILE, Mapping
 
 
 def photometric(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

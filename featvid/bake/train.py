@@ -29,17 +29,18 @@ from tqdm.auto import tqdm
 from featvid.atomic import write_text
 from featvid.bake import losses
 from featvid.bake.coarse import CoarseGrid, coarse_pass
-from featvid.bake.field import SparseField
-from featvid.bake.config import DENSITY_RANGE, TrainConfig
-from featvid.bake.grid import SparseGrid, grid_shape_for
-from featvid.bake.mapping import Mapping
-from featvid.bake.run import Run, write_run_meta
+from featvid.bake.config import TrainConfig
+from featvid.bake.run import Run, RunGop, write_run_meta
 from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
+from featvid.bake.sparse_field import SparseField
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError, TrainingError
-from featvid.render.evaluate import score_frame
-from featvid.render.mlp import MLPConfig, TinyMLP
-from featvid.render.volume import RenderSettings
+from featvid.field.evaluate import score_frame
+from featvid.field.gop import Gop
+from featvid.field.grid import SparseGrid, grid_shape_for
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.volume import DENSITY_RANGE, RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class GopBuilder:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.gops: list[tuple[int, int, Mapping]] = []  # (start, frames, mapping)
+        self.gops: list[tuple[Gop, Mapping]] = []
         self._start = 0
         self._count = 0
         self._union: torch.Tensor | None = None
@@ -85,10 +86,10 @@ class GopBuilder:
         return blocks > (1 + self.config.gop_growth) * max(1, self._first_blocks)
 
     def _close(self) -> None:
-        self.gops.append((self._start, self._count, Mapping.from_occupancy(self._union)))
+        self.gops.append((Gop(self._start, self._count), Mapping.from_occupancy(self._union)))
         self._union = None
 
-    def finish(self) -> list[tuple[int, int, Mapping]]:
+    def finish(self) -> list[tuple[Gop, Mapping]]:
         if self._union is not None:
             self._close()
         return self.gops
@@ -150,8 +151,7 @@ def _trim_log(out: Path, finished: set[int]) -> None:
     """Keep only the log lines of finished frames (a killed frame may have logged before its file)."""
     p = out / "log.jsonl"
     if p.is_file():
-        lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln).get("frame") in finished]
+        keep = [json.dumps(r) for r in Run(out).log() if r.get("frame") in finished]  # junk lines dropped
         write_text(p, "".join(ln + "\n" for ln in keep))
 
 
@@ -160,11 +160,16 @@ def _frame_generator(config: TrainConfig, t: int, device: torch.device) -> torch
     return torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * t + 2)
 
 
+def mlp_config(config: TrainConfig) -> MLPConfig:
+    """The shared MLP's architecture under a training config."""
+    return MLPConfig(config.num_channels, config.mlp_hidden, config.mlp_layers, config.view_freqs)
+
+
 def _new_mlp(config: TrainConfig, device: torch.device) -> TinyMLP:
     # The MLP's initial weights come from the seed without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        mlp = TinyMLP(MLPConfig(config.num_channels, config.mlp_hidden, config.mlp_layers, config.view_freqs))
+        mlp = TinyMLP(mlp_config(config))
     return mlp.to(device)
 
 
@@ -258,8 +263,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     if meta is None or not meta.get("gops"):
         meta = {**_identity(config, dataset_id, a, num_frames), "fps": video.fps, "aabb": aabb.tolist(),
                 "grid_shape": list(fine_shape), "num_channels": config.num_channels,
-                "render": {"step_ratio": settings.step_ratio, "near": settings.near,
-                           "background": list(settings.background)},
+                "mlp": mlp_config(config).to_dict(), "render": settings.to_dict(),
                 "gops": [], "trainer": "featvid.bake.train"}
         out.mkdir(parents=True, exist_ok=True)
         write_run_meta(out, meta)
@@ -276,6 +280,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
         raise TrainingError(f"{out}: frame {first} is missing but later frames exist; rerun with --force")
     todo = range(first, num_frames)
     mlp = _new_mlp(config, dev) if first == 0 else run.mlp(dev)
+    # the previous frame is kept in memory: read back from disk only when resuming
     prev_grid = run.frame(first - 1) if first > 0 else None
     mappings: dict[int, Mapping] = {}
     bar = tqdm(total=num_frames, initial=first, desc="fine pass", unit="frame")
@@ -285,9 +290,8 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
             mappings = {g: run.mapping(g)}  # one GOP's mapping at a time
         mapping = mappings[g]
         occupancy = mapping.occupancy()  # [nx, ny, nz]: exactly what the decoder will have
-        record = _train_frame(out, t, a, occupancy, mapping, prev_grid, mlp, images_of, video, settings,
-                              aabb, config, dev, g, num_frames)
-        prev_grid = run.frame(t)
+        record, prev_grid = _train_frame(out, run, t, a, occupancy, mapping, prev_grid, mlp, images_of, video,
+                                         settings, aabb, config, dev, g, num_frames)
         bar.update(1)
         bar.set_postfix(psnr=f"{record.get('psnr_test', record['psnr_train']):.2f}")
         if on_frame is not None:
@@ -312,14 +316,14 @@ def _coarse_and_gops(out: Path, frames: range, images_of, aabb: torch.Tensor, se
 
     coarse_pass(frames, images_of, aabb, settings.background, config, dev, fine_shape, on_frame)
     gops = []
-    for i, (start, count, mapping) in enumerate(builder.finish()):
+    for i, (gop, mapping) in enumerate(builder.finish()):
         if mapping.num_blocks == 0:
-            raise TrainingError(f"the coarse pass found no occupied space in frames {start}..{start + count - 1}: "
+            raise TrainingError(f"the coarse pass found no occupied space in frames {gop.start}..{gop.end - 1}: "
                                 "check the scene box (aabb) and cameras, or raise coarse_iters")
         name = f"gop_{i:05d}.fvmap"
         mapping.save(out / name)
-        gops.append({"start": start, "frames": count, "mapping": name, "blocks": mapping.num_blocks})
-        log.info("GOP %d: frames %d..%d, %d blocks", i, start, start + count - 1, mapping.num_blocks)
+        gops.append(RunGop(gop.start, gop.frames, name, mapping.num_blocks).to_dict())
+        log.info("GOP %d: frames %d..%d, %d blocks", i, gop.start, gop.end - 1, mapping.num_blocks)
     return gops
 
 
@@ -347,10 +351,11 @@ def _importance(video, a: int, t: int, num_frames: int, images: torch.Tensor, tr
     return isg_weights(images, neighbours, config.isg_gamma, config.importance_floor)
 
 
-def _train_frame(out: Path, t: int, a: int, occupancy: torch.Tensor, mapping: Mapping,
+def _train_frame(out: Path, run: Run, t: int, a: int, occupancy: torch.Tensor, mapping: Mapping,
                  prev_grid: SparseGrid | None, mlp: TinyMLP, images_of, video, settings: RenderSettings,
-                 aabb: torch.Tensor, config: TrainConfig, dev: torch.device, gop: int, num_frames: int) -> dict:
-    """Train, score and save frame t; returns its log record."""
+                 aabb: torch.Tensor, config: TrainConfig, dev: torch.device, gop: int,
+                 num_frames: int) -> tuple[dict, SparseGrid]:
+    """Train, score and save frame t; returns its log record and its grid."""
     start = time.perf_counter()
     keyframe = prev_grid is None
     C = config.num_channels
@@ -372,8 +377,7 @@ def _train_frame(out: Path, t: int, a: int, occupancy: torch.Tensor, mapping: Ma
     values, figures = fit_frame(values, occupancy, mapping, mlp, sampler, settings, aabb, config, keyframe,
                                 previous, _frame_generator(config, t, dev), desc=f"frame {t}")
     grid = SparseGrid(aabb.clone(), tuple(occupancy.shape), occupancy.nonzero().to(torch.int32),
-                      values[:, 0].float().cpu().contiguous(), values[:, 1:].float().cpu().contiguous())
-    grid.validate()
+                      values[:, 0].float().cpu().contiguous(), values[:, 1:].float().cpu().contiguous()).validate()
     seconds = time.perf_counter() - start
     record: dict[str, Any] = {"frame": t, "gop": gop, "keyframe": keyframe, "vertices": int(len(values)),
                               "iters": config.keyframe_iters if keyframe else config.frame_iters,
@@ -394,5 +398,5 @@ def _train_frame(out: Path, t: int, a: int, occupancy: torch.Tensor, mapping: Ma
     _append_log(out, record)
     if keyframe or config.lr_mlp_frame > 0:
         mlp.save(out / "mlp.safetensors")
-    grid.save(Run(out).frame_path(t), meta={"frame": t, "gop": gop})
-    return record
+    grid.save(run.frame_path(t), meta={"frame": t, "gop": gop})
+    return record, grid

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import torch
 
-from featvid.render.mlp import TinyMLP
-from featvid.render.volume import optical_depth
+from featvid.errors import CodecError
+from featvid.field.mlp import TinyMLP
+from featvid.field.volume import optical_depth
 
 BASIS_NAME = "sensitivity-klt"
 BASIS_TENSOR = "feature_basis"  # name of A inside a stream's mlp.safetensors
-SAMPLES = 100_000  # feature vectors drawn per stream: enough for a 6 x 6 statistic to settle
+SAMPLES = 100_000  # feature vectors drawn from the bake's samples, weighted by opacity
 
 
 def opacity(density: torch.Tensor, step_ratio: float) -> torch.Tensor:
@@ -56,7 +57,8 @@ def fit_basis(features: torch.Tensor, weights: torch.Tensor, mlp: TinyMLP, seed:
     the same data always gives the same A.
     """
     if features.ndim != 2 or features.shape[0] != weights.shape[0] or features.shape[0] == 0:
-        raise ValueError(f"features [N, C] and weights [N] expected, got {tuple(features.shape)}, {tuple(weights.shape)}")
+        raise CodecError(f"feature basis: features [N, C] and weights [N] expected, got {tuple(features.shape)}, "
+                         f"{tuple(weights.shape)}")
     gen = torch.Generator().manual_seed(seed)
     C = features.shape[1]
     w = weights.double().clamp(min=0)
@@ -73,7 +75,8 @@ def fit_basis(features: torch.Tensor, weights: torch.Tensor, mlp: TinyMLP, seed:
     sign = torch.sign(A.gather(1, A.abs().argmax(1, keepdim=True)))  # [C, 1]
     A = A * sign
     if not torch.isfinite(A).all() or torch.linalg.matrix_rank(A) < C:
-        raise ValueError("feature basis is singular")
+        raise CodecError("feature basis is singular (the bake's features span fewer than C directions); "
+                         "encode with --no-basis")
     return A
 
 

@@ -4,6 +4,9 @@ Per GOP: change the features to the stream's feature basis (lossy presets, featv
 clamp + quantize each channel over its range, pack the planes into codec frames, encode them as
 one MP4 that starts with a keyframe, copy the mapping. Then the MLP (float16, the basis folded in),
 and the manifest last, atomically: a folder without manifest.json is an unfinished stream.
+
+Each input is read once: the MLP and the bake's samples (the basis) before the first GOP, then
+per GOP its atlas and its mapping.
 """
 from __future__ import annotations
 
@@ -15,19 +18,22 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from featvid.atomic import atomic_path, write_bytes
-from featvid.bake.atlas import Baked, bake_run, plane_ranges
-from featvid.codecs import basis, ffmpeg_backend, pyav_backend
+from featvid.bake.atlas import Atlas, Baked, bake_run, plane_ranges
+from featvid.codecs import basis
+from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.manifest import MANIFEST, CodecInfo, GopEntry, Manifest
 from featvid.codecs.pack import Mosaic, num_cells, pack
 from featvid.codecs.presets import DEFAULT_PRESET, Preset, resolve_preset
 from featvid.codecs.quantize import code_ranges, quantize
-from featvid.errors import ConfigError, StreamError
+from featvid.codecs.video import VideoSpec
+from featvid.errors import StreamError
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import TinyMLP
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("pyav", "ffmpeg")
 
 
 def _version() -> str:
@@ -37,14 +43,6 @@ def _version() -> str:
         return f"featvid {version('featvid')}"
     except Exception:
         return "featvid"
-
-
-def _ffmpeg_version(backend: str) -> str:
-    if backend == "ffmpeg":
-        return ffmpeg_backend.ffmpeg_version()
-    import av
-
-    return str(getattr(av, "ffmpeg_version_info", "") or av.library_versions.get("libavcodec", ""))
 
 
 def _prepare_out(out: Path) -> None:
@@ -67,95 +65,83 @@ def quantized_gop(planes, ranges, preset: Preset) -> np.ndarray:
     return np.stack([quantize(planes[f], ranges, preset.levels) for f in range(planes.shape[0])])
 
 
-def stream_basis(baked: Baked) -> torch.Tensor:
-    """The feature basis A [C, C] of a stream of `baked` (see featvid.codecs.basis), fitted on
-    feature vectors drawn from every GOP."""
-    gen = torch.Generator().manual_seed(0)
-    step_ratio = float(baked.meta["render"]["step_ratio"])
-    per_gop = max(1000, basis.SAMPLES // max(1, len(baked.gops)))
-    feats, weights = [], []
-    for g in range(len(baked.gops)):
-        planes = baked.atlas(g).planes  # [F, P, H, W]
-        used = (baked.mapping(g).vertex_index() >= 0).nonzero()[:, 0]  # [U]
-        F = planes.shape[0]
-        pick = torch.randint(0, F * used.numel(), (min(per_gop, F * used.numel()),), generator=gen)
-        values = planes.reshape(F, planes.shape[1], -1)[pick // used.numel(), :, used[pick % used.numel()]]  # [n, P]
-        feats.append(values[:, 1:])
-        weights.append(basis.opacity(values[:, 0], step_ratio))
+def stream_basis(baked: Baked, mlp: TinyMLP) -> torch.Tensor:
+    """The feature basis A [C, C] of a stream of `baked` (see featvid.codecs.basis), fitted on the
+    vertex values the baker drew from every GOP."""
+    samples = baked.samples()  # [S, P]
+    weights = basis.opacity(samples[:, 0], baked.render_settings.step_ratio)
     # float32 values: the MLP file stores A as float32, and a reader must get the encoder's A exactly
-    return basis.fit_basis(torch.cat(feats), torch.cat(weights), baked.mlp()).float().double()
+    return basis.fit_basis(samples[:, 1:], weights, mlp).float().double()
 
 
-def gop_input(baked: Baked, g: int, preset: Preset, A: torch.Tensor | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """What the encoder codes for GOP g: codes [F, P, H, W] uint16 and the quantization ranges [P].
+def gop_codes(atlas: Atlas, mapping: Mapping, step_ratio: float, preset: Preset,
+              A: torch.Tensor | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """What the encoder codes for one GOP: codes [F, P, H, W] uint16 and the quantization ranges [P].
 
     With a feature basis A, features are g = A f and share one quantization step (basis.equal_step).
     """
-    atlas = baked.atlas(g)
-    step_ratio = float(baked.meta["render"]["step_ratio"])
     planes, ranges = atlas.planes, atlas.ranges
     if A is not None:
         planes = basis.apply_basis(planes, A)
-        ranges = plane_ranges(planes, baked.mapping(g))
+        ranges = plane_ranges(planes, mapping)
     ranges = code_ranges(ranges, step_ratio)
     if A is not None:
         ranges = ranges[:1] + basis.equal_step(ranges[1:])
     return quantized_gop(planes, ranges, preset), ranges
 
 
-def encode_baked(baked_dir: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, crf: float | None = None,
-                 backend: str = "pyav", feature_basis: bool | None = None) -> Path:
+def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET,
+                 crf: float | None = None, backend: str = DEFAULT_BACKEND, feature_basis: bool | None = None) -> Path:
     """Encode the baked folder `baked_dir` into the stream folder `out` (NAME.fvv); returns `out`.
 
-    preset: a name from PRESETS (hardware presets fall back to software with a warning).
+    preset: a name from PRESETS (hardware presets fall back to software with a warning), or a Preset.
     crf: overrides the preset's rate (crf, or qp for NVENC).
-    backend: "pyav" (in process) or "ffmpeg" (the command-line binary).
+    backend: a name from featvid.codecs.backends.BACKENDS ("pyav" in process, "ffmpeg" the binary).
     feature_basis: code the features in the stream's sensitivity-KLT basis (featvid.codecs.basis),
         folded into the stream's MLP; None: the preset's choice (lossy presets yes, lossless no).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    from tqdm import tqdm
-
+    be = get_backend(backend)
     baked = Baked(baked_dir)
     p = resolve_preset(preset)
     options = p.encoder_options(crf)
-    encode_video = pyav_backend.encode_video if backend == "pyav" else ffmpeg_backend.encode_video
-    meta = baked.meta
     out = Path(out)
     _prepare_out(out)
-    P = int(meta["channels"])
+    P = baked.channels
+    step_ratio = baked.render_settings.step_ratio
+    mlp = baked.mlp()
     use_basis = p.feature_basis if feature_basis is None else feature_basis
-    A = stream_basis(baked) if use_basis and P > 1 else None
+    A = stream_basis(baked, mlp) if use_basis and P > 1 else None
     gops: list[GopEntry] = []
     for g, entry in enumerate(tqdm(baked.gops, desc=f"encode {p.name}", unit="GOP", leave=False)):
-        codes, ranges = gop_input(baked, g, p, A)  # [F, P, H, W]
-        mosaic = Mosaic.layout(num_cells(P, p.packing), tuple(entry["atlas"]))
+        mapping = baked.mapping(g)
+        codes, ranges = gop_codes(baked.atlas(g), mapping, step_ratio, p, A)  # [F, P, H, W]
+        mosaic = Mosaic.layout(num_cells(P, p.packing), entry.atlas)
         frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth) for c in codes)
         gdir = f"gop_{g:05d}"
         (out / gdir).mkdir(exist_ok=True)
         video = out / gdir / "atlas.mp4"
+        spec = VideoSpec(mosaic.width, mosaic.height, baked.fps, p.codec, p.pix_fmt, options, p.container_options,
+                         p.color_range, entry.frames)
         with atomic_path(video) as tmp:
-            encode_video(tmp, frames, mosaic.width, mosaic.height, float(meta["fps"]), p.codec, p.pix_fmt, options,
-                         p.container_options, p.color_range, int(entry["frames"]))
-        mapping_bytes = baked.mapping(g).to_bytes()
+            be.encode(tmp, frames, spec)
+        mapping_bytes = mapping.to_bytes()
         write_bytes(out / gdir / "mapping.fvmap", mapping_bytes)
-        gops.append(GopEntry(int(entry["start"]), int(entry["frames"]), gdir, f"{gdir}/mapping.fvmap",
-                             f"{gdir}/atlas.mp4", tuple(entry["atlas"]), mosaic.to_json(), ranges,  # type: ignore[arg-type]
+        gops.append(GopEntry(entry.start, entry.frames, gdir, f"{gdir}/mapping.fvmap", f"{gdir}/atlas.mp4",
+                             entry.atlas, mosaic.to_json(), ranges,
                              {"video": video.stat().st_size, "mapping": len(mapping_bytes)}))
     if A is None:  # the run's MLP as trained, in float16 (demo: held-out PSNR moves by 0.0001 dB)
-        mlp_bytes = baked.mlp().to_bytes(half=True)
+        mlp_bytes = mlp.to_bytes(half=True)
     else:
-        mlp_bytes = basis.fold_into_mlp(baked.mlp(), A).to_bytes(half=True, extra={basis.BASIS_TENSOR: A})
+        mlp_bytes = basis.fold_into_mlp(mlp, A).to_bytes(half=True, extra={basis.BASIS_TENSOR: A})
     write_bytes(out / "mlp.safetensors", mlp_bytes)
-    mlp_meta = {**meta["mlp"], "dtype": "float16", "feature_basis": basis.BASIS_NAME if A is not None else "none"}
+    mlp_meta = {"file": "mlp.safetensors", **mlp.config.to_dict(), "dtype": "float16",
+                "feature_basis": basis.BASIS_NAME if A is not None else "none"}
     video_total = sum(g.bytes["video"] for g in gops)
     mapping_total = sum(g.bytes["mapping"] for g in gops)
     manifest = Manifest(
-        frames=int(meta["frames"]), fps=float(meta["fps"]), aabb=meta["aabb"], grid_shape=tuple(meta["grid_shape"]),
-        channels=P, render=dict(meta["render"]), mlp=mlp_meta,
-        codec=CodecInfo(p.name, p.codec, backend, _ffmpeg_version(backend), options, p.pix_fmt, p.bit_depth,
-                        p.packing, p.levels),
+        frames=baked.num_frames, fps=baked.fps, aabb=baked.aabb.tolist(), grid_shape=baked.grid_shape,
+        channels=P, render=baked.render_settings, mlp=mlp_meta,
+        codec=CodecInfo(p.name, p.codec, be.name, be.version(), options, p.pix_fmt, p.bit_depth, p.packing, p.levels),
         gops=gops, bytes={"video": video_total, "mapping": mapping_total, "mlp": len(mlp_bytes),
                           "total_without_manifest": video_total + mapping_total + len(mlp_bytes)},
         created_by=_version())
@@ -164,8 +150,9 @@ def encode_baked(baked_dir: str | Path, out: str | Path, preset: str = DEFAULT_P
     return out
 
 
-def encode_run(run_dir: str | Path, out: str | Path, preset: str = DEFAULT_PRESET, crf: float | None = None,
-               backend: str = "pyav", baked_dir: str | Path | None = None, feature_basis: bool | None = None) -> Path:
+def encode_run(run_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET, crf: float | None = None,
+               backend: str = DEFAULT_BACKEND, baked_dir: str | Path | None = None,
+               feature_basis: bool | None = None) -> Path:
     """Bake `run_dir` (into `baked_dir`, or a temporary folder) and encode it into `out`; returns `out`."""
     if baked_dir is not None:
         return encode_baked(bake_run(run_dir, baked_dir), out, preset, crf, backend, feature_basis)

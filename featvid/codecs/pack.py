@@ -125,3 +125,53 @@ def unpack(planes: list[np.ndarray], packing: str, m: Mosaic, num_planes: int) -
         inter = np.stack(cells, axis=1).reshape(G * 3, *m.atlas)  # plane 3g + k
         return inter[:num_planes]
     raise StreamError(f"unknown packing {packing!r}")
+
+
+class CodeIndex:
+    """Where plane p's value of each vertex sits in a decoded frame, so a decoder gathers a frame's
+    codes [P, N] straight out of its image planes without unpacking whole atlases first.
+
+    pixels [N]: the vertices' flat pixel index in one H_a x W_a atlas plane (`Mapping.vertex_layout`).
+    component [P]: the image plane (Y = 0, U = 1, V = 2) that holds plane p; rows, cols [P, N]: the
+    pixel there. Flat indices are made once per image row stride and reused frame after frame.
+    """
+
+    def __init__(self, pixels: np.ndarray, m: Mosaic, packing: str, num_planes: int) -> None:
+        H, W = m.atlas
+        r, c = pixels // W, pixels % W  # [N] inside one atlas plane
+        p = np.arange(num_planes)
+        if packing == "luma-mosaic":
+            cell, self.component = p, np.zeros(num_planes, dtype=np.int64)
+        elif packing == "yuv444-triplets":
+            cell, self.component = p // 3, p % 3
+        else:
+            raise StreamError(f"unknown packing {packing!r}")
+        self.rows = (cell // m.cols)[:, None] * H + r[None]  # [P, N]
+        self.cols = (cell % m.cols)[:, None] * W + c[None]
+        self.shape = self.rows.shape
+        self._flat: dict[tuple[int, int], np.ndarray] = {}  # (component, row stride) -> [P_k * N]
+
+    def _flat_index(self, k: int, stride: int) -> np.ndarray:
+        key = (k, stride)
+        if key not in self._flat:
+            sel = self.component == k
+            self._flat[key] = (self.rows[sel] * stride + self.cols[sel]).ravel()
+        return self._flat[key]
+
+    def gather(self, planes: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """One decoded frame's codes [P, N] (the planes' dtype), into `out` when given."""
+        if out is None:
+            out = np.empty(self.shape, dtype=planes[0].dtype)
+        for k in np.unique(self.component):
+            plane = planes[int(k)]
+            # the plane as one flat run over its rows, line padding included (no copy)
+            stride = plane.strides[0] // plane.itemsize
+            flat = np.lib.stride_tricks.as_strided(plane, ((plane.shape[0] - 1) * stride + plane.shape[1],),
+                                                   (plane.itemsize,), writeable=False)
+            sel = self.component == k
+            values = np.take(flat, self._flat_index(int(k), stride))
+            if sel.all():
+                out[...] = values.reshape(self.shape)
+            else:
+                out[sel] = values.reshape(-1, self.shape[1])
+        return out

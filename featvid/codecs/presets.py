@@ -10,16 +10,11 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 from dataclasses import dataclass, field, replace
 
 from featvid.errors import CodecError, ConfigError
 
 log = logging.getLogger(__name__)
-
-# SVT-AV1 prints its banner to stderr unless told otherwise (1 = errors only); the environment is
-# the only switch it has, and a user's own setting wins.
-os.environ.setdefault("SVT_LOG", "1")
 
 # Measured on the demo scene (8 frames, 48^3, 6 channels, 24 views, float model 32.45 dB, feature
 # basis on): crf 16.5 costs 0.41 dB of held-out PSNR for 7.8 KiB/frame (108x smaller than float16
@@ -28,8 +23,37 @@ os.environ.setdefault("SVT_LOG", "1")
 # compatible stream. Re-measure with `python benchmarks/size_ladder.py` after `make demo`.
 DEFAULT_PRESET = "h264-crf16.5"
 
+PACKING_KEYS = {"luma": "luma-mosaic", "444": "yuv444-triplets"}  # short names used by presets and the bench
 
-FRACTIONAL_RATE = ("libx264", "libx265")  # encoders whose crf takes a fraction (e.g. 17.5)
+
+@dataclass(frozen=True)
+class Encoder:
+    """One FFmpeg encoder as featvid drives it: what every preset and benchmark variant of it shares.
+
+    pix_fmts: the pixel format for each (packing, bit depth) the encoder takes ("luma"/"444", 8/10);
+    speeds: the options of its "fast" and "slow" speed presets; ladder: rates from best to smallest
+    that span its useful range on feature atlases (the benchmark's rate ladder).
+    """
+
+    key: str  # "h264", "h265", "av1", "vp9", "h264-nvenc", ...
+    codec: str  # FFmpeg encoder name
+    options: dict[str, str]  # always given: GOP structure (no B-frames), tuning, default speed
+    rate_option: str | None = "crf"  # the option `--crf` sets ("crf", "qp", "cq")
+    fractional_rate: bool = False  # whether its crf takes a fraction (x264, x265)
+    pix_fmts: dict[tuple[str, int], str] = field(default_factory=dict)
+    speeds: dict[str, dict[str, str]] = field(default_factory=dict)
+    ladder: tuple[float, ...] = ()
+
+    def variant(self, name: str, rate: float, packing: str = "luma", bit_depth: int = 8, speed: str | None = None,
+                description: str = "") -> "Preset":
+        """A Preset of this encoder: its options, the speed preset's on top, the pixel format of
+        (packing, bit depth) and the full code range of that depth."""
+        if (packing, bit_depth) not in self.pix_fmts:
+            raise ConfigError(f"{self.codec} takes no {packing} {bit_depth}-bit packing")
+        options = {**self.options, **(self.speeds[speed] if speed is not None else {})}
+        return Preset(name, self.codec, description or f"{self.key} {packing} {bit_depth}-bit crf {rate:g}",
+                      self.rate_option, rate, options, pix_fmt=self.pix_fmts[(packing, bit_depth)], bit_depth=bit_depth,
+                      packing=PACKING_KEYS[packing], levels=(0, (1 << bit_depth) - 1), encoder=self.key)
 
 
 @dataclass(frozen=True)
@@ -40,7 +64,7 @@ class Preset:
     codec: str  # FFmpeg encoder name (libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc, ...)
     description: str
     rate_option: str | None  # the encoder option that `--crf` overrides ("crf", "qp", "cq"), None: lossless only
-    rate: float | None  # its value (fractional only where the encoder takes it: FRACTIONAL_RATE)
+    rate: float | None  # its value (fractional only where the encoder takes it: Encoder.fractional_rate)
     options: dict[str, str] = field(default_factory=dict)  # other encoder options (speed preset, profile, ...)
     pix_fmt: str = "gray"
     bit_depth: int = 8
@@ -51,6 +75,7 @@ class Preset:
     lossless: bool = False
     feature_basis: bool = True  # code features in the stream's sensitivity-KLT basis (featvid.codecs.basis)
     fallback: str | None = None  # software preset used when this (hardware) encoder cannot open
+    encoder: str = ""  # key of its Encoder in ENCODERS
 
     def encoder_options(self, crf: float | None = None) -> dict[str, str]:
         """What the encoder is given: rate, speed preset, GOP structure options."""
@@ -60,7 +85,8 @@ class Preset:
                 raise ConfigError(f"--crf {crf:g} is out of range 0..63")
             value = self.rate if crf is None else crf
             if value is not None:
-                if value != int(value) and not (self.codec in FRACTIONAL_RATE and self.rate_option == "crf"):
+                fractional = ENCODERS[self.encoder].fractional_rate if self.encoder in ENCODERS else False
+                if value != int(value) and not (fractional and self.rate_option == "crf"):
                     raise ConfigError(f"{self.codec} takes a whole-number {self.rate_option}, not {value:g}")
                 opts[self.rate_option] = f"{value:g}"
         elif crf is not None:
@@ -76,42 +102,63 @@ class Preset:
 # miss). Demo scene, feature basis on, crf 18-20: 3 % fewer bytes and +0.02-0.04 dB held-out
 # together. Tried, no better: ipratio 2-3 (no change), aq-mode 0/2/3, aq-strength 0.7/1.5,
 # qcomp 0.4/0.8, no mb-tree, tune psnr, preset slow.
-_X264 = {"preset": "medium", "bf": "0", "x264-params": "no-deblock=1:psy-rd=0,0"}
-_X264_LOSSLESS = {"preset": "medium", "bf": "0", "qp": "0"}
-_X265 = {"preset": "medium", "x265-params": "bframes=0:log-level=error"}
-_SVT = {"preset": "8", "svtav1-params": "pred-struct=1"}  # low delay: no frame reordering
-_VP9 = {"deadline": "good", "cpu-used": "4", "b": "0", "row-mt": "1", "auto-alt-ref": "0", "lag-in-frames": "0"}
-_NVENC = {"preset": "p5", "rc": "constqp", "bf": "0"}
+_YUV = {("luma", 8): "yuv420p", ("luma", 10): "yuv420p10le", ("444", 8): "yuv444p", ("444", 10): "yuv444p10le"}
+_GRAY = {**_YUV, ("luma", 8): "gray", ("luma", 10): "gray10le"}
+_SPEEDS = {"fast": {"preset": "fast"}, "slow": {"preset": "slow"}}
+ENCODERS: dict[str, Encoder] = {e.key: e for e in [
+    Encoder("h264", "libx264", {"preset": "medium", "bf": "0", "x264-params": "no-deblock=1:psy-rd=0,0"},
+            fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(14, 18, 23, 28, 33)),
+    Encoder("h265", "libx265", {"preset": "medium", "x265-params": "bframes=0:log-level=error"},
+            fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(16, 20, 25, 30, 35)),
+    # SVT-AV1 encodes 4:2:0 only (main profile): the luma mosaic with neutral chroma; low delay
+    Encoder("av1", "libsvtav1", {"preset": "8", "svtav1-params": "pred-struct=1"},
+            pix_fmts={("luma", 8): "yuv420p", ("luma", 10): "yuv420p10le"},
+            speeds={"fast": {"preset": "10"}, "slow": {"preset": "5"}}, ladder=(20, 28, 36, 44, 52)),
+    Encoder("vp9", "libvpx-vp9", {"deadline": "good", "cpu-used": "4", "b": "0", "row-mt": "1", "auto-alt-ref": "0",
+                                  "lag-in-frames": "0"},
+            pix_fmts=_YUV, speeds={"fast": {"cpu-used": "5"}, "slow": {"cpu-used": "1"}}, ladder=(20, 28, 36, 44, 52)),
+    Encoder("h264-nvenc", "h264_nvenc", {"preset": "p5", "rc": "constqp", "bf": "0"}, rate_option="qp",
+            pix_fmts={("luma", 8): "yuv420p"}),
+    Encoder("h265-nvenc", "hevc_nvenc", {"preset": "p5", "rc": "constqp", "bf": "0"}, rate_option="qp",
+            pix_fmts={("luma", 8): "yuv420p"}),
+]}
+_H264, _H265 = ENCODERS["h264"], ENCODERS["h265"]
+
+
+def _preset(encoder: str, name: str, rate: float | None, description: str, packing: str = "luma",
+            bit_depth: int = 8, options: dict[str, str] | None = None, **kw) -> Preset:
+    """A registry preset: the encoder's variant, with `options` on top of the encoder's (a lossless
+    preset names all its options itself) and any other Preset field changed."""
+    base = ENCODERS[encoder].variant(name, rate or 0, packing, bit_depth, description=description)
+    opts = options if kw.get("lossless") else {**base.options, **(options or {})}
+    return replace(base, rate=rate, options=opts, **kw)
+
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("h264-crf16.5", "libx264", "H.264 luma mosaic, crf 16.5 (default: within 0.5 dB of the float model)",
-           "crf", 16.5, _X264),
-    Preset("h264-crf18", "libx264", "H.264 luma mosaic, crf 18", "crf", 18, _X264),
-    Preset("h264-crf20", "libx264", "H.264 luma mosaic, crf 20", "crf", 20, _X264),
-    Preset("h264-crf23", "libx264", "H.264 luma mosaic, crf 23", "crf", 23, _X264),
-    Preset("h264-crf28", "libx264", "H.264 luma mosaic, crf 28 (small)", "crf", 28, _X264),
-    Preset("h264-444-crf18", "libx264", "H.264 yuv444p triplets, crf 18", "crf", 18, _X264,
-           pix_fmt="yuv444p", packing="yuv444-triplets"),
-    Preset("h264-lossless", "libx264", "H.264 luma mosaic, qp 0 (bit-exact codes)", None, None,
-           _X264_LOSSLESS, lossless=True, feature_basis=False),
-    Preset("h265-crf23", "libx265", "H.265 luma mosaic, crf 23", "crf", 23, _X265),
-    Preset("h265-crf28-slow", "libx265", "H.265 luma mosaic, crf 28, slow", "crf", 28, {**_X265, "preset": "slow"}),
-    Preset("h265-10bit-crf23", "libx265", "H.265 10-bit luma mosaic, crf 23", "crf", 23, _X265,
-           pix_fmt="gray10le", bit_depth=10, levels=(0, 1023)),
-    Preset("h265-lossless", "libx265", "H.265 luma mosaic, lossless", None, None,
-           {"preset": "medium", "x265-params": "bframes=0:lossless=1:log-level=error"}, lossless=True,
-           feature_basis=False),
-    Preset("av1-crf35", "libsvtav1", "AV1 (SVT) yuv420p luma mosaic, crf 35", "crf", 35, _SVT, pix_fmt="yuv420p"),
-    Preset("av1-10bit-crf35", "libsvtav1", "AV1 (SVT) 10-bit luma mosaic, crf 35", "crf", 35, _SVT,
-           pix_fmt="yuv420p10le", bit_depth=10, levels=(0, 1023)),
-    Preset("vp9-crf32", "libvpx-vp9", "VP9 yuv420p luma mosaic, crf 32", "crf", 32, _VP9, pix_fmt="yuv420p"),
-    Preset("h264-nvenc", "h264_nvenc", "H.264 NVENC (GPU) luma mosaic, qp 20; falls back to h264-crf18", "qp", 20,
-           _NVENC, pix_fmt="yuv420p", fallback="h264-crf18"),
-    Preset("h265-nvenc", "hevc_nvenc", "H.265 NVENC (GPU) luma mosaic, qp 24; falls back to h265-crf23", "qp", 24,
-           _NVENC, pix_fmt="yuv420p", fallback="h265-crf23"),
-    Preset("web", "libx264", "H.264 main yuv420p, levels 16-235, neutral chroma, faststart: every browser plays it",
-           "crf", 16.5, {**_X264, "profile": "main"}, pix_fmt="yuv420p", levels=(16, 235), color_range="tv",
-           container_options={"movflags": "+faststart"}),
+    _preset("h264", "h264-crf16.5", 16.5, "H.264 luma mosaic, crf 16.5 (default: within 0.5 dB of the float model)"),
+    _preset("h264", "h264-crf18", 18, "H.264 luma mosaic, crf 18"),
+    _preset("h264", "h264-crf20", 20, "H.264 luma mosaic, crf 20"),
+    _preset("h264", "h264-crf23", 23, "H.264 luma mosaic, crf 23"),
+    _preset("h264", "h264-crf28", 28, "H.264 luma mosaic, crf 28 (small)"),
+    _preset("h264", "h264-444-crf18", 18, "H.264 yuv444p triplets, crf 18", packing="444"),
+    _preset("h264", "h264-lossless", None, "H.264 luma mosaic, qp 0 (bit-exact codes)", rate_option=None,
+            options={"preset": "medium", "bf": "0", "qp": "0"}, lossless=True, feature_basis=False),
+    _preset("h265", "h265-crf23", 23, "H.265 luma mosaic, crf 23"),
+    _preset("h265", "h265-crf28-slow", 28, "H.265 luma mosaic, crf 28, slow", options={"preset": "slow"}),
+    _preset("h265", "h265-10bit-crf23", 23, "H.265 10-bit luma mosaic, crf 23", bit_depth=10),
+    _preset("h265", "h265-lossless", None, "H.265 luma mosaic, lossless", rate_option=None,
+            options={"preset": "medium", "x265-params": "bframes=0:lossless=1:log-level=error"}, lossless=True,
+            feature_basis=False),
+    _preset("av1", "av1-crf35", 35, "AV1 (SVT) yuv420p luma mosaic, crf 35"),
+    _preset("av1", "av1-10bit-crf35", 35, "AV1 (SVT) 10-bit luma mosaic, crf 35", bit_depth=10),
+    _preset("vp9", "vp9-crf32", 32, "VP9 yuv420p luma mosaic, crf 32"),
+    _preset("h264-nvenc", "h264-nvenc", 20, "H.264 NVENC (GPU) luma mosaic, qp 20; falls back to h264-crf18",
+            fallback="h264-crf18"),
+    _preset("h265-nvenc", "h265-nvenc", 24, "H.265 NVENC (GPU) luma mosaic, qp 24; falls back to h265-crf23",
+            fallback="h265-crf23"),
+    _preset("h264", "web", 16.5, "H.264 main yuv420p, levels 16-235, neutral chroma, faststart: every browser plays it",
+            options={"profile": "main"}, pix_fmt="yuv420p", levels=(16, 235), color_range="tv",
+            container_options={"movflags": "+faststart"}),
 ]}
 
 
@@ -128,8 +175,10 @@ def encoder_available(codec: str, pix_fmt: str) -> bool:
     """Whether this machine can open `codec` with `pix_fmt` (NVENC needs a GPU): encodes one small frame."""
     import av
 
+    from featvid.codecs.pyav_backend import svt_quiet
+
     try:
-        with av.open(io.BytesIO(), "w", format="mp4") as c:
+        with svt_quiet(), av.open(io.BytesIO(), "w", format="mp4") as c:
             s = c.add_stream(codec, rate=25)
             s.width, s.height, s.pix_fmt = 256, 256, pix_fmt
             if codec == "libx265":

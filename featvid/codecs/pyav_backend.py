@@ -1,19 +1,22 @@
 """PyAV back end: encode and decode atlas videos in process (FFmpeg bundled in PyAV's wheel).
 
-Frames cross this module as lists of planes (numpy uint16 codes without line padding, see
-`featvid.codecs.pack`). Decoding reads the planes as the decoder stores them, honouring each
-plane's line stride, and never asks FFmpeg to convert pixel formats: a conversion would
-range-convert (x264's gray comes back as yuvj420p, whose Y plane holds the codes exactly).
+Decoding reads the planes as the decoder stores them, honouring each plane's line stride, and
+never asks FFmpeg to convert pixel formats: a conversion would range-convert (x264's gray comes
+back as yuvj420p, whose Y plane holds the codes exactly). Planes are returned as views of the
+decoded frame (no copy): the hot path of playback gathers its codes straight out of them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from featvid.codecs.video import Frame, VideoInfo, VideoSpec
 from featvid.errors import CodecError, StreamError
 
 log = logging.getLogger(__name__)
@@ -27,61 +30,125 @@ def _sample_dtype(fmt_name: str) -> np.dtype:
     return np.dtype("<u2") if any(s in fmt_name for s in wide) else np.dtype("u1")
 
 
-def frame_planes(frame) -> list[np.ndarray]:
-    """The planes of a decoded av.VideoFrame as uint16 arrays [h, w] (line padding dropped)."""
+def frame_planes(frame) -> Frame:
+    """The planes of a decoded av.VideoFrame as arrays [h, w] (line padding dropped; views of the
+    frame's memory, uint8 or uint16)."""
     dtype = _sample_dtype(frame.format.name)
-    shift = 6 if frame.format.name.startswith("p010") else 0  # P010 keeps 10 bits in the high bits
+    p010 = frame.format.name.startswith("p010")  # P010 keeps 10 bits in the high bits
     out = []
     for p in frame.planes:
         row = p.line_size // dtype.itemsize
         a = np.frombuffer(p, dtype=dtype)[: p.height * row].reshape(p.height, row)[:, : p.width]
-        out.append((a >> shift).astype(np.uint16) if shift else a.astype(np.uint16))
+        out.append((a >> 6).astype(np.uint16) if p010 else a)
     return out
 
 
-def _make_frame(planes: list[np.ndarray], width: int, height: int, pix_fmt: str):
+def _make_frame(planes: Frame, spec: VideoSpec):
     import av
 
-    frame = av.VideoFrame(width, height, pix_fmt)
-    dtype = _sample_dtype(pix_fmt)
+    frame = av.VideoFrame(spec.width, spec.height, spec.pix_fmt)
+    dtype = _sample_dtype(spec.pix_fmt)
     if len(planes) != len(frame.planes):
-        raise CodecError(f"{pix_fmt} needs {len(frame.planes)} planes, got {len(planes)}")
+        raise CodecError(f"{spec.pix_fmt} needs {len(frame.planes)} planes, got {len(planes)}")
     for src, p in zip(planes, frame.planes):
         if src.shape != (p.height, p.width):
-            raise CodecError(f"plane of {src.shape} does not fit {pix_fmt} {width}x{height}")
+            raise CodecError(f"plane of {src.shape} does not fit {spec.pix_fmt} {spec.width}x{spec.height}")
         row = p.line_size // dtype.itemsize
         dst = np.frombuffer(p, dtype=dtype)[: p.height * row].reshape(p.height, row)
         dst[:, : p.width] = src
     return frame
 
 
-def encode_video(path: Path, frames: Iterable[list[np.ndarray]], width: int, height: int, fps: float,
-                 codec: str, pix_fmt: str, options: dict[str, str], container_options: dict[str, str],
-                 color_range: str, gop: int) -> None:
-    """Encode `frames` (each a list of planes) into the MP4 file `path`; the first frame is a keyframe."""
-    import av
-
+@contextlib.contextmanager
+def svt_quiet():
+    """SVT-AV1 prints its banner to stderr unless SVT_LOG says otherwise (1 = errors only); the
+    environment is its only switch. Set for the encode alone, and a user's own setting wins."""
+    had = "SVT_LOG" in os.environ
+    os.environ.setdefault("SVT_LOG", "1")
     try:
-        with av.open(str(path), "w", format="mp4", options=dict(container_options)) as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-            stream.codec_context.color_range = _COLOR_RANGE[color_range]
-            stream.codec_context.gop_size = max(1, gop)
-            stream.options = dict(options)
-            for i, planes in enumerate(frames):
-                frame = _make_frame(planes, width, height, pix_fmt)
-                frame.pts = i
-                frame.color_range = _COLOR_RANGE[color_range]
-                for packet in stream.encode(frame):
+        yield
+    finally:
+        if not had:
+            os.environ.pop("SVT_LOG", None)
+
+
+class PyAVBackend:
+    """FFmpeg in process, through PyAV."""
+
+    name = "pyav"
+
+    def version(self) -> str:
+        import av
+
+        return str(getattr(av, "ffmpeg_version_info", "") or av.library_versions.get("libavcodec", ""))
+
+    def command(self, path: Path, spec: VideoSpec) -> list[str] | None:
+        return None  # no command line: PyAV calls libavcodec directly
+
+    def encode(self, path: Path, frames: Iterable[Frame], spec: VideoSpec) -> None:
+        import av
+
+        try:
+            with svt_quiet(), av.open(str(path), "w", format="mp4", options=dict(spec.container_options)) as container:
+                stream = container.add_stream(spec.codec, rate=Fraction(spec.fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
+                stream.codec_context.color_range = _COLOR_RANGE[spec.color_range]
+                stream.codec_context.gop_size = max(1, spec.gop)
+                stream.options = dict(spec.options)
+                for i, planes in enumerate(frames):
+                    frame = _make_frame(planes, spec)
+                    frame.pts = i
+                    frame.color_range = _COLOR_RANGE[spec.color_range]
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                for packet in stream.encode():
                     container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    except av.FFmpegError as e:
-        raise CodecError(f"{codec} could not encode {path.name}: {e}") from e
+        except av.FFmpegError as e:
+            raise CodecError(f"{spec.codec} could not encode {path.name}: {e}") from e
+
+    def probe(self, path: Path) -> VideoInfo:
+        import av
+
+        path = Path(path)
+        if not path.is_file():
+            raise StreamError(f"{path}: video file is missing")
+        try:
+            with av.open(str(path)) as c:
+                if not c.streams.video:
+                    raise StreamError(f"{path}: holds no video stream")
+                s = c.streams.video[0]
+                frames = sum(1 for packet in c.demux(s) if packet.size > 0)
+                cc = s.codec_context
+                return VideoInfo(cc.name, str(cc.pix_fmt), cc.width, cc.height, frames)
+        except (av.FFmpegError, ValueError, OSError) as e:
+            raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
+
+    def decode(self, path: Path, hwaccel: str = "none") -> Iterator[Frame]:
+        import av
+
+        path = Path(path)
+        if not path.is_file():
+            raise StreamError(f"{path}: video file is missing")
+        container = _open_hw(path, hwaccel) if hwaccel in ("auto", "cuda") else None
+        try:
+            if container is None:
+                container = av.open(str(path))
+            with container:
+                if not container.streams.video:
+                    raise StreamError(f"{path}: holds no video stream")
+                stream = container.streams.video[0]
+                stream.codec_context.thread_type = "AUTO"  # frame + slice threads
+                for frame in container.decode(stream):
+                    # hwaccel frames arrive downloaded (nv12/p010: Y is still plane 0)
+                    yield frame_planes(frame)
+        except StreamError:
+            raise
+        except (av.FFmpegError, ValueError, OSError) as e:
+            raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
 
 
 def _open_hw(path: Path, hwaccel: str):
-    """Open `path` with a CUDA hwaccel when asked; None when it cannot be had (caller falls back)."""
+    """Open `path` with a CUDA hwaccel; None when it cannot be had (the caller decodes in software)."""
     import av
 
     try:
@@ -94,29 +161,3 @@ def _open_hw(path: Path, hwaccel: str):
         else:
             log.debug("hardware decode not available (%s): software", e)
         return None
-
-
-def decode_video(path: Path, hwaccel: str = "none") -> Iterator[list[np.ndarray]]:
-    """Every frame of the video at `path`, in order, as a list of uint16 planes."""
-    import av
-
-    if not path.is_file():
-        raise StreamError(f"{path}: video file is missing")
-    container = None
-    if hwaccel in ("auto", "cuda"):
-        container = _open_hw(path, hwaccel)
-    try:
-        if container is None:
-            container = av.open(str(path))
-        with container:
-            if not container.streams.video:
-                raise StreamError(f"{path}: holds no video stream")
-            stream = container.streams.video[0]
-            stream.codec_context.thread_type = "AUTO"  # frame + slice threads
-            for frame in container.decode(stream):
-                # hwaccel frames arrive downloaded (nv12/p010: Y is still plane 0)
-                yield frame_planes(frame)
-    except StreamError:
-        raise
-    except (av.FFmpegError, ValueError, OSError) as e:
-        raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e

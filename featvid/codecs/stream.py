@@ -1,8 +1,14 @@
 """The stream reader: open a NAME.fvv folder, decode GOPs back to per-frame SparseGrids.
 
-Decoding runs PyAV in process (threaded; CUDA hwaccel when asked and present, software
-otherwise, never a crash). Every GOP's video starts with a keyframe, so a random frame t costs
-decoding its GOP from the start up to t.
+Decoding runs a codec back end (PyAV in process by default: threaded; CUDA hwaccel when asked and
+present, software otherwise, never a crash). Every GOP's video starts with a keyframe, so a random
+frame t costs decoding its GOP from the start up to t.
+
+The short path from video to grid (`decode_gop`): each decoded frame's codes are gathered straight
+out of its image planes at the vertices' pixels (no atlas is unpacked), the GOP's codes go to the
+target device once (1 or 2 bytes a value), and they are dequantized there; the frames' grids are
+views of that one tensor and share one coordinate tensor, so a renderer on the device scatters
+them without another copy.
 """
 from __future__ import annotations
 
@@ -14,21 +20,20 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from featvid.bake.grid import SparseGrid
-from featvid.bake.mapping import Mapping
-from featvid.codecs import ffmpeg_backend, pyav_backend
+from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.basis import BASIS_TENSOR
 from featvid.codecs.manifest import MANIFEST, Manifest
-from featvid.codecs.pack import Mosaic, unpack
+from featvid.codecs.pack import CodeIndex, Mosaic, unpack
 from featvid.codecs.quantize import dequantize
 from featvid.errors import ConfigError, StreamError
-from featvid.render.mlp import TinyMLP
-from featvid.render.volume import RenderSettings
+from featvid.field.gop import gop_index
+from featvid.field.grid import SparseGrid
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import TinyMLP
 
 log = logging.getLogger(__name__)
 
 HWACCELS = ("auto", "cuda", "none")
-DECODERS = ("pyav", "ffmpeg")
 
 
 def _hwaccel_choice(hwaccel: str) -> str:
@@ -43,24 +48,20 @@ def _hwaccel_choice(hwaccel: str) -> str:
 class Stream:
     """A finished stream folder, opened and validated (see `open_stream`)."""
 
-    def __init__(self, path: str | Path, hwaccel: str = "auto", decoder: str = "pyav") -> None:
+    def __init__(self, path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise StreamError(f"{self.path}: stream folder is missing")
-        if decoder not in DECODERS:
-            raise ConfigError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
+        self.backend = get_backend(decoder)
         self.manifest = Manifest.read(self.path / MANIFEST)
         self.hwaccel = _hwaccel_choice(hwaccel)
-        self.decoder = decoder
         m = self.manifest
         self.num_frames: int = m.frames
         self.fps: float = m.fps
         self.aabb: torch.Tensor = torch.tensor(m.aabb, dtype=torch.float32)  # [2, 3]
         self.grid_shape: tuple[int, int, int] = tuple(m.grid_shape)  # type: ignore[assignment]
         self.num_gops: int = len(m.gops)
-        r = m.render
-        self.render_settings = RenderSettings(step_ratio=float(r["step_ratio"]), near=float(r["near"]),
-                                              background=tuple(float(c) for c in r["background"]))  # type: ignore[arg-type]
+        self.render_settings = m.render
         for g in m.gops:  # every named file present before anything is decoded
             for name in (g.mapping, g.video):
                 if not (self.path / name).is_file():
@@ -68,6 +69,11 @@ class Stream:
         if not (self.path / m.mlp["file"]).is_file():
             raise StreamError(f"{self.path}: file {m.mlp['file']} named in the manifest is missing")
         self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
+        self._index: dict[int, CodeIndex] = {}  # g -> where its codes sit in a decoded frame
+
+    @property
+    def decoder(self) -> str:
+        return self.backend.name
 
     def __repr__(self) -> str:
         return f"Stream({str(self.path)!r}, frames={self.num_frames}, gops={self.num_gops}, preset={self.manifest.codec.preset!r})"
@@ -78,20 +84,17 @@ class Stream:
         if not 0 <= g < self.num_gops:
             raise StreamError(f"{self.path}: GOP {g} out of range 0..{self.num_gops - 1}")
         e = self.manifest.gops[g]
-        return e.start, e.start + e.frames
+        return e.start, e.end
 
     def gop_of(self, t: int) -> int:
         """The GOP holding frame t."""
         if not 0 <= t < self.num_frames:
             raise StreamError(f"{self.path}: frame {t} out of range 0..{self.num_frames - 1}")
-        for g, e in enumerate(self.manifest.gops):
-            if e.start <= t < e.start + e.frames:
-                return g
-        raise StreamError(f"{self.path}: frame {t} is in no GOP")  # unreachable after Manifest.check
+        return gop_index(self.manifest.gops, t, str(self.path))
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
         """The stream's MLP: it takes the decoded features (in the stream's feature basis, if any)."""
-        return TinyMLP.load(self.path / self.manifest.mlp["file"], device)
+        return TinyMLP.load(self.path / self.manifest.mlp["file"], device, expect=self.manifest.mlp_config)
 
     def feature_basis(self) -> torch.Tensor | None:
         """A [C, C] with decoded features g = A f of the run's features f (featvid.codecs.basis),
@@ -122,55 +125,84 @@ class Stream:
             self._mappings[g] = mapping
         return self._mappings[g]
 
-    # -- decoding ------------------------------------------------------------------------------
-    def _frames_planes(self, g: int) -> Iterator[list[np.ndarray]]:
+    def _mosaic(self, g: int) -> Mosaic:
         e = self.manifest.gops[g]
-        video = self.path / e.video
-        if self.decoder == "ffmpeg":
-            yield from ffmpeg_backend.decode_video(video, self.hwaccel)
-        else:
-            yield from pyav_backend.decode_video(video, self.hwaccel)
+        try:
+            return Mosaic.from_json(e.atlas, e.mosaic)
+        except (KeyError, TypeError, ValueError) as err:
+            raise StreamError(f"{self.path}: GOP {g} has a malformed mosaic {e.mosaic} ({err})") from err
+
+    # -- decoding ------------------------------------------------------------------------------
+    def _decoded(self, g: int, want: int) -> Iterator[list[np.ndarray]]:
+        """The first `want` decoded frames of GOP g (image planes), each checked against the mosaic;
+        StreamError when the video holds fewer."""
+        e = self.manifest.gops[g]
+        mosaic = self._mosaic(g)
+        n = 0
+        if want > 0:
+            for planes in self.backend.decode(self.path / e.video, self.hwaccel):
+                if planes[0].shape != (mosaic.height, mosaic.width):
+                    raise StreamError(f"{self.path / e.video}: frames are {planes[0].shape[::-1]}, "
+                                      f"manifest says {mosaic.width}x{mosaic.height}")
+                if self.manifest.codec.packing == "yuv444-triplets" and (len(planes) < 3 or planes[1].shape != planes[0].shape):
+                    raise StreamError(f"{self.path / e.video}: yuv444-triplets stream decoded without full-size chroma")
+                yield planes
+                n += 1
+                if n == want:
+                    break
+        if n < want:
+            raise StreamError(f"{self.path / e.video}: {n} frames decoded, the GOP has {e.frames} (truncated video?)")
 
     def decode_codes(self, g: int, stop: int | None = None) -> np.ndarray:
-        """Quantized codes of GOP g as decoded [F, P, H_a, W_a] uint16 (frames start..stop when stop is given)."""
+        """Quantized codes of GOP g as decoded atlases [F, P, H_a, W_a] uint16 (frames start..stop
+        when stop is given): the codec's output before dequantization, for checks and tests."""
+        start, end = self.gop_range(g)
+        mosaic, P = self._mosaic(g), self.manifest.channels
+        out = [unpack(planes, self.manifest.codec.packing, mosaic, P)
+               for planes in self._decoded(g, (end if stop is None else stop) - start)]
+        return np.stack(out).astype(np.uint16)
+
+    def _code_index(self, g: int) -> CodeIndex:
+        if g not in self._index:
+            pix, _ = self.mapping(g).vertex_layout()
+            self._index = {g: CodeIndex(pix.numpy(), self._mosaic(g), self.manifest.codec.packing,
+                                        self.manifest.channels)}  # one GOP's at a time
+        return self._index[g]
+
+    def decode_values(self, g: int, device: str | torch.device = "cpu", stop: int | None = None) -> torch.Tensor:
+        """GOP g's dequantized vertex values [F, P, N] float32 on `device` (frames start..stop), in
+        the order of the mapping's vertex layout: plane 0 raw density, then features."""
         start, end = self.gop_range(g)
         want = (end if stop is None else stop) - start
+        index = self._code_index(g)
+        codes = None  # [P, F, N]: every frame's codes gathered into one array, moved to the device once
+        for f, planes in enumerate(self._decoded(g, want)):
+            if codes is None:
+                codes = np.empty((index.shape[0], want, index.shape[1]), dtype=planes[0].dtype)
+            index.gather(planes, codes[:, f])
         e = self.manifest.gops[g]
-        mosaic = Mosaic.from_json(e.atlas, e.mosaic)
-        out = []
-        for planes in self._frames_planes(g):
-            if planes[0].shape != (mosaic.height, mosaic.width):
-                raise StreamError(f"{self.path / e.video}: frames are {planes[0].shape[::-1]}, "
-                                  f"manifest says {mosaic.width}x{mosaic.height}")
-            out.append(unpack(planes, self.manifest.codec.packing, mosaic, self.manifest.channels))
-            if len(out) == want:
-                break
-        if len(out) < want:
-            raise StreamError(f"{self.path / e.video}: {len(out)} frames decoded, the GOP has {e.frames} "
-                              "(truncated video?)")
-        return np.stack(out)
+        return dequantize(codes, e.ranges, self.manifest.codec.levels, device).permute(1, 0, 2)  # [F, P, N]
 
-    def _grid(self, g: int, codes: np.ndarray) -> SparseGrid:
-        """One frame's codes [P, H, W] -> its SparseGrid (every vertex of the GOP's blocks)."""
-        e = self.manifest.gops[g]
-        pix, coords = self.mapping(g).vertex_layout()
-        used = codes.reshape(codes.shape[0], -1)[:, pix.numpy()]  # [P, N]
-        values = dequantize(used, e.ranges, self.manifest.codec.levels)  # [P, N]
-        return SparseGrid(self.aabb.clone(), self.grid_shape, coords, values[0].contiguous(), values[1:].T.contiguous())
+    def _grids(self, g: int, values: torch.Tensor) -> list[SparseGrid]:
+        """Frames' SparseGrids from values [F, P, N]: views of `values`, one shared coordinate tensor."""
+        _, coords = self.mapping(g).vertex_layout()
+        coords = coords.to(values.device)
+        aabb = self.aabb.to(values.device)
+        return [SparseGrid(aabb, self.grid_shape, coords, v[0], v[1:].T) for v in values]
 
-    def decode_gop(self, g: int) -> list[SparseGrid]:
-        """All frames of GOP g, dequantized."""
-        return [self._grid(g, c) for c in self.decode_codes(g)]
+    def decode_gop(self, g: int, device: str | torch.device = "cpu") -> list[SparseGrid]:
+        """All frames of GOP g, dequantized on `device` (see the module docstring)."""
+        return self._grids(g, self.decode_values(g, device))
 
-    def frames(self) -> Iterator[SparseGrid]:
+    def frames(self, device: str | torch.device = "cpu") -> Iterator[SparseGrid]:
         """Every frame in order."""
         for g in range(self.num_gops):
-            yield from self.decode_gop(g)
+            yield from self.decode_gop(g, device)
 
-    def frame(self, t: int) -> SparseGrid:
+    def frame(self, t: int, device: str | torch.device = "cpu") -> SparseGrid:
         """Frame t: decode its GOP from the keyframe up to t."""
         g = self.gop_of(t)
-        return self._grid(g, self.decode_codes(g, stop=t + 1)[-1])
+        return self._grids(g, self.decode_values(g, device, stop=t + 1)[-1:])[0]
 
     # -- report --------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -198,11 +230,11 @@ class Stream:
         }
 
 
-def open_stream(path: str | Path, hwaccel: str = "auto", decoder: str = "pyav") -> Stream:
+def open_stream(path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND) -> Stream:
     """Open and validate the stream folder `path` (format, version, file names, files present).
 
     hwaccel: "auto" (CUDA when a device is there), "cuda" (warns and decodes in software when it
-    cannot), "none". decoder: "pyav" (default) or "ffmpeg" (the command line, for cross-checks).
+    cannot), "none". decoder: a back end of featvid.codecs.backends ("pyav" default, "ffmpeg").
     StreamError for a missing, foreign, newer or unfinished (no manifest) stream.
     """
     return Stream(path, hwaccel, decoder)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
-from featvid.data.dataset import MultiViewVideo, check_downscale, composite, resize
+from featvid.data.video import MultiViewVideo, check_downscale, composite, resize
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from featvid.data.cameras import Cameras, llff_to_opencv
-from featvid.data.dataset import MultiViewVideo, check_downscale, composite, resize
+from featvid.data.video import MultiViewVideo, check_downscale, composite, resize
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,6 @@ class _CameraVideo:
         raise DatasetError(f"{self.path}: video has no frame {t}")
 
     def _decode_from_start(self, t: int) -> np.ndarray:
-        stream = self._container.streams.video[0]
         for i, frame in enumerate(self._frames):
             self._next = i + 1
             if i == t:

@@ -1,4 +1,4 @@
-"""The fast inference renderer: the same image as `featvid.render.volume`, computed for playback.
+"""The fast inference renderer: the same image as `featvid.field.volume`, computed for playback.
 
 `volume.py` is the contract (read its docstring); this module reproduces it without autograd and
 with the work cut down where the result cannot change (or, for early termination, changes by
@@ -21,7 +21,7 @@ at most the stated transmittance threshold):
 
 `VolumeBuilder` turns a decoded SparseGrid into the dense volume quickly: it reuses one buffer,
 clears only the vertices the previous frame set, and recomputes the cell occupancy only when the
-occupancy changes (frames of one GOP share it, see `featvid.bake.mapping`).
+occupancy changes (frames of one GOP share it, see `featvid.field.mapping`).
 """
 from __future__ import annotations
 
@@ -31,10 +31,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as Fnn
 
-from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays
 from featvid.device import resolve_device
-from featvid.render.volume import RenderSettings, Volume, cell_occupancy, optical_depth, ray_aabb
+from featvid.field.grid import SparseGrid
+from featvid.field.volume import (
+    RenderSettings,
+    Volume,
+    cell_occupancy,
+    optical_depth,
+    ray_aabb,
+)
 
 
 def synchronize(device: torch.device) -> None:

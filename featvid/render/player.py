@@ -22,18 +22,19 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 from tqdm import tqdm
 
-from featvid.bake.grid import SparseGrid
+from featvid.device import resolve_device
 from featvid.errors import FeatvidError, RenderError, StreamError
+from featvid.field.grid import SparseGrid
+from featvid.field.volume import RenderSettings
 from featvid.render.fast import FastRenderer, FastSettings, synchronize
 from featvid.render.paths import CameraPath, make_path
-from featvid.render.volume import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class StreamLike(Protocol):
 
     def gop_range(self, g: int) -> tuple[int, int]: ...
 
-    def decode_gop(self, g: int) -> list[SparseGrid]: ...
+    def decode_gop(self, g: int, device: Any = "cpu") -> list[SparseGrid]: ...
 
     def mlp(self, device: Any) -> torch.nn.Module: ...
 
@@ -178,9 +179,10 @@ class _Decoder(threading.Thread):
     """Decodes the GOPs of `order` into `out`, taking one slot per GOP before decoding it."""
 
     def __init__(self, stream: StreamLike, order: list[int], slots: _Slots, out: queue.Queue,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, device: torch.device) -> None:
         super().__init__(name="featvid-decode", daemon=True)
         self.stream, self.order, self.slots, self.out, self.stop = stream, order, slots, out, stop
+        self.device = device  # GOPs are dequantized where they are rendered
         self.seconds = 0.0
         self.frames = 0
         self.gops = 0
@@ -204,7 +206,8 @@ class _Decoder(threading.Thread):
                     return
                 start, end = self.stream.gop_range(g)
                 t0 = time.perf_counter()
-                frames = self.stream.decode_gop(g)
+                frames = self.stream.decode_gop(g, self.device)
+                synchronize(self.device)
                 dt = time.perf_counter() - t0
                 if len(frames) != end - start:
                     raise StreamError(f"GOP {g} decoded {len(frames)} frames, expected {end - start}")
@@ -240,7 +243,7 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
     stop = stop or threading.Event()
     slots = _Slots(gop_slots)
     q: queue.Queue = queue.Queue(maxsize=gop_slots)
-    decoder = _Decoder(stream, order, slots, q, stop)
+    decoder = _Decoder(stream, order, slots, q, stop, renderer.device)
     stats = PlaybackStats(target_fps=fps, device=str(renderer.device), width=path.cameras.width,
                           height=path.cameras.height)
     render_s = output_s = 0.0
@@ -438,3 +441,64 @@ def play_stream(stream: Any, path: str | CameraPath = "orbit", fps: float | None
         raise
     writer.close()
     return stats
+
+
+@dataclass
+class DecodeStats:
+    """What a decode-only pass achieved: every frame of every GOP decoded to dequantized vertex
+    values on `device`, nothing rendered. Times in milliseconds per stream frame."""
+
+    frames: int  # stream frames decoded, all passes together
+    passes: int  # whole passes over the stream
+    seconds: float  # wall time of the timed passes
+    device: str
+    hwaccel: str
+    stream_fps: float  # the stream's own frame rate
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000.0 * self.seconds / self.frames if self.frames else 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def x_real_time(self) -> float:
+        return self.fps / self.stream_fps if self.stream_fps > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ms_per_frame": self.ms_per_frame, "fps": self.fps, "x_real_time": self.x_real_time}
+
+    def summary(self) -> str:
+        return (f"decoded {self.frames} frames ({self.passes} pass{'es' if self.passes != 1 else ''}) on {self.device}, "
+                f"hwaccel {self.hwaccel}: {self.ms_per_frame:.2f} ms/frame, {self.fps:.0f} fps "
+                f"({self.x_real_time:.1f}x real time)")
+
+
+def decode_only(stream: Any, device: str | torch.device = "auto", hwaccel: str = "auto", min_seconds: float = 0.0,
+                warmup: bool = True, progress: bool = False) -> DecodeStats:
+    """Decode every GOP of `stream` (a .fvv folder or an opened stream) to dequantized vertex values
+    on `device`, as playback does, and render nothing: the decoder's speed on its own.
+
+    warmup: one untimed pass first (codec start-up, mapping tables). min_seconds: repeat whole
+    passes until this much time has gone by (a short stream decodes in a fraction of a second)."""
+    dev = resolve_device(device)
+    s = _open(stream, hwaccel)
+    if warmup:
+        for g in range(s.num_gops):
+            s.decode_gop(g, dev)
+        synchronize(dev)
+    frames = passes = 0
+    bar = tqdm(unit="frame", desc="decode", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    while passes == 0 or time.perf_counter() - t0 < min_seconds:
+        for g in range(s.num_gops):
+            n = len(s.decode_gop(g, dev))
+            frames += n
+            bar.update(n)
+        passes += 1
+    synchronize(dev)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    return DecodeStats(frames, passes, seconds, str(dev), getattr(s, "hwaccel", "none"), float(s.fps))

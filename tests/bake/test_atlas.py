@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from featvid.bake.atlas import Baked, bake_run
-from featvid.bake.mapping import Mapping
 from featvid.bake.run import Run
 from featvid.errors import StreamError
+from featvid.field.mapping import Mapping
 from tests.codecs.synthetic import make_grid, make_run
 
 
@@ -34,12 +34,12 @@ def test_bake_unbake_is_lossless(tmp_path):
     baked = Baked(bake_run(run.path, tmp_path / "baked"))
     meta = baked.meta
     assert (meta["frames"], meta["channels"], meta["grid_shape"]) == (3, 4, [20, 20, 20])
-    assert [g["frames"] for g in meta["gops"]] == [2, 1]
-    for g, entry in enumerate(meta["gops"]):
+    assert [g.frames for g in baked.gops] == [2, 1]
+    for g, entry in enumerate(baked.gops):
         mapping = baked.mapping(g)
         atlas = baked.atlas(g)
-        for f in range(entry["frames"]):
-            ref = run.frame(entry["start"] + f)
+        for f in range(entry.frames):
+            ref = run.frame(entry.start + f)
             back = mapping.atlas_to_grid(atlas.planes[f], run.aabb)  # every vertex of the GOP's blocks
             dense, ref_dense = back.to_dense(), ref.to_dense()
             assert torch.equal(dense, ref_dense)  # stored values exact, the rest 0 on both sides

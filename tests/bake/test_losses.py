@@ -5,12 +5,12 @@ import torch
 
 from featvid.bake import losses
 from featvid.bake.config import preset
-from featvid.bake.field import SparseField
-from featvid.bake.mapping import Mapping
 from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
+from featvid.bake.sparse_field import SparseField
 from featvid.bake.train import GopBuilder
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
-from featvid.render.volume import Volume, interpolate
+from featvid.field.mapping import Mapping
+from featvid.field.volume import Volume, interpolate
 
 
 def _ball(n: int = 16, r: float = 0.6, centre: float = 0.0) -> torch.Tensor:
@@ -79,12 +79,12 @@ def test_gop_builder_fixed_and_auto():
     fixed = GopBuilder(preset("test", gop=2))
     for t in range(5):
         fixed.add(t, _ball())
-    assert [(s, n) for s, n, _ in fixed.finish()] == [(0, 2), (2, 2), (4, 1)]
+    assert [(g.start, g.frames) for g, _ in fixed.finish()] == [(0, 2), (2, 2), (4, 1)]
     auto = GopBuilder(preset("test", gop="auto", gop_growth=0.25))
     # a ball that moves: the union grows until a new GOP starts
     for t in range(6):
         auto.add(t, _ball(r=0.35, centre=-0.5 + 0.25 * t))
     gops = auto.finish()
-    assert len(gops) >= 2 and sum(n for _, n, _ in gops) == 6
-    for s, n, m in gops:
+    assert len(gops) >= 2 and sum(g.frames for g, _ in gops) == 6
+    for _, m in gops:
         assert m.num_blocks > 0

@@ -12,11 +12,11 @@ from featvid.bake import losses
 from featvid.bake.config import preset
 from featvid.bake.run import Run
 from featvid.bake.train import train
-from featvid.device import resolve_device
 from featvid.cli import main
 from featvid.data import load_dataset
+from featvid.device import resolve_device
 from featvid.errors import ConfigError, TrainingError
-from featvid.render.evaluate import evaluate
+from featvid.field.evaluate import evaluate
 
 
 def micro(**overrides):

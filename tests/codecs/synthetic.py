@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from featvid.bake.grid import SparseGrid
-from featvid.bake.mapping import Mapping
 from featvid.bake.run import write_run_meta
-from featvid.render.mlp import MLPConfig, TinyMLP
+from featvid.field.grid import SparseGrid
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import MLPConfig, TinyMLP
 
 
 def smooth_volume(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0) -> torch.Tensor:
@@ -66,9 +66,10 @@ def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), chan
             grid.features[:, constant_channel] = 0.0
         grid.save(path / "frames" / f"{t:05d}.safetensors")  # save does not validate: NaN gets to disk
     torch.manual_seed(seed)
-    TinyMLP(MLPConfig(in_features=channels, hidden=16, layers=2, view_freqs=1)).save(path / "mlp.safetensors")
+    arch = MLPConfig(in_features=channels, hidden=16, layers=2, view_freqs=1)
+    TinyMLP(arch).save(path / "mlp.safetensors")
     write_run_meta(path, {"num_frames": frames, "fps": 10.0, "aabb": [[-1, -1, -1], [1, 1, 1]],
-                          "grid_shape": list(shape), "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]},
-                          "gops": gops})
+                          "grid_shape": list(shape), "num_channels": channels, "mlp": arch.to_dict(),
+                          "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]}, "gops": gops})
     return path
 

@@ -11,12 +11,19 @@ import torch
 from featvid.bake.atlas import Baked, bake_run
 from featvid.bake.run import Run
 from featvid.codecs import encode_baked, open_stream
-from featvid.codecs.basis import apply_basis, equal_step, fit_basis, fold_into_mlp, sensitivity
+from featvid.codecs.basis import (
+    apply_basis,
+    equal_step,
+    fit_basis,
+    fold_into_mlp,
+    sensitivity,
+)
 from featvid.codecs.encode import stream_basis
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
+from featvid.errors import CodecError
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.volume import RenderSettings, Volume, render_image
 from featvid.metrics import psnr
-from featvid.render.mlp import MLPConfig, TinyMLP
-from featvid.render.volume import RenderSettings, Volume, render_image
 from tests.codecs.synthetic import make_run
 
 
@@ -88,9 +95,9 @@ def test_basis_follows_the_mlp_and_the_weights():
 
 
 def test_fit_basis_refuses_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(CodecError):
         fit_basis(torch.zeros(0, 4), torch.zeros(0), _mlp())
-    with pytest.raises(ValueError):
+    with pytest.raises(CodecError):
         fit_basis(torch.zeros(10, 4), torch.zeros(9), _mlp())
 
 
@@ -142,7 +149,7 @@ def test_stream_mlp_is_float16_and_keeps_the_basis(baked, tmp_path):
     with safe_open(str(s.path / "mlp.safetensors"), framework="pt") as f:
         assert f.get_tensor("hidden.0.weight").dtype == torch.float16
         assert f.get_tensor("feature_basis").dtype == torch.float32
-    assert torch.equal(s.feature_basis(), stream_basis(Baked(baked)))
+    assert torch.equal(s.feature_basis(), stream_basis(Baked(baked), Baked(baked).mlp()))
     mlp = s.mlp()
     assert next(mlp.parameters()).dtype == torch.float32
     assert s.summary()["feature_basis"] == "sensitivity-klt"

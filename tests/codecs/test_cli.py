@@ -27,25 +27,6 @@ def test_bake_encode_cli(tmp_path):
     assert r.exit_code == 0 and "feature_basis" in r.output
 
 
-def test_demo_re_encodes_a_stream_made_with_other_settings(tmp_path):
-    """`featvid demo` keeps a stream only when its preset, options and basis are the preset's now."""
-    import json
-
-    from featvid.cli import _stream_is_current
-
-    run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
-    from featvid.codecs import encode_run
-
-    s = encode_run(run, tmp_path / "s.fvv")
-    manifest = json.loads((s / "manifest.json").read_text())
-    assert _stream_is_current(manifest, DEFAULT_PRESET)
-    assert not _stream_is_current(manifest, "h264-crf28") and not _stream_is_current(manifest, "nope")
-    old = {**manifest, "mlp": {k: v for k, v in manifest["mlp"].items() if k != "feature_basis"}}
-    assert not _stream_is_current(old, DEFAULT_PRESET)  # made before the feature basis
-    older = {**manifest, "codec": {**manifest["codec"], "options": {"preset": "medium", "crf": "20"}}}
-    assert not _stream_is_current(older, DEFAULT_PRESET)
-
-
 def test_cli_errors_exit_2(tmp_path):
     r = CliRunner().invoke(main, ["bake", str(tmp_path / "no-run"), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "featvid: error:" in r.output and "run.json" in r.output
@@ -62,9 +43,10 @@ def test_presets_cli_lists_every_preset():
 
 
 def test_rates_fractional_where_the_encoder_takes_them(tmp_path):
+    import pytest
+
     from featvid.codecs import get_preset
     from featvid.errors import ConfigError
-    import pytest
 
     assert get_preset("h264-crf23").encoder_options(17.5)["crf"] == "17.5"
     assert get_preset("h264-crf23").encoder_options(20.0)["crf"] == "20"

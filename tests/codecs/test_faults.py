@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from featvid.bake.atlas import bake_run
-from featvid.codecs import encode_baked, open_stream
-from featvid.codecs import pyav_backend
+from featvid.codecs import encode_baked, open_stream, pyav_backend
 from featvid.codecs.manifest import Manifest
 from featvid.errors import CodecError, StreamError
 from tests.codecs.synthetic import make_run
@@ -158,16 +157,16 @@ def test_killed_encode_leaves_no_manifest(stream, tmp_path, monkeypatch):
     was overwriting is no longer readable as complete."""
     baked = stream.parent / "baked"
     out = Path(shutil.copytree(stream, tmp_path / "s.fvv"))
-    real = pyav_backend.encode_video
+    real = pyav_backend.PyAVBackend.encode
     calls = []
 
-    def dying(path, frames, *a, **k):
+    def dying(self, path, frames, spec):
         calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(path, frames, *a, **k)
+        return real(self, path, frames, spec)
 
-    monkeypatch.setattr(pyav_backend, "encode_video", dying)
+    monkeypatch.setattr(pyav_backend.PyAVBackend, "encode", dying)
     with pytest.raises(KeyboardInterrupt):
         encode_baked(baked, out)
     assert not (out / "manifest.json").exists()
@@ -197,12 +196,13 @@ def test_bad_rate_is_a_config_error(stream, tmp_path):
 
 @pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
 def test_encoder_failure_is_a_codec_error(tmp_path, backend):
-    from featvid.codecs import ffmpeg_backend
+    from featvid.codecs.backends import get_backend
+    from featvid.codecs.video import VideoSpec
 
-    encode = pyav_backend.encode_video if backend == "pyav" else ffmpeg_backend.encode_video
     frames = [[torch.zeros(32, 32, dtype=torch.uint8).numpy()]]
+    spec = VideoSpec(32, 32, 10.0, "libx264", "gray", {"preset": "no-such-speed"})
     with pytest.raises(CodecError, match="libx264"):
-        encode(tmp_path / "x.mp4", frames, 32, 32, 10.0, "libx264", "gray", {"preset": "no-such-speed"}, {}, "pc", 1)
+        get_backend(backend).encode(tmp_path / "x.mp4", frames, spec)
 
 
 def test_manifest_round_trip(stream, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from featvid.codecs.pack import Mosaic, num_cells, pack, unpack
 from featvid.codecs.quantize import code_ranges, density_clamp, dequantize, quantize
-from featvid.render.volume import DENSITY_SHIFT
+from featvid.field.volume import DENSITY_SHIFT
 
 
 def test_quantize_error_is_at_most_half_a_step():

@@ -11,8 +11,8 @@ import torch
 
 from featvid.bake.atlas import Baked, bake_run
 from featvid.codecs import DEFAULT_PRESET, encode_baked, get_preset, open_stream
-from featvid.codecs.encode import gop_input, quantized_gop, stream_basis
-from featvid.codecs.ffmpeg_backend import probe
+from featvid.codecs.backends import get_backend
+from featvid.codecs.encode import gop_codes, quantized_gop, stream_basis
 from featvid.codecs.quantize import code_ranges
 from featvid.metrics import psnr
 from tests.codecs.synthetic import make_run
@@ -28,7 +28,8 @@ def expected_codes(baked: Path, g: int, preset: str) -> np.ndarray:
     """What the encoder was fed for GOP g: [F, P, H, W] (features in the stream's basis when the preset uses one)."""
     b = Baked(baked)
     p = get_preset(preset)
-    codes, _ = gop_input(b, g, p, stream_basis(b) if p.feature_basis else None)
+    A = stream_basis(b, b.mlp()) if p.feature_basis else None
+    codes, _ = gop_codes(b.atlas(g), b.mapping(g), b.render_settings.step_ratio, p, A)
     return codes
 
 
@@ -118,7 +119,7 @@ def test_random_access_matches_gop_decode(baked, tmp_path):
 def test_mp4_as_ffmpeg_sees_it(baked, tmp_path, preset, codec, pix_fmt):
     s = open_stream(encode_baked(baked, tmp_path / "s.fvv", preset=preset), hwaccel="none")
     for e in s.manifest.gops:
-        info = probe(s.path / e.video)  # `ffmpeg -i` of imageio-ffmpeg's binary
+        info = get_backend("ffmpeg").probe(s.path / e.video)  # `ffmpeg -i` of imageio-ffmpeg's binary
         assert info.codec == codec
         assert (info.width, info.height) == (e.mosaic["width"], e.mosaic["height"])
         assert info.frames == e.frames
@@ -134,7 +135,7 @@ def test_web_preset_is_limited_range_h264_faststart(baked, tmp_path):
     s = open_stream(encode_baked(baked, tmp_path / "web.fvv", preset="web"), hwaccel="none")
     assert tuple(s.manifest.codec.levels) == (16, 235) and s.manifest.codec.pix_fmt == "yuv420p"
     video = s.path / s.manifest.gops[0].video
-    info = probe(video)
+    info = get_backend("ffmpeg").probe(video)
     assert (info.codec, info.pix_fmt) == ("h264", "yuv420p")
     data = video.read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")  # faststart: the index comes first

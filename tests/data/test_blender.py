@@ -10,7 +10,13 @@ import torch
 
 from featvid.data import MultiViewVideo, load_dataset
 from featvid.errors import DatasetError
-from tests.data.helpers import POINT, marked_image, ring_cameras, write_blender, write_png
+from tests.data.helpers import (
+    POINT,
+    marked_image,
+    ring_cameras,
+    write_blender,
+    write_png,
+)
 
 
 @pytest.fixture

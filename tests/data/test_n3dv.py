@@ -8,7 +8,13 @@ import torch
 from featvid.data import load_dataset
 from featvid.data.n3dv import read_poses_bounds
 from featvid.errors import DatasetError
-from tests.data.helpers import POINT, frame_pattern, ring_cameras, write_poses_bounds, write_video
+from tests.data.helpers import (
+    POINT,
+    frame_pattern,
+    ring_cameras,
+    write_poses_bounds,
+    write_video,
+)
 
 H, W, T, V = 16, 24, 6, 3
 

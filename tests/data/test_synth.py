@@ -8,10 +8,25 @@ import torch
 
 from featvid.data import load_dataset
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
-from featvid.data.synth import (RIG_TARGET, SCENE_AABB, SCENES, SURFACE_WIDTH, get_scene, render_cameras,
-                                render_scene, synth_rig, write_synth)
+from featvid.data.synth import (
+    RIG_TARGET,
+    SCENE_AABB,
+    SCENES,
+    SURFACE_WIDTH,
+    get_scene,
+    render_cameras,
+    render_scene,
+    synth_rig,
+    write_synth,
+)
 from featvid.errors import ConfigError, FeatvidError
-from tests.fixtures.data import TINY_FRAMES, TINY_SEED, TINY_SIZE, TINY_TEST_VIEWS, TINY_VIEWS
+from tests.fixtures.data import (
+    TINY_FRAMES,
+    TINY_SEED,
+    TINY_SIZE,
+    TINY_TEST_VIEWS,
+    TINY_VIEWS,
+)
 
 
 def _front_camera(size: int = 24) -> Cameras:

@@ -1,16 +1,16 @@
-"""The fast inference path against the reference renderer (featvid.render.volume is the contract)."""
+"""The fast inference path against the reference renderer (featvid.field.volume is the contract)."""
 
 import pytest
 import torch
 
-from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
-from featvid.metrics import psnr
 from featvid.device import resolve_device
 from featvid.errors import ConfigError
+from featvid.field.grid import SparseGrid
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.volume import RenderSettings, Volume, render_image
+from featvid.metrics import psnr
 from featvid.render.fast import FastRenderer, FastSettings, VolumeBuilder, fast_volume
-from featvid.render.mlp import MLPConfig, TinyMLP
-from featvid.render.volume import RenderSettings, Volume, render_image
 
 AABB = torch.tensor([[-1.0, -1.2, -0.8], [1.0, 1.2, 0.8]])
 C = 12

@@ -7,7 +7,15 @@ import torch
 
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
 from featvid.errors import RenderError
-from featvid.render.paths import CameraPath, dataset_path, load_path_file, make_path, orbit, path_to_dict, spiral
+from featvid.render.paths import (
+    CameraPath,
+    dataset_path,
+    load_path_file,
+    make_path,
+    orbit,
+    path_to_dict,
+    spiral,
+)
 
 AABB = torch.tensor([[-1.0, -2.0, 0.0], [3.0, 2.0, 2.0]])
 CENTRE = AABB.mean(0)

@@ -6,13 +6,13 @@ import weakref
 import pytest
 import torch
 
-from featvid.bake.grid import SparseGrid
 from featvid.errors import RenderError, StreamError
+from featvid.field.grid import SparseGrid
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.volume import RenderSettings
 from featvid.render.fast import FastRenderer
-from featvid.render.mlp import MLPConfig, TinyMLP
 from featvid.render.paths import orbit
 from featvid.render.player import PlaybackStats, gop_order, gop_table, play
-from featvid.render.volume import RenderSettings
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 C = 4
@@ -48,7 +48,7 @@ class FakeStream:
         torch.manual_seed(0)
         return TinyMLP(MLPConfig(in_features=C, hidden=16)).to(device).eval()
 
-    def decode_gop(self, g):
+    def decode_gop(self, g, device="cpu"):
         self.alive_at_decode.append(self.alive())
         if g == self.fail_at:
             raise StreamError(f"gop_{g:05d}/atlas.mp4: 1 frames decoded, the GOP has 3 (truncated video?)")

@@ -6,11 +6,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.bake.grid import SparseGrid
-from featvid.bake.mapping import Mapping
 from featvid.bake.run import write_run_meta
 from featvid.cli import main
-from featvid.render.mlp import MLPConfig, TinyMLP
+from featvid.field.grid import SparseGrid
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import MLPConfig, TinyMLP
 from featvid.render.paths import orbit, path_to_dict
 from featvid.render.player import play_stream, render_path_video
 from featvid.render.video import probe_mp4

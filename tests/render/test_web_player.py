@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
+from featvid.field.volume import Volume, render_image, render_rays
 from featvid.render.serve import serve
-from featvid.render.volume import Volume, render_image, render_rays
 
 SIZE = 40  # pixels: SwiftShader runs the shader on the CPU
 PSNR_FLOOR = 30.0  # dB, browser vs Python renderer on the same decoded frame

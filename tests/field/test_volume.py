@@ -4,8 +4,15 @@ import math
 import torch
 
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
-from featvid.render.mlp import MLPConfig, TinyMLP
-from featvid.render.volume import DENSITY_SHIFT, RenderSettings, Volume, ray_aabb, render_image, render_rays
+from featvid.field.mlp import MLPConfig, TinyMLP
+from featvid.field.volume import (
+    DENSITY_SHIFT,
+    RenderSettings,
+    Volume,
+    ray_aabb,
+    render_image,
+    render_rays,
+)
 
 AABB = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from featvid.bake.grid import SparseGrid, grid_shape_for
 from featvid.errors import StreamError
+from featvid.field.grid import SparseGrid, grid_shape_for
 
 AABB = torch.tensor([[-1.0, -0.5, -1], [1, 0.5, 1]])
 

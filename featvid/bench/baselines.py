@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import zstandard
 
-from featvid.bake.grid import SparseGrid
-from featvid.bake.mapping import demorton3, morton3
+from featvid.codecs.quantize import dequantize, fix_range, quantize
 from featvid.errors import ConfigError, StreamError
+from featvid.field.grid import SparseGrid
+from featvid.field.mapping import demorton3, morton3
 
 ZSTD_LEVEL = 19  # the strongest ordinary level: baselines get the best general-purpose compressor
 
@@ -181,24 +182,26 @@ class Float16Zstd:
 # ---- 2. 8-bit + zstd ----------------------------------------------------------------------------------
 
 class Uint8Zstd:
-    """Each frame: per-channel [lo, hi] quantization to 8 bits (round to nearest), planar, zstd.
-
-    Decoded values are within half a step, (hi - lo) / 510, of the originals.
+    """Each frame: per-channel [lo, hi] quantization to 8 bits (the stream's rule,
+    `featvid.codecs.quantize`: round to nearest, a constant channel written with hi = lo + 1),
+    planar, zstd. Decoded values are within half a step, (hi - lo) / 510, of the originals.
     """
 
     name = "u8+zstd"
+    levels = (0, 255)
 
     def encode(self, grids: list[SparseGrid]) -> Encoded:
         _check_sequence(grids)
         chunks = []
         for g in grids:
-            flat, values = _sorted_frame(g)
-            lo = values.min(axis=1) if values.shape[1] else np.zeros(values.shape[0], np.float32)
-            hi = values.max(axis=1) if values.shape[1] else np.ones(values.shape[0], np.float32)
-            hi = np.where(hi > lo, hi, lo + 1.0)  # a constant channel decodes every code to lo
-            q = np.rint((values - lo[:, None]) / (hi - lo)[:, None] * 255.0).clip(0, 255).astype(np.uint8)
+            flat, values = _sorted_frame(g)  # values [1 + C, N]
+            if values.shape[1]:
+                ranges = [fix_range(lo, hi) for lo, hi in zip(values.min(axis=1), values.max(axis=1))]
+            else:
+                ranges = [(0.0, 1.0)] * values.shape[0]
+            q = quantize(torch.from_numpy(values), ranges, self.levels).astype(np.uint8)
             head = {"aabb": g.aabb.tolist(), "shape": list(g.shape), "channels": values.shape[0], "n": len(flat),
-                    "lo": lo.astype(np.float32).tolist(), "hi": hi.astype(np.float32).tolist()}
+                    "ranges": [list(r) for r in ranges]}
             chunks.append(_pack([_header(head), _encode_coords(flat), _zstd(q.tobytes())]))
         return Encoded(self.name, len(grids), chunks)
 
@@ -209,9 +212,8 @@ class Uint8Zstd:
             head = _read_header(head_b)
             coords = _decode_coords(coords_b, tuple(head["shape"]))
             q = _reshape(np.frombuffer(_unzstd(values_b), dtype=np.uint8), head["channels"], len(coords))
-            lo = np.asarray(head["lo"], np.float32)[:, None]
-            hi = np.asarray(head["hi"], np.float32)[:, None]
-            out.append(_grid(head, coords, lo + q.astype(np.float32) / 255.0 * (hi - lo)))
+            ranges = [fix_range(lo, hi) for lo, hi in head["ranges"]]
+            out.append(_grid(head, coords, dequantize(q.copy(), ranges, self.levels).numpy()))
         return out
 
 

@@ -3,7 +3,7 @@
 A loader (featvid.data.blender, featvid.data.n3dv) reads a dataset's metadata and hands this
 class the cameras, the split and a function that reads one image; the images themselves are read
 only when asked for and kept in a small LRU cache, so a long capture is never in memory at once.
-`load_dataset` picks the loader from what the folder holds.
+`featvid.data.load.load_dataset` picks the loader from what the folder holds.
 """
 from __future__ import annotations
 
@@ -152,29 +152,3 @@ def check_downscale(downscale: float) -> float:
     if not (np.isfinite(downscale) and downscale >= 1.0):
         raise DatasetError(f"downscale must be a number >= 1 (2 halves the image size), got {downscale}")
     return float(downscale)
-
-
-def load_dataset(path: str | Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0) -> MultiViewVideo:
-    """Open a dataset folder: D-NeRF/Blender JSON (`transforms_train.json`) or N3DV (`poses_bounds.npy` + `camNN.mp4`).
-
-    aabb: [2, 3] world box that overrides the dataset's own. downscale: image size divisor (>= 1).
-    A D-NeRF JSON file may also be given directly; its folder is used.
-    """
-    from featvid.data import blender, n3dv  # imported here: both import this module
-
-    path = Path(path)
-    if path.is_file() and path.suffix == ".json":
-        path = path.parent
-    if not path.exists():
-        raise DatasetError(f"{path}: no such dataset folder")
-    if not path.is_dir():
-        raise DatasetError(f"{path}: not a folder (expected a D-NeRF/Blender or N3DV dataset folder)")
-    check_downscale(downscale)
-    if blender.is_blender(path):
-        return blender.load_blender(path, aabb=aabb, downscale=downscale)
-    if n3dv.is_n3dv(path):
-        return n3dv.load_n3dv(path, aabb=aabb, downscale=downscale)
-    if not any(path.iterdir()):
-        raise DatasetError(f"{path}: empty folder (expected a D-NeRF/Blender or N3DV dataset)")
-    raise DatasetError(f"{path}: not a dataset: expected transforms_train.json (D-NeRF/Blender) "
-                       f"or poses_bounds.npy with camNN.mp4 videos (N3DV)")

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from featvid.atomic import write_bytes
 from featvid.errors import ConfigError, StreamError
@@ -30,9 +31,24 @@ class MLPConfig:
         return self.in_features + 3 + 6 * self.view_freqs
 
     def validate(self) -> "MLPConfig":
-        if not (1 <= self.layers <= 4 and 4 <= self.hidden <= 128 and 0 <= self.view_freqs <= 6 and self.in_features >= 1):
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in asdict(self).values())
+        if not (ok and 1 <= self.layers <= 4 and 4 <= self.hidden <= 128 and 0 <= self.view_freqs <= 6
+                and 1 <= self.in_features <= 64):
             raise ConfigError(f"tiny MLP config out of range: {self}")
         return self
+
+    def to_dict(self) -> dict[str, int]:
+        """The architecture as the formats write it (run, baked folder, manifest, MLP file)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "MLP") -> "MLPConfig":
+        """The architecture from a dict that holds it (other keys, such as "file", are ignored);
+        StreamError naming `source` when it is missing or out of range."""
+        try:
+            return cls(**{k: d[k] for k in ("in_features", "hidden", "layers", "view_freqs")}).validate()
+        except (KeyError, TypeError, ConfigError) as e:
+            raise StreamError(f"{source}: not a tiny MLP architecture ({e})") from e
 
 
 def encode_direction(d: torch.Tensor, freqs: int) -> torch.Tensor:
@@ -73,20 +89,31 @@ class TinyMLP(torch.nn.Module):
         write_bytes(path, self.to_bytes(half))
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TinyMLP":
+    def from_bytes(cls, data: bytes, source: str = "MLP", expect: MLPConfig | None = None) -> "TinyMLP":
+        """Rebuild an MLP from its file's bytes (safetensors: no pickle); StreamError when the file
+        is unreadable, holds non-finite weights, or is not the architecture `expect` names."""
+        try:
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+            config = MLPConfig.from_dict(json.loads(meta["config"]), source)
+            model = cls(config)
+            tensors = load(data)
+            # float16 or float32 on disk; copied into float32 parameters. Other tensors are not ours.
+            model.load_state_dict({k: tensors[k] for k in model.state_dict() if k in tensors})
+        except StreamError:
+            raise
+        except Exception as e:  # safetensors and json raise several types on corrupt files
+            raise StreamError(f"{source}: not a readable featvid MLP ({e})") from e
+        if expect is not None and config != expect:
+            raise StreamError(f"{source}: the MLP is {config.to_dict()}, expected {expect.to_dict()}")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise StreamError(f"{source}: the MLP holds NaN or infinite weights")
+        return model.eval()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", expect: MLPConfig | None = None) -> "TinyMLP":
+        """Read an MLP file (see `from_bytes`) onto `device`."""
         path = Path(path)
         if not path.is_file():
             raise StreamError(f"{path}: MLP file is missing")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            config = MLPConfig(**json.loads(meta["config"]))
-            model = cls(config)
-            tensors = load_file(str(path))
-            # float16 or float32 on disk; copied into float32 parameters. Other tensors are not ours.
-            model.load_state_dict({k: tensors[k] for k in model.state_dict() if k in tensors})
-        except Exception as e:
-            raise StreamError(f"{path}: not a readable featvid MLP ({e})") from e
-        return model.to(device).eval()
+        return cls.from_bytes(path.read_bytes(), str(path), expect).to(device)

@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as Fnn
 
-from featvid.errors import RenderError
+from featvid.errors import RenderError, StreamError
+from featvid.field.schema import number_field
 
 # Raw density 0 (the value of every vertex not stored) gives alpha ~ 1e-4 per voxel: empty space.
 ALPHA_INIT = 1e-4
 DENSITY_SHIFT = math.log(ALPHA_INIT / (1.0 - ALPHA_INIT))  # about -9.21
+
+# Raw density is clamped to this range (before softplus + DENSITY_SHIFT):
+# -5 is empty space (alpha ~ 4e-7 a step), 30 is opaque (alpha ~ 1 - 3e-5 a step at step_ratio 0.5).
+# A bounded range keeps the baker's per-GOP 8-bit quantization step small (35 / 255 ~ 0.14).
+DENSITY_RANGE = (-5.0, 30.0)
 
 
 def optical_depth(raw_density: torch.Tensor, step_ratio: float) -> torch.Tensor:
@@ -37,13 +44,40 @@ def optical_depth(raw_density: torch.Tensor, step_ratio: float) -> torch.Tensor:
     return Fnn.softplus(raw_density + DENSITY_SHIFT) * step_ratio
 
 
+STEP_RATIO_RANGE = (0.05, 2.0)  # sample spacing in voxels: finer costs samples without changing images
+
+
 @dataclass(frozen=True)
 class RenderSettings:
-    """How rays are marched. The same settings go into a stream's manifest."""
+    """How rays are marched. The same settings go into run.json, baked.json and a stream's manifest
+    (`to_dict` / `from_dict`), with the density shift the browser's shader uses."""
 
     step_ratio: float = 0.5  # sample spacing in voxels
     near: float = 0.0  # smallest ray distance, world units
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_ratio": self.step_ratio, "near": self.near, "background": list(self.background),
+                "density_shift": DENSITY_SHIFT}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "render settings") -> "RenderSettings":
+        """Read and check (StreamError naming `source` and the field): step ratio within
+        STEP_RATIO_RANGE, near a finite distance >= 0, background three numbers in [0, 1], and the
+        density shift, when given, the one this renderer uses (every reader must agree on alpha)."""
+        if not isinstance(d, dict):
+            raise StreamError(f"{source}: render settings must be a JSON object")
+        where = f"{source}: render"
+        step = number_field(d, "step_ratio", where, *STEP_RATIO_RANGE)
+        near = number_field({"near": 0.0, **d}, "near", where, 0.0)
+        bg = d.get("background", [1.0, 1.0, 1.0])
+        if not isinstance(bg, (list, tuple)) or len(bg) != 3:
+            raise StreamError(f"{where}: background must be three numbers in [0, 1]")
+        background = tuple(number_field({"background": c}, "background", where, 0.0, 1.0) for c in bg)
+        if "density_shift" in d and abs(number_field(d, "density_shift", where) - DENSITY_SHIFT) > 1e-6:
+            raise StreamError(f"{where}: density_shift {d['density_shift']!r} is not this renderer's "
+                              f"{DENSITY_SHIFT:.6f} (a stream of another featvid?)")
+        return cls(step, near, background)  # type: ignore[arg-type]
 
 
 @dataclass

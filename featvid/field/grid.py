@@ -5,7 +5,7 @@ vertex (i, j, k) sits at aabb[0] + (i, j, k) * (aabb[1] - aabb[0]) / (shape - 1)
 `align_corners=True` convention of `torch.nn.functional.grid_sample`). Every vertex that is not
 stored holds density 0 and features 0, which the renderer treats as empty space.
 
-Density is the raw value before the activation (see `featvid.render.volume`).
+Density is the raw value before the activation (see `featvid.field.volume`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from featvid.errors import StreamError
-from featvid.render.mlp import MLPConfig, TinyMLP
+from featvid.field.mlp import MLPConfig, TinyMLP
 
 
 def test_save_load_float32_and_float16(tmp_path):

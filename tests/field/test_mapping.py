@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from featvid.bake.mapping import BLOCK, TILE, Mapping, demorton3, morton3
 from featvid.errors import StreamError
+from featvid.field.mapping import BLOCK, TILE, Mapping, demorton3, morton3
 
 
 def _blob_occupancy(shape=(23, 19, 17), seed=0) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_union_covers_every_frame():
 
 
 def test_grid_round_trip_through_atlas():
-    from featvid.bake.grid import SparseGrid
+    from featvid.field.grid import SparseGrid
 
     occ = _blob_occupancy()
     m = Mapping.from_occupancy(occ)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from featvid.bench import BenchConfig, Matrix, VideoPoint, run_bench, summarize
+from featvid.bench import BenchConfig, Matrix, VideoPoint, run_bench
+from featvid.bench.report import summarize
 from featvid.metrics import bd_rate
 
 # The smallest matrix that still goes through every kind of point: the float model, two H.264

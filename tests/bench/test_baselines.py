@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from featvid.bake.grid import SparseGrid
-from featvid.codecs.baselines import Encoded, Float16Zstd, ReRFCodec, Uint8Zstd, quant_table
+from featvid.bench.baselines import (
+    Encoded,
+    Float16Zstd,
+    ReRFCodec,
+    Uint8Zstd,
+    quant_table,
+)
 from featvid.errors import ConfigError, StreamError
+from featvid.field.grid import SparseGrid
 
 
 def _sequence(frames: int = 4, n: int = 24, channels: int = 4, seed: int = 0, speed: float = 1.0) -> list[SparseGrid]:

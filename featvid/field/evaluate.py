@@ -12,11 +12,11 @@ from typing import Iterable
 
 import torch
 
-from featvid.bake.grid import SparseGrid
 from featvid.data.cameras import Cameras, image_rays
 from featvid.errors import RenderError
+from featvid.field.grid import SparseGrid
+from featvid.field.volume import RenderSettings, Volume, render_image
 from featvid.metrics import psnr, ssim
-from featvid.render.volume import RenderSettings, Volume, render_image
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from featvid.render.volume import RenderSettings, Volume, cell_occupancy, render_rays
+from featvid.field.volume import RenderSettings, Volume, cell_occupancy, render_rays
 
 
 class SparseField:

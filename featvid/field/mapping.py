@@ -216,7 +216,7 @@ class Mapping:
 
     def atlas_to_grid(self, atlas: torch.Tensor, aabb: torch.Tensor) -> "SparseGrid":  # noqa: F821
         """The frame's SparseGrid from its atlas planes [1 + C, H, W]: every vertex of the mapping's blocks."""
-        from featvid.bake.grid import SparseGrid
+        from featvid.field.grid import SparseGrid
 
         pix, coords = self.vertex_layout()
         values = atlas.reshape(atlas.shape[0], -1)[:, pix.to(atlas.device)]  # [1 + C, N]

@@ -1,0 +1,142 @@
+"""The codec benchmark: rate-distortion, speed, baselines and what VideoRF's losses buy.
+
+One bake of a trained run is encoded with a matrix of codec presets (codec x rate ladder x
+packing x bit depth x speed preset); every point is decoded and measured the same way:
+
+- bytes per frame: all files of the stream folder / frames (`featvid.metrics.bytes_per_frame`);
+- render PSNR (dB) and SSIM of the held-out views against the dataset's ground truth;
+- feature PSNR (dB): decoded grid values against the trained float grid on its stored vertices,
+  each channel's error taken relative to that channel's range over the sequence;
+- encode seconds per frame and decode frames per second (wall clock, this machine).
+
+The baselines of `featvid.bench.baselines` (float16 + zstd, 8-bit + zstd, a ReRF-style codec)
+run on the same grids with the same metrics; their bytes per frame add the MLP, as a stream's do.
+The training ablation retrains the scene with the temporal, then the spatial loss switched off
+and encodes each with the H.264 luma 8-bit ladder.
+
+Results: `results.jsonl` (one JSON line per finished point, keyed by point id and the run's
+fingerprint: a rerun skips finished points), then `results.json`, `results.md` and `rd.png`
+under the output folder. Entry points: `featvid bench` and `benchmarks/codec_presets.py`.
+
+The modules: matrix (what to measure), models (the runs under test), measure (one point),
+store (results.jsonl), report (analysis, markdown, plot), and this one, which runs it all.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from featvid.atomic import write_json
+from featvid.bench.baselines import Float16Zstd, ReRFCodec, Uint8Zstd
+from featvid.bench.matrix import BenchConfig
+from featvid.bench.measure import measure_baseline, measure_float, measure_video
+from featvid.bench.models import (
+    model_labels,
+    prepare_dataset,
+    prepare_model,
+    prepare_run,
+)
+from featvid.bench.report import machine_info, plot_rd, summarize, write_markdown
+from featvid.bench.store import ResultStore
+from featvid.codecs.presets import encoder_available
+from featvid.data import load_dataset
+from featvid.errors import ConfigError, FeatvidError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchReport:
+    """Where the outputs are, and the headline figures."""
+
+    out: Path
+    rows: list[dict]
+    summary: dict
+    files: dict[str, Path]
+
+
+def run_bench(config: BenchConfig, command: str = "featvid bench") -> BenchReport:
+    """Run (or resume) the benchmark of `config`; write results.json, results.md and rd.png under
+    `config.out`. Finished points from an earlier run of the same runs are reused."""
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.cache.mkdir(parents=True, exist_ok=True)
+    dataset = prepare_dataset(config)
+    video = load_dataset(dataset)
+    if not video.test_views:
+        raise ConfigError(f"{dataset}: the dataset has no held-out views to measure PSNR on")
+    store = ResultStore(out / "results.jsonl")
+    points, skipped = config.matrix.video_points(encoder_available)
+    if not points:
+        raise ConfigError("no preset of the matrix can be encoded on this machine")
+
+    # the work list: (model label, point id, measure function)
+    baselines = ([Float16Zstd(), Uint8Zstd()] if config.matrix.lossless_baselines else []) + \
+        [ReRFCodec(quality=q) for q in config.matrix.rerf_qualities]
+    rows: list[dict] = []
+    run_dirs: dict[str, Path] = {}
+    machine = machine_info()
+    files = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "rd.png",
+             "points": out / "results.jsonl"}
+
+    def write_outputs() -> dict:
+        """The report so far (after every run, so a long benchmark shows its main results early)."""
+        summary = summarize(rows, config.matrix)
+        wall = time.perf_counter() - started
+        write_json(files["json"], _finite_json({
+            "format": "featvid-bench", "version": 1, "command": command, "quick": config.quick, "wall_s": wall,
+            "machine": machine, "dataset": str(dataset), "runs": {k: str(v) for k, v in run_dirs.items()},
+            "scene": asdict(config.scene), "matrix": asdict(config.matrix), "skipped": skipped,
+            "summary": summary, "points": rows}))
+        write_markdown(files["markdown"], rows, summary, machine, command, skipped, wall)
+        plot_rd(files["plot"], rows, summary)
+        return summary
+
+    with tempfile.TemporaryDirectory(prefix="featvid-bench-") as tmp:
+        # train and measure one run after the other: the main results come first
+        for label in model_labels(config):
+            run_dirs[label] = prepare_run(config, label, dataset, video)
+            model = prepare_model(label, run_dirs[label], config.cache)
+            jobs: list[tuple[str, Callable[[], dict]]] = [(f"{label}/float", lambda m=model: measure_float(m, video))]
+            chosen = points if label == "main" else config.matrix.ablation_points()
+            jobs += [(f"{label}/{p.name}", lambda p=p, m=model: measure_video(p, m, video, Path(tmp))) for p in chosen]
+            if label == "main":
+                jobs += [(f"{label}/baseline/{b.name}", lambda b=b, m=model: measure_baseline(b, m, video)) for b in baselines]
+            todo = [(pid, fn) for pid, fn in jobs if store.get(pid, model.fingerprint) is None]
+            rows += [store.get(pid, model.fingerprint) for pid, _ in jobs if store.get(pid, model.fingerprint)]
+            bar = tqdm(todo, desc=f"bench {label}", unit="point", disable=not config.progress)
+            for pid, fn in bar:
+                bar.set_postfix_str(pid.split("/", 1)[1])
+                try:
+                    row = fn()
+                except FeatvidError as e:
+                    log.warning("point %s failed: %s", pid, e)
+                    skipped.append(f"{pid}: {e}")
+                    continue
+                row = {"id": pid, "model": label, "fingerprint": model.fingerprint, **row}
+                store.add(row)
+                rows.append(row)
+            write_outputs()
+    summary = write_outputs()
+    return BenchReport(out, rows, summary, files)
+
+
+def _finite_json(obj: Any) -> Any:
+    """JSON has no inf/nan: write them as the strings "inf", "-inf", "nan"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

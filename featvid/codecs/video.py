@@ -1,0 +1,69 @@
+"""What crosses a codec back end: the video to write (`VideoSpec`), what a file holds
+(`VideoInfo`), and the `Backend` protocol every back end implements.
+
+A frame crosses as a list of image planes as the pixel format stores them (numpy arrays of codes,
+uint8 for 8-bit formats and uint16 above, without line padding): [Y] for gray, [Y, U, V] for
+yuv420p (U, V at half size) and yuv444p. See `featvid.codecs.pack`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+
+Frame = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """One video to encode: size, rate, encoder and its options, GOP structure."""
+
+    width: int
+    height: int
+    fps: float
+    codec: str  # FFmpeg encoder name (libx264, libsvtav1, ...)
+    pix_fmt: str
+    options: dict[str, str] = field(default_factory=dict)  # encoder options
+    container_options: dict[str, str] = field(default_factory=dict)  # mp4 muxer options
+    color_range: str = "pc"  # "pc" (full) or "tv" (limited)
+    gop: int = 1  # frames between keyframes: one GOP's video starts with its only keyframe
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a back end reads from a video file's first video stream."""
+
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    frames: int
+
+
+class Backend(Protocol):
+    """A way to run FFmpeg: in process (PyAV) or the command-line binary."""
+
+    name: str
+
+    def version(self) -> str:
+        """The FFmpeg (libavcodec) version this back end runs."""
+        ...
+
+    def encode(self, path: Path, frames: Iterable[Frame], spec: VideoSpec) -> None:
+        """Write `frames` as the MP4 `path` (the first frame a keyframe); CodecError on failure."""
+        ...
+
+    def decode(self, path: Path, hwaccel: str = "none") -> Iterator[Frame]:
+        """Every frame of `path` in order, in the decoder's own pixel format (never range-converted);
+        StreamError for a missing, truncated or corrupt file."""
+        ...
+
+    def probe(self, path: Path) -> VideoInfo:
+        """Codec, pixel format, size and frame count of `path`'s first video stream."""
+        ...
+
+    def command(self, path: Path, spec: VideoSpec) -> list[str] | None:
+        """The exact command line that encodes `spec` into `path`, where the back end runs one."""
+        ...

@@ -1,0 +1,224 @@
+"""The jobs that chain the stages: make what is missing, reuse what is current.
+
+`featvid demo`, the benchmarks (`featvid bench`, benchmarks/*.py) and the CLI's `info` / `eval`
+all go through these, so "is this run stale", "is this stream current" and "evaluate a folder"
+have one answer each:
+
+    ensure_synth   a built-in scene on disk (rendered once)
+    ensure_run     a finished run of a dataset under a config (resumed, or retrained when the
+                   folder holds a run of another config)
+    ensure_bake    a baked folder of a run (baked again when missing or of an older format)
+    ensure_stream  a stream of a bake under a preset (encoded again when it is another preset's,
+                   or the preset changed)
+    evaluate_source, describe   held-out scores and the summary of any featvid folder
+    run_demo       the whole pipeline on the built-in scene
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from featvid.atomic import write_json
+from featvid.bake.atlas import Baked, bake_run
+from featvid.bake.config import TrainConfig
+from featvid.bake.config import preset as train_preset
+from featvid.bake.run import Run, recorded_config
+from featvid.bake.train import train
+from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+from featvid.codecs.basis import BASIS_NAME
+from featvid.codecs.presets import get_preset
+from featvid.data import load_dataset
+from featvid.data.synth import DEFAULT_SCENE, write_synth
+from featvid.device import resolve_device
+from featvid.errors import ConfigError, StreamError
+from featvid.field.evaluate import EvalReport, evaluate
+from featvid.metrics import bytes_per_frame
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[str], None]  # told what a job does next, e.g. the CLI's progress line
+
+
+def _quiet(text: str) -> None:
+    log.info("%s", text)
+
+
+# ---- what a folder is ----------------------------------------------------------------------------
+
+def kind_of(path: Path) -> str:
+    """'stream', 'run', 'baked' or 'dataset', from the files in a folder."""
+    path = Path(path)
+    if (path / "manifest.json").is_file() or path.suffix == ".fvv":
+        return "stream"
+    if (path / "run.json").is_file():
+        return "run"
+    if (path / "baked.json").is_file():
+        return "baked"
+    return "dataset"
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """The summary `featvid info` shows for a dataset, run, baked folder or stream."""
+    kind = kind_of(path)
+    if kind == "stream":
+        return open_stream(path).summary()
+    if kind == "run":
+        return Run(path).summary()
+    if kind == "baked":
+        return Baked(path).summary()
+    return load_dataset(path).summary()
+
+
+def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, device: str = "auto") -> EvalReport:
+    """Held-out PSNR/SSIM of a run or a stream folder against a dataset. A stream is decoded on the
+    evaluation device and scored exactly like the run it came from."""
+    dev = resolve_device(device)
+    if kind_of(source) == "stream":
+        stream = open_stream(source)
+        frames = enumerate(stream.frames(dev))
+        mlp, settings, box = stream.mlp(dev), stream.render_settings, stream.aabb
+        offset = 0
+    else:
+        run = Run(source)
+        frames = run.frames()
+        mlp, settings, box = run.mlp(dev), run.render_settings, run.aabb
+        offset = int(run.meta.get("frame_start", 0) or 0)
+    video = load_dataset(data, aabb=aabb if aabb is not None else box)
+    return evaluate(frames, mlp, settings, video, device=dev, frame_offset=offset)
+
+
+# ---- make what is missing -------------------------------------------------------------------------
+
+def ensure_synth(folder: Path, scene: str | None = None, frames: int = 8, views: int = 12, size: int = 64,
+                 seed: int = 0, test_views: int = 2, progress: bool = True) -> Path:
+    """The built-in scene rendered into `folder` (D-NeRF format), unless it is already there."""
+    folder = Path(folder)
+    if not (folder / "transforms_train.json").is_file():
+        write_synth(folder, scene=scene or DEFAULT_SCENE, frames=frames, views=views, size=size, seed=seed,
+                    test_views=test_views, progress=progress)
+    return folder
+
+
+def ensure_run(dataset: Path, run_dir: Path, config: TrainConfig, frames: tuple[int, int] | None = None,
+               device: str = "auto", video: Any = None) -> tuple[Run, bool]:
+    """A finished run of `dataset` under `config` in `run_dir`: resumed where it stopped, or trained
+    again from scratch when the folder holds a run of another config (an older featvid, another
+    preset). Returns (the run, whether it was started over)."""
+    stale = recorded_config(run_dir) not in (None, config.to_dict())
+    if stale:
+        log.warning("%s holds a run made with other settings: training it again", run_dir)
+    return train(dataset, run_dir, config, frames=frames, device=device, force=stale, video=video), stale
+
+
+def ensure_bake(run_dir: Path, baked_dir: Path, fresh: bool = False) -> tuple[Path, bool]:
+    """The bake of `run_dir` in `baked_dir`: baked again when `fresh` (the run changed), when it is
+    missing, or when it is of an older format. Returns (folder, whether it was baked now)."""
+    if not fresh:
+        try:
+            Baked(baked_dir)
+            return Path(baked_dir), False
+        except StreamError:
+            pass
+    return bake_run(run_dir, baked_dir), True
+
+
+def stream_is_current(stream_dir: Path, preset_name: str) -> bool:
+    """Whether the stream in `stream_dir` was encoded with `preset_name` as that preset is now
+    (its encoder options and feature basis); False for a missing or unreadable stream."""
+    manifest = Path(stream_dir) / "manifest.json"
+    try:
+        m = json.loads(manifest.read_text())
+        p = get_preset(preset_name)
+    except (OSError, ValueError, ConfigError):
+        return False
+    codec = m.get("codec", {}) if isinstance(m, dict) else {}
+    basis = BASIS_NAME if p.feature_basis else "none"
+    return (codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
+            and (m.get("mlp") or {}).get("feature_basis", "none") == basis)
+
+
+def ensure_stream(baked_dir: Path, stream_dir: Path, preset_name: str, force: bool = False) -> bool:
+    """A stream of the bake under `preset_name` in `stream_dir`; encoded when forced or not current.
+    Returns whether it was encoded now."""
+    if not force and stream_is_current(stream_dir, preset_name):
+        return False
+    encode_baked(baked_dir, stream_dir, preset=preset_name)
+    return True
+
+
+# ---- the demo -------------------------------------------------------------------------------------
+
+def run_demo(out: Path = Path("demo"), scene: str | None = None, frames: int = 8, views: int = 24, size: int = 64,
+             preset_name: str = "fast", codec_preset: str | None = None, device: str = "auto",
+             on_step: StepCallback = _quiet) -> dict[str, Any]:
+    """The whole pipeline on the built-in scene, in `out`: synth -> train -> eval -> bake -> encode
+    (default and web presets) -> eval the stream -> orbit video. Finished steps are kept, so a
+    second run repeats only what is missing. Returns (and writes to out/demo.json) the figures:
+    held-out PSNR before and after the codec (dB), bytes per frame, the ratio to float16 grids."""
+    from featvid.render.player import render_path_video
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data, run_dir, baked = out / "scene", out / "run", out / "baked"
+    stream_dir, web_dir, orbit = out / "scene.fvv", out / "scene-web.fvv", out / "orbit.mp4"
+    codec_preset = codec_preset or DEFAULT_PRESET
+
+    def step(text: str) -> None:
+        on_step(f"[{time.perf_counter() - started:6.1f} s] {text}")
+
+    if not (data / "transforms_train.json").is_file():
+        step(f"synth: rendering the built-in scene ({frames} frames, {views} views, {size} px)")
+    ensure_synth(data, scene, frames, views, size)
+    step(f"train: {run_dir} (preset {preset_name}; resumes if interrupted)")
+    run, retrained = ensure_run(data, run_dir, train_preset(preset_name), device=device)
+    step("eval: the float model on the held-out views")
+    float_report = evaluate_source(run_dir, data, device=device)
+    _, baked_now = ensure_bake(run_dir, baked, fresh=retrained)
+    if baked_now:
+        step(f"bake: {baked}")
+    for target, name in ((stream_dir, codec_preset), (web_dir, "web")):
+        if ensure_stream(baked, target, name, force=baked_now):
+            step(f"encode: {target} (preset {name})")
+            if target == stream_dir:
+                orbit.unlink(missing_ok=True)  # rendered from the old stream
+    step("eval: the stream, after the codec")
+    stream_report = evaluate_source(stream_dir, data, device=device)
+    if not orbit.is_file():
+        step(f"render: orbit video {orbit}")
+        render_path_video(open_stream(stream_dir), "orbit", orbit, size=(256, 256), device=device)
+
+    n = run.num_frames
+    summary = run.summary()
+    fp16_bpf = summary["float16_grid_bytes_per_frame"]
+    stream_bpf = bytes_per_frame(stream_dir, n)
+    result = {
+        "frames": n, "seconds": round(time.perf_counter() - started, 1),
+        "psnr_float": float_report.mean_psnr, "ssim_float": float_report.mean_ssim,
+        "psnr_stream": stream_report.mean_psnr, "ssim_stream": stream_report.mean_ssim,
+        "codec_preset": codec_preset, "stream_bytes_per_frame": stream_bpf,
+        "web_bytes_per_frame": bytes_per_frame(web_dir, n), "run_grid_bytes_per_frame": summary["grid_bytes_per_frame"],
+        "float16_grid_bytes_per_frame": fp16_bpf, "ratio_vs_float16_grids": fp16_bpf / stream_bpf,
+        "paths": {"out": str(out), "stream": str(stream_dir), "web": str(web_dir), "orbit": str(orbit)},
+    }
+    write_json(out / "demo.json", result)
+    return result
+
+
+def playback_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 64) -> Path:
+    """A stream of the built-in scene for the playback benchmark: synth, `fast` training and the
+    default preset, each stage cached under `cache` and reused."""
+    tag = f"{frames}f-{views}v-{size}px"
+    stream = Path(cache) / f"playback-{tag}.fvv"
+    if stream_is_current(stream, DEFAULT_PRESET):
+        return stream
+    data = ensure_synth(Path(cache) / f"playback-data-{tag}", frames=frames, views=views, size=size)
+    run, retrained = ensure_run(data, Path(cache) / f"playback-run-{tag}", train_preset("fast"))
+    baked, baked_now = ensure_bake(run.path, Path(cache) / f"playback-baked-{tag}", fresh=retrained)
+    ensure_stream(baked, stream, DEFAULT_PRESET, force=baked_now)
+    return stream

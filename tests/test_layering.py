@@ -1,0 +1,137 @@
+"""The house: featvid's packages import only downward, lazy imports included.
+
+The layers, bottom to top (DESIGN.md, "Layout"):
+
+    base      errors, atomic, names, device, metrics (no featvid imports but each other)
+    data      cameras, rays, dataset loaders, synthetic scenes
+    field     the representation every stage shares (grids, mappings, MLP, reference renderer)
+    bake      trainer and baker
+    codecs    quantization, packing, presets, back ends, manifest, stream reader
+    render    fast renderer, camera paths, player, web server
+    pipeline  the jobs that chain stages (demo, cached runs and streams, evaluation of a folder)
+    bench     the benchmark harness and its baselines
+    cli       argument parsing and printing
+
+A module may import its own package and any layer below it, never one above: a loop between
+packages (the trouble issue #12 was filed about) cannot come back without failing here.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import featvid
+
+LAYERS = [
+    {"errors", "atomic", "names", "device", "metrics", "__init__"},
+    {"data"},
+    {"field"},
+    {"bake"},
+    {"codecs"},
+    {"render"},
+    {"pipeline"},
+    {"bench"},
+    {"cli"},
+]
+ROOT = Path(featvid.__file__).parent
+
+
+def _layer(unit: str) -> int:
+    for i, names in enumerate(LAYERS):
+        if unit in names:
+            return i
+    raise AssertionError(f"featvid/{unit} is in no layer: add it to LAYERS (and to DESIGN.md)")
+
+
+def _unit(path: Path) -> str:
+    """The package (folder) or top-level module a file belongs to."""
+    rel = path.relative_to(ROOT).parts
+    return rel[0][:-3] if len(rel) == 1 else rel[0]
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, featvid unit) of every featvid import in a file, at any depth (lazy imports count)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "featvid":  # `from featvid import field`
+                names = [f"featvid.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "featvid" and len(parts) > 1:
+                out.append((node.lineno, parts[1]))
+    return out
+
+
+def test_every_import_points_down_or_sideways():
+    upward = []
+    for path in sorted(ROOT.rglob("*.py")):
+        unit = _unit(path)
+        mine = _layer(unit)
+        for line, other in _imports(path):
+            if other != unit and _layer(other) > mine:
+                upward.append(f"{path.relative_to(ROOT.parent)}:{line} ({unit}) imports featvid.{other}")
+    assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """featvid module -> the featvid modules (and names inside them) it imports, at any depth."""
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        mod = ".".join(("featvid", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("featvid."):
+                deps.add(node.module)
+                deps |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("featvid.")}
+        graph[mod] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles among the modules of one package (a package's face, __init__, is left out:
+    it re-exports its modules by design)."""
+    def package(m: str) -> str:
+        return m.rsplit(".", 1)[0]
+
+    found = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    found.append(trail + [start])
+                    stack = []
+                    break
+                if nxt in graph and nxt not in trail and package(nxt) == package(start):
+                    stack.append((nxt, trail + [nxt]))
+    return found
+
+
+def test_no_import_loop_inside_a_package():
+    """Inside a package, modules import each other without a cycle (the old data/dataset.py loop)."""
+    cycles = _cycles(_module_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_loop_check_sees_a_loop():
+    graph = {"featvid.data.load": {"featvid.data.blender"}, "featvid.data.blender": {"featvid.data.load"},
+             "featvid.data.cameras": set()}
+    assert _cycles(graph) and all(c[0] == c[-1] for c in _cycles(graph))
+    assert not _cycles({"featvid.data.load": {"featvid.data.blender"}, "featvid.data.blender": set()})
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The scan itself works: a lazy import of the CLI from the representation would be caught."""
+    f = tmp_path / "x.py"
+    f.write_text("def f():\n    from featvid.cli import main\n    import featvid.render.player\n")
+    assert [u for _, u in _imports(f)] == ["cli", "render"]
+    assert _layer("cli") > _layer("field")
