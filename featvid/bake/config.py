@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from featvid.errors import ConfigError
+from featvid.field.mlp import MLPConfig
+from featvid.field.volume import STEP_RATIO_RANGE
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class TrainConfig:
         need(4 <= self.coarse_resolution <= self.grid_resolution,
              f"coarse_resolution {self.coarse_resolution} not in 4..grid_resolution")
         need(1 <= self.num_channels <= 64, "num_channels not in 1..64")
-        need(0 < self.step_ratio <= 2, "step_ratio not in (0, 2]")
+        lo, hi = STEP_RATIO_RANGE
+        need(lo <= self.step_ratio <= hi, f"step_ratio not in {lo}..{hi}")
         need(self.coarse_iters >= 1 and self.keyframe_iters >= 1, "keyframe iterations must be >= 1")
         need(self.coarse_frame_iters >= 0 and self.frame_iters >= 0, "iterations must be >= 0")
         need(self.batch_rays >= 16, "batch_rays must be >= 16")
@@ -132,8 +135,6 @@ class TrainConfig:
         need(self.importance in ("ist", "isg", "none"), f"importance must be ist, isg or none, got {self.importance!r}")
         need(0 < self.importance_floor <= 1 and self.isg_gamma > 0 and self.importance_window >= 1,
              "importance_floor in (0, 1], isg_gamma > 0, importance_window >= 1")
-        from featvid.field.mlp import MLPConfig
-
         MLPConfig(self.num_channels, self.mlp_hidden, self.mlp_layers, self.view_freqs).validate()
         return self
 

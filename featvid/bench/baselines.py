@@ -169,14 +169,7 @@ class Float16Zstd:
         return Encoded(self.name, len(grids), chunks)
 
     def decode(self, encoded: Encoded) -> list[SparseGrid]:
-        out = []
-        for chunk in encoded.chunks:
-            head_b, coords_b, values_b = _expect(_unpack(chunk), 3)
-            head = _read_header(head_b)
-            coords = _decode_coords(coords_b, tuple(head["shape"]))
-            values = np.frombuffer(_unzstd(values_b), dtype="<f2").astype(np.float32)
-            out.append(_grid(head, coords, _reshape(values, head["channels"], len(coords))))
-        return out
+        return _decode_frames(encoded, lambda head, payload: np.frombuffer(payload, dtype="<f2").astype(np.float32))
 
 
 # ---- 2. 8-bit + zstd ----------------------------------------------------------------------------------
@@ -206,15 +199,26 @@ class Uint8Zstd:
         return Encoded(self.name, len(grids), chunks)
 
     def decode(self, encoded: Encoded) -> list[SparseGrid]:
-        out = []
-        for chunk in encoded.chunks:
-            head_b, coords_b, values_b = _expect(_unpack(chunk), 3)
-            head = _read_header(head_b)
-            coords = _decode_coords(coords_b, tuple(head["shape"]))
-            q = _reshape(np.frombuffer(_unzstd(values_b), dtype=np.uint8), head["channels"], len(coords))
-            ranges = [fix_range(lo, hi) for lo, hi in head["ranges"]]
-            out.append(_grid(head, coords, dequantize(q.copy(), ranges, self.levels).numpy()))
-        return out
+        def values(head: dict, payload: bytes) -> np.ndarray:
+            q = _reshape(np.frombuffer(payload, dtype=np.uint8), head["channels"], head["n"])
+            return dequantize(q.copy(), [fix_range(lo, hi) for lo, hi in head["ranges"]], self.levels).numpy()
+
+        return _decode_frames(encoded, values)
+
+
+def _decode_frames(encoded: Encoded, values_of) -> list[SparseGrid]:
+    """The frames of a per-frame baseline (chunks of header, coordinates, zstd payload):
+    values_of(header, payload) -> values [1 + C, N] (or flat)."""
+    out = []
+    for chunk in encoded.chunks:
+        head_b, coords_b, values_b = _expect(_unpack(chunk), 3)
+        head = _read_header(head_b)
+        coords = _decode_coords(coords_b, tuple(head["shape"]))
+        if head.get("n") != len(coords):
+            raise StreamError("baseline header does not match its coordinates")
+        values = values_of(head, _unzstd(values_b))
+        out.append(_grid(head, coords, _reshape(values.reshape(-1), head["channels"], len(coords))))
+    return out
 
 
 def _expect(sections: list[bytes], n: int) -> list[bytes]:

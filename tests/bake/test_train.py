@@ -154,3 +154,18 @@ def test_cli_train_and_bad_input(tiny_dataset: Path, tmp_path: Path, monkeypatch
         result = runner.invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", sorted(__import__("featvid.bake.config", fromlist=["PRESETS"]).PRESETS))
+def test_every_train_preset_runs_shrunk_on_the_cpu(name: str, tiny_dataset: Path, tmp_path: Path):
+    """Each named preset with its grid and iteration counts shrunk to a smoke test: its own MLP,
+    channels, learning rates, GOPs and regularisers train two frames on the CPU into a complete run."""
+    from featvid.bake.config import PRESETS
+
+    base = PRESETS[name]
+    config = preset(name, grid_resolution=24, coarse_resolution=12, coarse_iters=60, coarse_frame_iters=5,
+                    keyframe_iters=5, frame_iters=3, batch_rays=1024, eval_heldout=False)
+    run = train(tiny_dataset, tmp_path / name, config, frames=(0, 2), device="cpu")
+    assert run.is_complete() and run.num_frames == 2
+    assert run.mlp().config.hidden == base.mlp_hidden and run.num_channels == base.num_channels
+    assert all(torch.isfinite(g.features).all() for _, g in run.frames())

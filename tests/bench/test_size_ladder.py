@@ -31,9 +31,12 @@ def test_size_ladder_writes_json_markdown_and_plot(tiny_run: Path, tiny_dataset:
     ladder = sorted((p for p in points if p["preset"] == "ladder" and p["feature_basis"] != "none"),
                     key=lambda p: p["crf"])
     assert ladder[0]["bytes_per_frame"] > ladder[1]["bytes_per_frame"]  # lower crf, more bytes
+    # the tiny run (float model 28.0 dB): crf 22 loses 1.0-1.2 dB, crf 30 5.2-5.6 dB, the default 0.4 dB
+    floors = {22.0: 1.6, 30.0: 6.2}
     for p in points:
         assert abs(p["ratio"] - result["float16_bytes_per_frame"] / p["bytes_per_frame"]) < 1e-9
-        assert abs(p["loss_db"] - (result["float"]["psnr"] - p["psnr"])) < 1e-9 and p["psnr"] > 15
+        assert abs(p["loss_db"] - (result["float"]["psnr"] - p["psnr"])) < 1e-9
+        assert p["loss_db"] < floors.get(p["crf"] if p["preset"] == "ladder" else None, 0.8), p
     assert {p["feature_basis"] for p in points} == {"sensitivity-klt", "none"}
     assert "| ladder |" in (out / "size_ladder.md").read_text()
     assert (out / "size_ladder.png").read_bytes()[:4] == b"\x89PNG"

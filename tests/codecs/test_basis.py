@@ -2,7 +2,6 @@
 folding into the MLP) and that a stream coded in it renders like the run."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from featvid.codecs.encode import stream_basis
 from featvid.data.cameras import Cameras, image_rays, intrinsics_from_fov, look_at
 from featvid.errors import CodecError
 from featvid.field.mlp import MLPConfig, TinyMLP
-from featvid.field.volume import RenderSettings, Volume, render_image
+from featvid.field.volume import Volume, render_image
 from featvid.metrics import psnr
 from tests.codecs.synthetic import make_run
 
@@ -124,8 +123,9 @@ def _view(aabb: torch.Tensor, size: int = 32) -> Cameras:
 
 
 def test_stream_in_the_basis_renders_like_the_run(baked, tmp_path):
-    """Same preset, with and without the basis: both streams render within a few dB of the float
-    run, and the basis stream is smaller (the point of it). The MLP in the stream is float16."""
+    """Same preset (crf 23), with and without the basis: both streams render like the float run
+    (measured 49.4 dB without, 48.9 dB with the basis, image against image) and the basis stream
+    is smaller (measured 9.6 against 12.5 KB of video: the point of it). The MLP is float16."""
     run = Run(baked.parent / "run")
     rs = run.render_settings
     cams = _view(run.aabb)
@@ -137,9 +137,8 @@ def test_stream_in_the_basis_renders_like_the_run(baked, tmp_path):
         assert s.manifest.mlp["feature_basis"] == ("sensitivity-klt" if on else "none")
         img = render_image(Volume.from_grid(s.frame(2)), s.mlp(), origins, dirs, rs)
         out[on] = (psnr(img, ref), s.summary()["bytes"]["video"])
-    print(out)
-    assert out[True][0] > 30 and out[False][0] > 30
-    assert out[True][1] < out[False][1]
+    assert out[True][0] > 47.5 and out[False][0] > 47.5, out
+    assert out[True][1] < 0.85 * out[False][1], out
 
 
 def test_stream_mlp_is_float16_and_keeps_the_basis(baked, tmp_path):

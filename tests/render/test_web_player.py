@@ -21,7 +21,7 @@ from featvid.field.volume import Volume, render_image, render_rays
 from featvid.render.serve import serve
 
 SIZE = 40  # pixels: SwiftShader runs the shader on the CPU
-PSNR_FLOOR = 30.0  # dB, browser vs Python renderer on the same decoded frame
+PSNR_FLOOR = 55.0  # dB, browser vs Python renderer on the same decoded frame (measured 58.8-61.3)
 CHROMIUM_ARGS = [
     "--no-sandbox",  # the test may run as root
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -120,10 +120,12 @@ def test_browser_matches_python_renderer(page, web_stream):
         assert psnr_solid >= PSNR_FLOOR, f"frame {t}: PSNR on the scene's pixels {psnr_solid:.1f} dB < {PSNR_FLOOR} dB"
 
 
-def test_player_reports_fps_and_plays(page):
-    fps = page.evaluate("featvid.measureFps(3)")  # requestAnimationFrame-paced draws at SIZE x SIZE
+def test_player_draws_orbits_and_plays(page):
+    before = page.evaluate("featvid.readPixels()")["rgba"]
+    fps = page.evaluate("featvid.measureFps(3)")  # three requestAnimationFrame-paced draws, orbiting
     print(f"web player: {fps:.1f} fps at {SIZE}x{SIZE} on {page.evaluate('featvid.player.renderer.description()')}")
-    assert fps > 0
+    after = page.evaluate("featvid.readPixels()")["rgba"]
+    assert after != before, "the orbiting camera drew nothing new"
     page.evaluate("featvid.release(); featvid.player.playing = true")
     page.wait_for_function("featvid.player.frame > 0 || featvid.player.manifest.frames === 1", timeout=30_000)
     stats = page.inner_text("#stats")

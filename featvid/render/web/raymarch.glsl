@@ -1,6 +1,6 @@
 // Fragment shader: one ray per pixel through one frame of a featvid stream.
 //
-// The same math as featvid/render/volume.py (the reference renderer), step for step:
+// The same math as featvid/field/volume.py (the reference renderer), step for step:
 // ray/box clip, samples t_k = t_near + k * step, the occupied-cell test, trilinear interpolation
 // of the 8 corner vertices (align_corners: vertex i sits at aabb_min + i * extent / (n - 1)),
 // tau = softplus(sigma + shift) * step_ratio, alpha = 1 - exp(-tau), transmittance, and deferred

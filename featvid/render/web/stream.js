@@ -4,7 +4,7 @@
 
 export class StreamError extends Error {}
 
-const BLOCK = 4; // vertices per block side (featvid/bake/mapping.py)
+const BLOCK = 4; // vertices per block side (featvid/field/mapping.py)
 const MAPPING_MAGIC = "FVMAP1\n";
 
 // A manifest file name must be a plain relative name inside the stream folder.
