@@ -12,13 +12,15 @@ BAKED/
   gop_00000.fvmap          the GOP's Mapping, copied
   gop_00000.planes.zst     zstd(safetensors {"planes": float32 [F, P, H, W]}): plane 0 raw density,
                            planes 1.. features; 0 at unused pixels
-  samples.safetensors      {"values": float32 [S, P]}: vertex values drawn from every GOP's used
-                           pixels, so an encoder can fit statistics (its feature basis) without
-                           reading every GOP twice
+  gop_00000.samples        safetensors {"values": float32 [S_g, P]}: vertex values drawn from the
+                           GOP's used pixels (seeded by the GOP), so an encoder fits statistics
+                           (its feature basis) without reading every GOP twice
 ```
 
-A GOP file is written atomically and skipped when a re-run finds it complete, so an interrupted
-bake resumes where it stopped.
+The unit of work is one GOP (`bake_gop`), then `finish_bake` writes the MLP and baked.json last;
+`bake_run` does both. GOPs are independent, so they can run in any order or on other machines.
+A GOP's files are written atomically and kept when a re-run finds them complete, so an
+interrupted bake resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -48,8 +50,7 @@ from featvid.names import safe_name
 log = logging.getLogger(__name__)
 
 BAKED_FORMAT = "featvid-baked"
-BAKED_VERSION = 2  # 2: samples.safetensors, "mlp" architecture checked
-SAMPLES_FILE = "samples.safetensors"
+BAKED_VERSION = 2  # 2: per-GOP samples, "mlp" architecture checked
 SAMPLES = 100_000  # vertex values drawn per bake: enough for a 6 x 6 statistic (the feature basis) to settle
 
 
@@ -67,12 +68,13 @@ class BakedGop(Gop):
 
     mapping: str = ""
     planes: str = ""
+    samples: str = ""
     atlas: tuple[int, int] = (0, 0)  # one plane: height, width
     ranges: tuple[tuple[float, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.span(), "mapping": self.mapping, "planes": self.planes, "atlas": list(self.atlas),
-                "ranges": [list(r) for r in self.ranges]}
+        return {**self.span(), "mapping": self.mapping, "planes": self.planes, "samples": self.samples,
+                "atlas": list(self.atlas), "ranges": [list(r) for r in self.ranges]}
 
 
 def plane_ranges(planes: torch.Tensor, mapping: Mapping) -> list[tuple[float, float]]:
@@ -115,59 +117,77 @@ def _read_planes(path: Path) -> tuple[np.ndarray, dict[str, str]]:
     return planes, meta
 
 
-def _bake_gop(run: Run, g: int, gop: Gop, mapping: Mapping, planes_path: Path) -> torch.Tensor:
-    """GOP g's planes [F, P, H, W]: kept from an earlier bake when its file is complete, else built."""
-    meta = {"start": str(gop.start), "frames": str(gop.frames)}
-    if planes_path.is_file():  # resume: keep a complete GOP file of the same GOP
-        try:
-            arr, old = _read_planes(planes_path)
-            if old == meta and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
-                log.info("bake: GOP %d already baked, kept", g)
-                return torch.from_numpy(arr.copy())
-        except StreamError:
-            pass
-    # run.frame checks each grid (NaN/inf, shape, box) before anything is written
-    planes = torch.stack([mapping.grid_to_atlas(run.frame(t)) for t in range(gop.start, gop.end)])  # [F, P, H, W]
-    write_bytes(planes_path, _planes_bytes(planes, meta))
-    return planes
+def _kept_planes(planes_path: Path, gop: Gop, mapping: Mapping) -> torch.Tensor | None:
+    """An earlier bake's planes of this GOP when its file is complete, else None."""
+    if not planes_path.is_file():
+        return None
+    try:
+        arr, old = _read_planes(planes_path)
+    except StreamError:
+        return None
+    same = old == {"start": str(gop.start), "frames": str(gop.frames)}
+    if same and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
+        return torch.from_numpy(arr.copy())
+    return None
 
 
-def bake_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Bake the finished run at `run_dir` into the folder `out`; returns `out`.
+def bake_gop(run: Run, g: int, out: Path) -> BakedGop:
+    """Bake GOP g of a finished run into `out`: its planes, mapping and samples; returns its entry.
 
-    Per GOP: every frame's grid goes through the GOP's mapping into 1 + C atlas planes, stored as
-    float32 (lossless w.r.t. the run) with the GOP's per-channel float ranges.
+    Every frame's grid goes through the GOP's mapping into 1 + C atlas planes, stored as float32
+    (lossless w.r.t. the run). Files already there from an earlier bake of the same GOP are kept.
     """
-    run = Run(run_dir)
-    out = Path(out)
+    gop = run.gops[g]
+    mapping = run.mapping(g)  # checked against the run's grid
+    name = f"gop_{g:05d}"
+    planes_path = out / f"{name}.planes.zst"
+    planes = _kept_planes(planes_path, gop, mapping)
+    if planes is None:
+        # run.frame checks each grid (NaN/inf, shape, box) before anything is written
+        planes = torch.stack([mapping.grid_to_atlas(run.frame(t)) for t in range(gop.start, gop.end)])  # [F, P, H, W]
+        write_bytes(planes_path, _planes_bytes(planes, {"start": str(gop.start), "frames": str(gop.frames)}))
+    else:
+        log.info("bake: GOP %d already baked, kept", g)
+    # samples seeded by the GOP: a GOP bakes the same wherever and whenever it runs
+    values = draw_samples(planes, mapping, max(1000, SAMPLES // len(run.gops)), torch.Generator().manual_seed(g))
+    write_bytes(out / f"{name}.samples", _st_save({"values": np.ascontiguousarray(values.numpy())}))
+    mapping.save(out / f"{name}.fvmap")
+    return BakedGop(gop.start, gop.frames, f"{name}.fvmap", planes_path.name, f"{name}.samples", mapping.atlas_size,
+                    tuple(plane_ranges(planes, mapping)))
+
+
+def check_bakeable(run: Run) -> None:
+    """StreamError unless the run is finished and has GOPs."""
     if not run.is_complete():
         raise StreamError(f"{run.path}: the run is unfinished ({len(run.finished_frames())}/{run.num_frames} frames, "
                           f"MLP {'present' if (run.path / 'mlp.safetensors').is_file() else 'missing'})")
     if not run.gops:
         raise StreamError(f"{run.path}: run.json lists no GOPs")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
+
+
+def finish_bake(run: Run, out: Path, entries: list[BakedGop]) -> Path:
+    """Write the MLP and, last, baked.json over the baked GOPs `entries` (one per GOP, in order)."""
+    check_tiling(entries, run.num_frames, str(out))
     mlp = run.mlp()  # loads and checks it (StreamError when unreadable)
-    generator = torch.Generator().manual_seed(0)
-    per_gop = max(1000, SAMPLES // len(run.gops))
-    entries, samples = [], []
-    for g, gop in enumerate(tqdm(run.gops, desc="bake", unit="GOP", leave=False)):
-        mapping = run.mapping(g)  # checked against the run's grid
-        name = f"gop_{g:05d}"
-        planes = _bake_gop(run, g, gop, mapping, out / f"{name}.planes.zst")
-        samples.append(draw_samples(planes, mapping, per_gop, generator))
-        mapping.save(out / f"{name}.fvmap")
-        entries.append(BakedGop(gop.start, gop.frames, f"{name}.fvmap", f"{name}.planes.zst", mapping.atlas_size,
-                                tuple(plane_ranges(planes, mapping))).to_dict())
-    write_bytes(out / SAMPLES_FILE, _st_save({"values": np.ascontiguousarray(torch.cat(samples).numpy())}))
     # the file itself, not a re-save: safetensors orders header metadata differently run to run
     write_bytes(out / "mlp.safetensors", (run.path / "mlp.safetensors").read_bytes())
     write_json(out / "baked.json", {
         "format": BAKED_FORMAT, "version": BAKED_VERSION, "frames": run.num_frames, "fps": run.fps,
         "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": 1 + run.num_channels,
         "render": run.render_settings.to_dict(), "mlp": {"file": "mlp.safetensors", **mlp.config.to_dict()},
-        "gops": entries})
+        "gops": [e.to_dict() for e in entries]})
     return out
+
+
+def bake_run(run_dir: str | Path, out: str | Path) -> Path:
+    """Bake the finished run at `run_dir` into the folder `out`, GOP after GOP; returns `out`."""
+    run = Run(run_dir)
+    out = Path(out)
+    check_bakeable(run)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
+    entries = [bake_gop(run, g, out) for g in tqdm(range(len(run.gops)), desc="bake", unit="GOP", leave=False)]
+    return finish_bake(run, out, entries)
 
 
 class Baked:
@@ -204,7 +224,8 @@ class Baked:
             if len(ranges) != self.channels:
                 raise StreamError(f"{src}: GOP {i} has {len(ranges)} ranges for {self.channels} channels")
             self.gops.append(BakedGop(start, frames, safe_name(e.get("mapping"), f"GOP {i} mapping", src),
-                                      safe_name(e.get("planes"), f"GOP {i} planes", src), atlas, ranges))
+                                      safe_name(e.get("planes"), f"GOP {i} planes", src),
+                                      safe_name(e.get("samples"), f"GOP {i} samples", src), atlas, ranges))
         check_tiling(self.gops, self.num_frames, src)
 
     def mapping(self, g: int) -> Mapping:
@@ -228,14 +249,17 @@ class Baked:
 
     def samples(self) -> torch.Tensor:
         """Vertex values drawn from every GOP at bake time: [S, P] float32 (finite)."""
-        path = self.path / SAMPLES_FILE
-        try:
-            values = _st_load(path.read_bytes())["values"]
-        except Exception as e:  # missing file, safetensors errors
-            raise StreamError(f"{path}: not a readable samples file ({e})") from e
-        if values.ndim != 2 or values.shape[1] != self.channels or not np.isfinite(values).all():
-            raise StreamError(f"{path}: samples of shape {values.shape}, expected [S, {self.channels}] finite values")
-        return torch.from_numpy(values.copy())
+        out = []
+        for e in self.gops:
+            path = self.path / e.samples
+            try:
+                values = _st_load(path.read_bytes())["values"]
+            except Exception as err:  # missing file, safetensors errors
+                raise StreamError(f"{path}: not a readable samples file ({err})") from err
+            if values.ndim != 2 or values.shape[1] != self.channels or not np.isfinite(values).all():
+                raise StreamError(f"{path}: samples of shape {values.shape}, expected [S, {self.channels}] finite values")
+            out.append(torch.from_numpy(values.copy()))
+        return torch.cat(out)
 
     def summary(self) -> dict[str, Any]:
         """What `featvid info BAKED` shows."""
