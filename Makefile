@@ -26,10 +26,12 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch first, and only when none is importable: a user's CUDA build stays, and nothing below
-# can pull the multi-GB CUDA wheel by asking for an unpinned torch.
+# can pull the multi-GB CUDA wheel by asking for an unpinned torch: the extras (dev: the tests'
+# packages, bench, web and ray for `featvid batch --executor ray`) install with the torch that is
+# there pinned.
 $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
 	@touch $(STAMP)
 
 # The web player test needs a Chromium. Debian's package is installed when we are root on a

@@ -41,8 +41,8 @@ def main(verbose: int) -> None:
 
 
 def parse_aabb(text: str | None):
-    """'x0,y0,z0,x1,y1,z1' -> tensor [2, 3] (or None)."""
-    if text is None:
+    """'x0,y0,z0,x1,y1,z1' -> tensor [2, 3]; None or 'auto' -> None (the dataset's box, else estimated)."""
+    if text is None or text.strip() == "auto":
         return None
     import torch
 
@@ -51,8 +51,38 @@ def parse_aabb(text: str | None):
     except ValueError:
         v = []
     if len(v) != 6 or not all(v[i] < v[i + 3] for i in range(3)):
-        raise click.BadParameter("expected six numbers x0,y0,z0,x1,y1,z1 with min < max", param_hint="--aabb")
+        raise click.BadParameter("expected auto or six numbers x0,y0,z0,x1,y1,z1 with min < max", param_hint="--aabb")
     return torch.tensor([v[:3], v[3:]])
+
+
+def _dataset_formats() -> list[str]:
+    from featvid.data.load import FORMAT_NAMES
+
+    return FORMAT_NAMES
+
+
+_AABB_HELP = ("Scene box in world units, x0,y0,z0,x1,y1,z1, or auto: the dataset's own box, else estimated from "
+              "the space the cameras see, tightened by the masks or a quick coarse density pass "
+              "(`featvid info DATASET` shows it and why).")
+
+
+def dataset_options(command):
+    """--format, --downscale and --masks: how a dataset folder is read (train, info, eval)."""
+    command = click.option("--masks", default="auto", show_default=True, metavar="auto|none|DIR",
+                           help="Foreground masks: auto (the dataset layout's mask videos or folders, or RGBA alpha), "
+                                "none, or a folder with one mask video or image folder per camera, named like "
+                                "the cameras. They composite the images onto the background and bound the box.")(command)
+    command = click.option("--downscale", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+                           help="Divide the image size by this (2: 1920x1080 -> 960x540); frames are decoded "
+                                "as needed, never the whole clip.")(command)
+    command = click.option("--format", "data_format", type=click.Choice(_dataset_formats()), default=None,
+                           help="Dataset layout [default: detected from the folder's files].")(command)
+    return command
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"featvid: warning: {line}", err=True)
 
 
 # ---- data: synth, (info is below) ------------------------------------------------------------
@@ -143,28 +173,48 @@ def _parse_gop(text: str | None) -> int | str | None:
               help="Weight of the atlas smoothness loss; 0 switches it off [default: the preset's].")
 @click.option("--importance", type=click.Choice(["ist", "isg", "none"]), default=None,
               help="Ray importance sampling of later frames [default: the preset's].")
+@click.option("--motion/--no-motion", default=None,
+              help="Warm-start later frames along the motion estimated from the coarse pass [default: on].")
+@click.option("--refresh-margin", type=click.FloatRange(min=0), default=None, metavar="DB",
+              help="Refit a frame as a keyframe (a new GOP) when its quality falls this many dB below "
+                   "its reference; 0 switches the refresh off [default: the preset's, 1].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train; cuda without a GPU is an error.")
 @click.option("--seed", type=int, default=None, help="Random seed [default: the preset's, 0].")
 @click.option("--force", is_flag=True, help="Start over in a folder that holds a run made with another config.")
+@click.option("--aabb", default="auto", show_default=True, metavar="x0,y0,z0,x1,y1,z1|auto", help=_AABB_HELP)
+@dataset_options
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
-          temporal_weight: float | None, spatial_weight: float | None, importance: str | None, device: str,
-          seed: int | None, force: bool) -> None:
+          temporal_weight: float | None, spatial_weight: float | None, importance: str | None,
+          motion: bool | None, refresh_margin: float | None, device: str,
+          seed: int | None, force: bool, aabb: str, data_format: str | None, downscale: float, masks: str) -> None:
     """Fit DATASET (a multi-view video folder) frame after frame into a run folder.
 
     \b
     Two passes (VideoRF): a coarse pass gives every frame's occupancy and the GOPs; then the
-    keyframe is trained with the MLP and each later frame starts from the one before.
+    keyframe is trained with the MLP and each later frame starts from the one before, carried
+    along the motion between their coarse densities. A frame that falls too far below its
+    reference is fitted again as a keyframe and starts a new GOP; every fit stops once its loss
+    stops improving (log.jsonl: iterations, motion and why each keyframe began).
     Killed? Rerun the same command: it resumes after the last finished frame.
     """
     from featvid.bake.config import preset
+    from featvid.bake.scene_box import box_for_run, resolve_box
     from featvid.bake.train import train as run_training
     from featvid.data import load_dataset
+    from featvid.data.scene_box import format_box
 
     span = _parse_frames(frames)
     config = preset(preset_name, grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
-                    spatial_weight=spatial_weight, importance=importance, seed=seed)
-    video = load_dataset(dataset)
+                    spatial_weight=spatial_weight, importance=importance, seed=seed, motion=motion,
+                    refresh_margin=refresh_margin)
+    video = load_dataset(dataset, aabb=parse_aabb(aabb), downscale=downscale, format=data_format, masks=masks)
+    # the box is stored in the run: a resumed run keeps its own, a new one checks or estimates it
+    resumed = box_for_run(video, out, force)
+    video, box_report = (resumed, None) if resumed is not None else resolve_box(video, device=device)
+    if box_report is not None:
+        _warn(box_report.warnings)
+    click.echo(f"scene box {format_box(video.aabb)}: {video.box.reason}")
     if span is not None:
         span = (span[0], video.num_frames if span[1] == -1 else span[1])
     run = run_training(dataset, out, config, frames=span, device=device, force=force, video=video)
@@ -172,6 +222,11 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
     summary = f"trained {run.num_frames} frames into {out}"
     if "psnr_test" in last:
         summary += f" (last frame: {last['psnr_test']:.2f} dB held-out)"
+    warm = [r["iters"] for r in run.log() if not r.get("keyframe") and "iters" in r]
+    refreshes = sum(1 for r in run.log() if r.get("keyframe") and r.get("frame", 0) > 0)
+    summary += f"; {len(run.gops)} GOPs, {refreshes} keyframe refreshes"
+    if warm:
+        summary += f", {sum(warm) / len(warm):.0f} iterations per warm frame"
     click.echo(summary)
 
 
@@ -202,15 +257,25 @@ def bake(run_dir: Path, out: Path) -> None:
 @click.option("--basis/--no-basis", "feature_basis", default=None,
               help="Code the features in the stream's sensitivity-weighted KLT basis, folded into the MLP "
                    "(17-27 % fewer bytes at the same PSNR) [default: the preset's; lossless presets: no].")
+@click.option("--ladder", default=None, metavar="NAME|PRESET,PRESET,...",
+              help="Adaptive streaming: every GOP in each of these presets, in one stream (players switch per GOP). "
+                   "A named ladder (abr: web, web-crf20, web-crf24, web-crf29) or a comma list; instead of --preset.")
 def encode(baked_dir: Path, out: Path, preset: str | None, crf: float | None, backend: str,
-           feature_basis: bool | None) -> None:
+           feature_basis: bool | None, ladder: str | None) -> None:
     """Encode BAKED_DIR (from `featvid bake`) into a stream folder of standard videos."""
-    from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+    from featvid.codecs import encode_baked, open_stream
 
-    encode_baked(baked_dir, out, preset or DEFAULT_PRESET, crf=crf, backend=backend, feature_basis=feature_basis)
+    if ladder is not None and (preset is not None or crf is not None):
+        raise click.UsageError("--ladder names every rendition's preset: it takes no --preset or --crf")
+    encode_baked(baked_dir, out, preset, crf=crf, backend=backend, feature_basis=feature_basis, ladder=ladder)
     s = open_stream(out, hwaccel="none").summary()
-    click.echo(f"encoded {out}: {s['frames']} frames, {s['preset']} ({s['codec']}), "
-               f"{s['bytes_per_frame']['total'] / 1024:.1f} KiB/frame")
+    if len(s["renditions"]) == 1:
+        click.echo(f"encoded {out}: {s['frames']} frames, {s['preset']} ({s['codec']}), "
+                   f"{s['bytes_per_frame']['total'] / 1024:.1f} KiB/frame")
+        return
+    click.echo(f"encoded {out}: {s['frames']} frames, {len(s['renditions'])} renditions, "
+               f"{s['bytes_per_frame']['total'] / 1024:.1f} KiB/frame stored")
+    _echo_renditions(s["renditions"])
 
 
 @main.command()
@@ -224,6 +289,44 @@ def presets() -> None:
         mark = "*" if p.name == DEFAULT_PRESET else " "
         click.echo(f"{mark} {p.name:18s} {p.codec:11s} {p.pix_fmt:12s} {p.packing:16s} available: {state:28s} {p.description}")
     click.echo(f"* default ({DEFAULT_PRESET})")
+
+
+# ---- batch jobs: batch ---------------------------------------------------------------------------
+
+_EXECUTOR_HELP = "Where tasks run: local (a process pool of this machine) or ray (Ray; pip install 'featvid[ray]')."
+_ADDRESS_HELP = ("Ray cluster to join (e.g. auto on a cluster node, or ray://HEAD:10001); "
+                 "default: start a local Ray instance. Only with --executor ray.")
+_WORKERS_HELP = "Tasks at a time [default: this machine's cores (local), the cluster's CPUs (ray)]."
+
+
+@main.command()
+@click.argument("jobs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help=_EXECUTOR_HELP)
+@click.option("--address", default=None, help=_ADDRESS_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+def batch(jobs: Path, executor: str, address: str | None, workers: int | None) -> None:
+    """Bake and encode many sequences x presets, GOP by GOP, from the job file JOBS (TOML or JSON).
+
+    \b
+    The job file lists sequences (a run or a baked folder each), the encodes to make of them
+    (presets, crf lists, ladders) and optionally a dataset to score every output on.
+    Each run is baked GOP by GOP, then each stream encoded GOP by GOP, with one small task per
+    output writing its manifest (baked.json) last; the bytes are the same with either executor.
+    Killed? Rerun the same command: only unfinished GOPs are redone, finished outputs are kept.
+    A failed task is retried (`retries` in the job file); then the job names what failed and
+    exits with status 2, with every other output complete. Format: docs/batch.md. Example:
+      featvid batch job.toml --executor local --workers 2
+    """
+    from featvid.batch import JobFailed, run_job_file
+
+    if address is not None and executor != "ray":
+        raise click.UsageError("--address joins a Ray cluster: it needs --executor ray")
+    report = run_job_file(jobs, executor, workers, address, progress=True)
+    click.echo(report.table())
+    if not report.ok:
+        bad = [f.label for f in report.failures] or [r.output for r in report.rows if r.status not in ("done", "kept")]
+        raise JobFailed(f"{len(bad)} of the job's tasks or outputs failed (first: {bad[0]}); "
+                        "the rest is complete: fix the cause and rerun to finish")
 
 
 # ---- playback: render, play ----------------------------------------------------------------------
@@ -308,7 +411,14 @@ def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, h
               help="Also record the frames shown to this MP4.")
 @click.option("--decode-only", is_flag=True,
               help="Decode every frame to dequantized grids on --device and render nothing; report decode speed.")
-def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, data, out, decode_only) -> None:
+@click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KBPS",
+              help="Simulate a link of KBPS kbit/s: each GOP's rendition is chosen by the ABR rule (or --rendition), "
+                   "startup and stalls are waited out, and switches, stalls and time per rendition are reported.")
+@click.option("--rendition", default=None, metavar="NAME",
+              help="Play this rendition of a multi-rendition stream (see `featvid info STREAM`) [default: the first; "
+                   "with --bandwidth: the ABR rule's choice].")
+def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, data, out, decode_only,
+         bandwidth, rendition) -> None:
     """Play STREAM headless in real time: decode ahead, render at --fps, drop late frames, report.
 
     With --decode-only: the decoder alone, every frame of every GOP (after one warm-up pass,
@@ -318,15 +428,15 @@ def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, 
     from featvid.render.player import play_stream
 
     if decode_only:
-        if out is not None or frames is not None:
-            raise click.UsageError("--decode-only renders nothing: it takes no --out or --frames")
+        if out is not None or frames is not None or bandwidth is not None or rendition is not None:
+            raise click.UsageError("--decode-only renders nothing: it takes no --out, --frames, --bandwidth or --rendition")
         click.echo(decode_stream(stream, device, hwaccel, min_seconds=duration or 0.0, progress=True).summary())
         return
 
     if duration is not None and frames is not None:
         raise click.UsageError("give --duration or --frames, not both")
     stats = play_stream(stream, path_kind, fps=fps, size=size, device=device, hwaccel=hwaccel, frames=frames,
-                        duration=duration, out=out, data=data)
+                        duration=duration, out=out, data=data, bandwidth=bandwidth, rendition=rendition)
     click.echo(stats.summary())
     if out is not None:
         click.echo(f"recorded {out}")
@@ -345,22 +455,37 @@ def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, 
 @click.option("--cache", "cache", type=click.Path(path_type=Path), default=Path("benchmarks/cache"), show_default=True,
               help="Where trained runs, bakes and the synthetic scene are kept between benchmark runs.")
 @click.option("--no-ablation", is_flag=True, help="Skip retraining without the temporal / spatial loss.")
-def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Path, no_ablation: bool) -> None:
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Measure the points as tasks on this executor (see `featvid batch`) [default: in this process, "
+                   "one after another]. Bytes and PSNR are the same; times are then taken side by side.")
+@click.option("--address", default=None, help=_ADDRESS_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_WORKERS_HELP)
+def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Path, no_ablation: bool,
+          executor: str | None, address: str | None, workers: int | None) -> None:
     """Compare codec presets and baselines: rate-distortion, speed, and what the VideoRF losses buy.
 
     Resumable: finished points are kept in OUT/results.jsonl and skipped on the next run.
     """
     from dataclasses import replace
 
-    from featvid.bench.harness import full_config, quick_config, run_bench
+    from featvid.batch import make_executor
+    from featvid.bench import full_config, quick_config, run_bench
 
     make = quick_config if quick else full_config
     config = make(out=out, cache=cache, run=run, data=data)
     if no_ablation:
         config.matrix = replace(config.matrix, ablation=False)
+    if (address is not None or workers is not None) and executor is None:
+        raise click.UsageError("--address and --workers go with --executor local|ray")
     command = "featvid bench" + (" --quick" if quick else "") + (f" --run {run}" if run else "") + \
-        (f" --data {data}" if data else "") + (" --no-ablation" if no_ablation else "")
-    report = run_bench(config, command=command)
+        (f" --data {data}" if data else "") + (" --no-ablation" if no_ablation else "") + \
+        (f" --executor {executor}" if executor else "") + (f" --workers {workers}" if workers else "")
+    ex = make_executor(executor, workers, address) if executor else None
+    try:
+        report = run_bench(config, command=command, executor=ex)
+    finally:
+        if ex is not None:
+            ex.close()
     best = report.summary.get("best")
     if best:
         click.echo(f"best preset within 0.5 dB of the float model: {best['id']} "
@@ -382,8 +507,9 @@ def serve_cmd(stream: Path, host: str, port: int, open_browser: bool) -> None:
     """Play the stream STREAM (a NAME.fvv folder, `web` preset) in the browser.
 
     Serves the WebGL2 player at / and the stream's files under /stream/. The player decodes the
-    H.264 atlas videos with the browser's video decoder and ray-marches them on the GPU.
-    Stop with Ctrl-C.
+    H.264 atlas videos with the browser's video decoder and ray-marches them on the GPU. A ladder
+    (`featvid encode --ladder abr`) is played adaptively: each GOP in the rendition the measured
+    throughput allows, or the one chosen in the player's menu. Stop with Ctrl-C.
     """
     import webbrowser
 
@@ -411,43 +537,93 @@ def _echo_summary(summary: dict) -> None:
         click.echo(f"{key:>22}: {value}")
 
 
+def _echo_renditions(renditions: list[dict]) -> None:
+    for r in renditions:
+        click.echo(f"  rendition {r['name']:16s} {r['codec']:10s} {r['kbit_per_second']:9.1f} kbit/s average "
+                   f"{r['peak_kbit_per_second']:9.1f} peak  {r['bytes_per_frame'] / 1024:7.2f} KiB/frame to a viewer")
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(path: Path, as_json: bool) -> None:
+@click.option("--aabb", default="auto", show_default=True, metavar="x0,y0,z0,x1,y1,z1|auto",
+              help="For a DATASET: a box x0,y0,z0,x1,y1,z1 to check against the subject, or auto: show the box "
+                   "`train` would use and why.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="For a DATASET: where the scene box's density pass runs.")
+@dataset_options
+def info(path: Path, as_json: bool, aabb: str, device: str, data_format: str | None, downscale: float,
+         masks: str) -> None:
     """Describe a DATASET, a training RUN, a BAKED folder or a STREAM (.fvv).
 
-    For a stream: frames, GOPs, codec, preset and bytes per frame in total and by part.
+    For a dataset: views, frames, image size, split, and the scene box train would use and why
+    (aabb, aabb_source, aabb_reason). For a stream: frames, GOPs, codec, preset and bytes per
+    frame in total and by part.
     """
     import json
 
-    from featvid.pipeline import describe
+    from featvid.pipeline import describe, kind_of
 
-    summary = describe(path)
+    if kind_of(path) != "dataset" and (data_format is not None or downscale != 1.0 or masks != "auto"
+                                       or aabb != "auto"):
+        raise click.UsageError("--aabb, --format, --downscale and --masks describe a dataset folder")
+    summary = describe(path, aabb=parse_aabb(aabb), downscale=downscale, format=data_format, masks=masks,
+                       device=device)
+    _warn(summary.pop("aabb_warnings", []))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    elif "renditions" in summary and "holes" in summary:  # a stream: its ladder and holes readably
+        renditions, holes = summary.pop("renditions"), summary.pop("holes")
+        _echo_summary(summary)
+        click.echo(f"{'renditions':>22}: {len(renditions)}")
+        _echo_renditions(renditions)
+        click.echo(f"{'holes':>22}: {len(holes) or 'none'}")
+        for h in holes:
+            click.echo(f"  GOP {h['gop']}: no {h['rendition']} video ({h['file']} is missing); players fall back")
     else:
         _echo_summary(summary)
+
+
+@main.command()
+@click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary line, not one line per file.")
+def verify(stream: Path, quiet: bool) -> None:
+    """Check every file of the stream STREAM against the size and SHA-256 its manifest records.
+
+    Prints one line per file that matches and a summary; on the first file that does not, one
+    line naming it and exit status 2 (as for a stream whose manifest records no hashes).
+    """
+    from featvid.codecs import open_stream
+
+    checked = list(open_stream(stream, hwaccel="none").verify())  # all or nothing: a mismatch is one line
+    if not quiet:
+        for name, size in checked:
+            click.echo(f"OK {size:>12} {name}")
+    click.echo(f"featvid: {stream}: {len(checked)} files, {sum(s for _, s in checked)} bytes match the manifest")
 
 
 @main.command(name="eval")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The dataset whose held-out views are the ground truth.")
-@click.option("--aabb", default=None, help="Scene box x0,y0,z0,x1,y1,z1 if the dataset needs one.")
+@click.option("--aabb", default=None, metavar="x0,y0,z0,x1,y1,z1|auto",
+              help="Scene box of the dataset [default: the run's or stream's own, which the grids index].")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as JSON here.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, device: str) -> None:
+@dataset_options
+def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, device: str, data_format: str | None,
+             downscale: float, masks: str) -> None:
     """PSNR/SSIM of a RUN or a STREAM on the dataset's held-out views.
 
     A stream is evaluated exactly like the run it came from, so the codec's cost is
-    one subtraction.
+    one subtraction. Read the dataset as it was trained: the same --format, --downscale, --masks.
     """
     from featvid.atomic import write_json
     from featvid.pipeline import evaluate_source
 
-    report = evaluate_source(source, data, parse_aabb(aabb), device)
+    report = evaluate_source(source, data, parse_aabb(aabb), device, downscale=downscale, format=data_format,
+                             masks=masks)
     click.echo(report.table())
     click.echo(f"mean PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
     if out is not None:
@@ -463,7 +639,7 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
 @click.option("--views", default=24, show_default=True, type=click.IntRange(4, 100),
               help="Cameras in all (2 held out). More views cost synthesis time only, and generalise better.")
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16, 1024), help="Image height = width.")
-@click.option("--preset", "train_preset", default="fast", show_default=True, help="Training preset.")
+@click.option("--preset", "train_preset", default="demo", show_default=True, help="Training preset.")
 @click.option("--codec-preset", default=None, help="Codec preset (default: the recommended one).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train_preset: str,

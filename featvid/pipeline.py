@@ -28,6 +28,7 @@ from featvid.bake.atlas import Baked, bake_run
 from featvid.bake.config import TrainConfig
 from featvid.bake.config import preset as train_preset
 from featvid.bake.run import Run, recorded_config
+from featvid.bake.scene_box import resolve_box
 from featvid.bake.train import train
 from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
 from featvid.codecs.basis import BASIS_NAME
@@ -62,8 +63,12 @@ def kind_of(path: Path) -> str:
     return "dataset"
 
 
-def describe(path: Path) -> dict[str, Any]:
-    """The summary `featvid info` shows for a dataset, run, baked folder or stream."""
+def describe(path: Path, aabb: torch.Tensor | None = None, device: str = "auto", **dataset_options: Any) -> dict[str, Any]:
+    """The summary `featvid info` shows for a dataset, run, baked folder or stream.
+
+    A dataset is read with `dataset_options` (featvid.data.load_dataset's format, downscale, masks)
+    and shows the scene box `train` would use and why; a given `aabb` is checked against the
+    subject (warnings under "aabb_warnings")."""
     kind = kind_of(path)
     if kind == "stream":
         return open_stream(path).summary()
@@ -71,12 +76,20 @@ def describe(path: Path) -> dict[str, Any]:
         return Run(path).summary()
     if kind == "baked":
         return Baked(path).summary()
-    return load_dataset(path).summary()
+    video, report = resolve_box(load_dataset(path, aabb=aabb, **dataset_options), device=device)
+    summary = video.summary()
+    if report.outside is not None:
+        summary["aabb_subject_outside"] = round(report.outside, 4)
+    if report.warnings:
+        summary["aabb_warnings"] = report.warnings
+    return summary
 
 
-def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, device: str = "auto") -> EvalReport:
-    """Held-out PSNR/SSIM of a run or a stream folder against a dataset. A stream is decoded on the
-    evaluation device and scored exactly like the run it came from."""
+def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, device: str = "auto",
+                    **dataset_options: Any) -> EvalReport:
+    """Held-out PSNR/SSIM of a run or a stream folder against a dataset (read with `dataset_options`:
+    format, downscale, masks, as it was trained). A stream is decoded on the evaluation device and
+    scored exactly like the run it came from."""
     dev = resolve_device(device)
     if kind_of(source) == "stream":
         stream = open_stream(source)
@@ -88,7 +101,7 @@ def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, 
         frames = run.frames()
         mlp, settings, box = run.mlp(dev), run.render_settings, run.aabb
         offset = int(run.meta.get("frame_start", 0) or 0)
-    video = load_dataset(data, aabb=aabb if aabb is not None else box)
+    video = load_dataset(data, aabb=aabb if aabb is not None else box, **dataset_options)
     return evaluate(frames, mlp, settings, video, device=dev, frame_offset=offset)
 
 
@@ -154,7 +167,7 @@ def ensure_stream(baked_dir: Path, stream_dir: Path, preset_name: str, force: bo
 # ---- the demo -------------------------------------------------------------------------------------
 
 def run_demo(out: Path = Path("demo"), scene: str | None = None, frames: int = 8, views: int = 24, size: int = 64,
-             preset_name: str = "fast", codec_preset: str | None = None, device: str = "auto",
+             preset_name: str = "demo", codec_preset: str | None = None, device: str = "auto",
              on_step: StepCallback = _quiet) -> dict[str, Any]:
     """The whole pipeline on the built-in scene, in `out`: synth -> train -> eval -> bake -> encode
     (default and web presets) -> eval the stream -> orbit video. Finished steps are kept, so a
@@ -218,7 +231,7 @@ def playback_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 6
     if stream_is_current(stream, DEFAULT_PRESET):
         return stream
     data = ensure_synth(Path(cache) / f"playback-data-{tag}", frames=frames, views=views, size=size)
-    run, retrained = ensure_run(data, Path(cache) / f"playback-run-{tag}", train_preset("fast"))
+    run, retrained = ensure_run(data, Path(cache) / f"playback-run-{tag}", train_preset("demo"))
     baked, baked_now = ensure_bake(run.path, Path(cache) / f"playback-baked-{tag}", fresh=retrained)
     ensure_stream(baked, stream, DEFAULT_PRESET, force=baked_now)
     return stream

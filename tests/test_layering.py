@@ -9,6 +9,7 @@ The layers, bottom to top (DESIGN.md, "Layout"):
     codecs    quantization, packing, presets, back ends, manifest, stream reader
     render    fast renderer, camera paths, player, web server
     pipeline  the jobs that chain stages (demo, cached runs and streams, evaluation of a folder)
+    batch     batch jobs: bake / encode per GOP on a process pool or Ray, resumable
     bench     the benchmark harness and its baselines
     cli       argument parsing and printing
 
@@ -30,6 +31,7 @@ LAYERS = [
     {"codecs"},
     {"render"},
     {"pipeline"},
+    {"batch"},
     {"bench"},
     {"cli"},
 ]

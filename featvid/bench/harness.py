@@ -19,7 +19,8 @@ fingerprint: a rerun skips finished points), then `results.json`, `results.md` a
 under the output folder. Entry points: `featvid bench` and `benchmarks/codec_presets.py`.
 
 The modules: matrix (what to measure), models (the runs under test), measure (one point),
-store (results.jsonl), report (analysis, markdown, plot), and this one, which runs it all.
+store (results.jsonl), report (analysis, markdown, plot), and this one, which runs it all: in
+this process, or one task a point on a featvid.batch executor (`featvid bench --executor`).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -37,7 +38,9 @@ from featvid.atomic import write_json
 from featvid.bench.baselines import Float16Zstd, ReRFCodec, Uint8Zstd
 from featvid.bench.matrix import BenchConfig
 from featvid.bench.measure import measure_baseline, measure_float, measure_video
+from featvid.batch.runner import run_tasks
 from featvid.bench.models import (
+    Model,
     model_labels,
     prepare_dataset,
     prepare_model,
@@ -62,9 +65,14 @@ class BenchReport:
     files: dict[str, Path]
 
 
-def run_bench(config: BenchConfig, command: str = "featvid bench") -> BenchReport:
+def run_bench(config: BenchConfig, command: str = "featvid bench", executor: Any = None) -> BenchReport:
     """Run (or resume) the benchmark of `config`; write results.json, results.md and rd.png under
-    `config.out`. Finished points from an earlier run of the same runs are reused."""
+    `config.out`. Finished points from an earlier run of the same runs are reused.
+
+    executor: a featvid.batch executor (`local`, `ray`) to measure the points on, one task a point,
+    `executor.workers` at a time; None: in this process, one after another. The bytes and scores
+    are the same either way; encode and decode times are then measured with points side by side.
+    """
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +86,7 @@ def run_bench(config: BenchConfig, command: str = "featvid bench") -> BenchRepor
     if not points:
         raise ConfigError("no preset of the matrix can be encoded on this machine")
 
-    # the work list: (model label, point id, measure function)
+    # the work list, per run under test: (point id, kind of point, what it measures)
     baselines = ([Float16Zstd(), Uint8Zstd()] if config.matrix.lossless_baselines else []) + \
         [ReRFCodec(quality=q) for q in config.matrix.rerf_qualities]
     rows: list[dict] = []
@@ -100,33 +108,62 @@ def run_bench(config: BenchConfig, command: str = "featvid bench") -> BenchRepor
         plot_rd(files["plot"], rows, summary)
         return summary
 
-    with tempfile.TemporaryDirectory(prefix="featvid-bench-") as tmp:
+    # through an executor, streams are written where its workers see them (the cache), not in /tmp
+    with tempfile.TemporaryDirectory(prefix="featvid-bench-", dir=None if executor is None else config.cache) as tmp:
         # train and measure one run after the other: the main results come first
         for label in model_labels(config):
             run_dirs[label] = prepare_run(config, label, dataset, video)
             model = prepare_model(label, run_dirs[label], config.cache)
-            jobs: list[tuple[str, Callable[[], dict]]] = [(f"{label}/float", lambda m=model: measure_float(m, video))]
             chosen = points if label == "main" else config.matrix.ablation_points()
-            jobs += [(f"{label}/{p.name}", lambda p=p, m=model: measure_video(p, m, video, Path(tmp))) for p in chosen]
+            jobs: list[tuple[str, str, Any]] = [(f"{label}/float", "float", None)]
+            jobs += [(f"{label}/{p.name}", "video", p) for p in chosen]
             if label == "main":
-                jobs += [(f"{label}/baseline/{b.name}", lambda b=b, m=model: measure_baseline(b, m, video)) for b in baselines]
-            todo = [(pid, fn) for pid, fn in jobs if store.get(pid, model.fingerprint) is None]
-            rows += [store.get(pid, model.fingerprint) for pid, _ in jobs if store.get(pid, model.fingerprint)]
-            bar = tqdm(todo, desc=f"bench {label}", unit="point", disable=not config.progress)
-            for pid, fn in bar:
-                bar.set_postfix_str(pid.split("/", 1)[1])
-                try:
-                    row = fn()
-                except FeatvidError as e:
-                    log.warning("point %s failed: %s", pid, e)
-                    skipped.append(f"{pid}: {e}")
-                    continue
+                jobs += [(f"{label}/baseline/{b.name}", "baseline", b) for b in baselines]
+            todo = [(pid, kind, what) for pid, kind, what in jobs if store.get(pid, model.fingerprint) is None]
+            rows += [store.get(pid, model.fingerprint) for pid, _, _ in jobs if store.get(pid, model.fingerprint)]
+
+            def finished(pid: str, row: dict | None, error: str | None) -> None:
+                if row is None:
+                    log.warning("point %s failed: %s", pid, error)
+                    skipped.append(f"{pid}: {error}")
+                    return
                 row = {"id": pid, "model": label, "fingerprint": model.fingerprint, **row}
                 store.add(row)
                 rows.append(row)
+
+            if executor is None:  # in this process, one point after another
+                bar = tqdm(todo, desc=f"bench {label}", unit="point", disable=not config.progress)
+                for pid, kind, what in bar:
+                    bar.set_postfix_str(pid.split("/", 1)[1])
+                    try:
+                        finished(pid, measure_point(kind, what, model, video, Path(tmp)), None)
+                    except FeatvidError as e:
+                        finished(pid, None, str(e))
+            else:  # one task a point; each worker loads the run, its bake and the dataset itself
+                tasks = [(pid, measure_point_from_files, (kind, what, label, run_dirs[label], config.cache, dataset,
+                                                          Path(tmp))) for pid, kind, what in todo]
+                for (pid, _, _), (row, error) in zip(todo, run_tasks(tasks, executor, progress=config.progress,
+                                                                     desc=f"bench {label}")):
+                    finished(pid, row, error)
             write_outputs()
     summary = write_outputs()
     return BenchReport(out, rows, summary, files)
+
+
+def measure_point(kind: str, what: Any, model: Model, video: Any, workdir: Path) -> dict:
+    """One point: the float model ("float"), a VideoPoint ("video") or a baseline codec ("baseline")."""
+    if kind == "float":
+        return measure_float(model, video)
+    if kind == "video":
+        return measure_video(what, model, video, workdir)
+    return measure_baseline(what, model, video)
+
+
+def measure_point_from_files(kind: str, what: Any, label: str, run_dir: Path, cache: Path, dataset: Path,
+                             workdir: Path) -> dict:
+    """`measure_point` on a worker: the run (baked already, in the cache) and the dataset read from
+    their folders."""
+    return measure_point(kind, what, prepare_model(label, run_dir, cache), load_dataset(dataset), workdir)
 
 
 def _finite_json(obj: Any) -> Any:

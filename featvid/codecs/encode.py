@@ -5,21 +5,28 @@ clamp + quantize each channel over its range, pack the planes into codec frames,
 one MP4 that starts with a keyframe, copy the mapping. Then the MLP (float16, the basis folded in),
 and the manifest last, atomically: a folder without manifest.json is an unfinished stream.
 
+A ladder (`ladder=`, adaptive streaming) encodes every GOP once per rendition: the renditions share
+the GOP's mapping and quantization ranges and the stream's MLP and basis, and each rendition's
+video of each GOP starts with its own keyframe, so a player may switch rendition at any GOP
+boundary. One rendition is written as a version-1 stream (as before ladders existed), more as
+version 2 (featvid.codecs.manifest).
+
 Each input is read once: the MLP and the bake's samples (the basis) before the first GOP, then
 per GOP its atlas and its mapping.
 
-The unit of work is one GOP (`encode_gop`, under an `EncodePlan`), then `finish_encode` writes the
-MLP and the manifest; `encode_baked` does it all in order. GOPs are independent: a batch
-executor runs them anywhere, and the bytes are the same.
+The unit of work is one GOP (`encode_gop`, under an `EncodePlan`: every rendition of that GOP),
+then `finish_encode` writes the MLP and the manifest; `encode_baked` does it all in order. GOPs
+are independent: a batch executor runs them anywhere, and the bytes are the same.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,12 +36,13 @@ from featvid.atomic import atomic_path, write_bytes
 from featvid.bake.atlas import Atlas, Baked, bake_run, plane_ranges
 from featvid.codecs import basis
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
-from featvid.codecs.manifest import MANIFEST, CodecInfo, GopEntry, Manifest
+from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, CodecInfo, FileRecord, GopEntry,
+                                     GopVideo, Manifest, Rendition, bitrates, valid_rendition_name)
 from featvid.codecs.pack import Mosaic, num_cells, pack
-from featvid.codecs.presets import DEFAULT_PRESET, Preset, resolve_preset
+from featvid.codecs.presets import DEFAULT_PRESET, Preset, ladder_names, resolve_preset
 from featvid.codecs.quantize import code_ranges, quantize
 from featvid.codecs.video import Backend, VideoSpec
-from featvid.errors import StreamError
+from featvid.errors import ConfigError, StreamError
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
 
@@ -79,12 +87,11 @@ def stream_basis(baked: Baked, mlp: TinyMLP) -> torch.Tensor:
     return basis.fit_basis(samples[:, 1:], weights, mlp).float().double()
 
 
-def gop_codes(atlas: Atlas, mapping: Mapping, step_ratio: float, preset: Preset,
-              A: torch.Tensor | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """What the encoder codes for one GOP: codes [F, P, H, W] uint16 and the quantization ranges [P].
-
-    With a feature basis A, features are g = A f and share one quantization step (basis.equal_step).
-    """
+def gop_planes(atlas: Atlas, mapping: Mapping, step_ratio: float,
+               A: torch.Tensor | None = None) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+    """What every rendition of one GOP codes, before quantization: float planes [F, P, H, W] and
+    the quantization ranges [P]. With a feature basis A, features are g = A f and share one
+    quantization step (basis.equal_step). The ranges depend on no preset: renditions share them."""
     planes, ranges = atlas.planes, atlas.ranges
     if A is not None:
         planes = basis.apply_basis(planes, A)
@@ -92,7 +99,27 @@ def gop_codes(atlas: Atlas, mapping: Mapping, step_ratio: float, preset: Preset,
     ranges = code_ranges(ranges, step_ratio)
     if A is not None:
         ranges = ranges[:1] + basis.equal_step(ranges[1:])
+    return planes, ranges
+
+
+def gop_codes(atlas: Atlas, mapping: Mapping, step_ratio: float, preset: Preset,
+              A: torch.Tensor | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """What the encoder codes for one GOP: codes [F, P, H, W] uint16 and the quantization ranges [P]."""
+    planes, ranges = gop_planes(atlas, mapping, step_ratio, A)
     return quantized_gop(planes, ranges, preset), ranges
+
+
+@dataclass(frozen=True)
+class PlannedRendition:
+    """One rendition of an encode: its name (the preset's), resolved preset and encoder options."""
+
+    name: str
+    preset: Preset  # resolved (a hardware preset may have fallen back)
+    options: dict[str, str]  # what the encoder is given
+
+    def video_name(self, single: bool) -> str:
+        """Its video's file name in a GOP folder: atlas.mp4 in a one-rendition (version-1) stream."""
+        return "atlas.mp4" if single else f"{self.name}.mp4"
 
 
 @dataclass
@@ -101,89 +128,171 @@ class EncodePlan:
 
     baked: Baked
     out: Path
-    preset: Preset  # resolved (a hardware preset may have fallen back)
-    options: dict[str, str]  # what the encoder is given
+    renditions: list[PlannedRendition]  # one, or a ladder (in the order given)
     backend: Backend
     mlp: TinyMLP  # the run's MLP
     basis: torch.Tensor | None  # A [C, C] of the stream's feature basis, or None
 
+    @property
+    def preset(self) -> Preset:
+        """The first rendition's preset (the only one without a ladder)."""
+        return self.renditions[0].preset
 
-def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET,
+    @property
+    def options(self) -> dict[str, str]:
+        return self.renditions[0].options
+
+
+def _plan_renditions(preset: str | Preset | None, crf: float | None,
+                     ladder: str | Sequence[str | Preset] | None) -> list[PlannedRendition]:
+    """The renditions of an encode: one preset (with its rate overridden by crf), or a ladder
+    (a name from LADDERS, "PRESET,PRESET,...", or a list of names / Presets). Every preset is
+    resolved here, so an unknown one (ConfigError) or one this machine cannot run (CodecError) fails
+    before anything is written; so do two renditions of one name (also after a hardware fallback)."""
+    if ladder is None:
+        p = resolve_preset(DEFAULT_PRESET if preset is None else preset)
+        return [PlannedRendition(p.name, p, p.encoder_options(crf))]
+    if preset is not None:
+        raise ConfigError("give a preset or a ladder, not both")
+    if crf is not None:
+        raise ConfigError("--crf overrides one preset's rate; a ladder's rates are its presets' (name each rung)")
+    wanted = list(ladder_names(ladder)) if isinstance(ladder, str) else list(ladder)
+    if not wanted:
+        raise ConfigError("the ladder names no preset")
+    out: list[PlannedRendition] = []
+    for want in wanted:
+        p = resolve_preset(want)
+        if any(r.name == p.name for r in out):
+            asked = want if isinstance(want, str) else want.name
+            how = "" if asked == p.name else f" ({asked} fell back to it)"
+            raise ConfigError(f"the ladder has two renditions named {p.name}{how}: each rendition needs its own preset")
+        out.append(PlannedRendition(p.name, p, p.encoder_options()))
+    return out
+
+
+def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset | None = None,
                 crf: float | None = None, backend: str = DEFAULT_BACKEND,
-                feature_basis: bool | None = None) -> EncodePlan:
-    """Read and check everything an encode needs (bake, preset, back end, MLP) and fit the feature
-    basis; writes nothing. The same arguments give the same plan, on any machine."""
+                feature_basis: bool | None = None, ladder: str | Sequence[str | Preset] | None = None) -> EncodePlan:
+    """Read and check everything an encode needs (bake, presets, back end, MLP) and fit the feature
+    basis; writes nothing. The same arguments give the same plan, on any machine.
+
+    preset: one preset (default DEFAULT_PRESET); ladder: several (see `_plan_renditions`), instead.
+    """
     be = get_backend(backend)
     baked = Baked(baked_dir)
-    p = resolve_preset(preset)
-    options = p.encoder_options(crf)
+    renditions = _plan_renditions(preset, crf, ladder)
+    for r in renditions:  # a ladder's rendition names its files: gop_xxxxx/NAME.mp4
+        if len(renditions) > 1 and not valid_rendition_name(r.name):
+            raise ConfigError(f"rendition name {r.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     mlp = baked.mlp()
-    use_basis = p.feature_basis if feature_basis is None else feature_basis
-    A = stream_basis(baked, mlp) if use_basis and baked.channels > 1 else None
-    return EncodePlan(baked, Path(out), p, options, be, mlp, A)
+    if feature_basis is None:
+        choices = {r.preset.feature_basis for r in renditions}
+        if len(choices) > 1:
+            raise ConfigError("the ladder's presets disagree on the feature basis (lossless presets code none); "
+                              "choose one for all: --basis or --no-basis")
+        feature_basis = choices.pop()
+    A = stream_basis(baked, mlp) if feature_basis and baked.channels > 1 else None
+    return EncodePlan(baked, Path(out), renditions, be, mlp, A)
 
 
 def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
-    """Encode GOP g of the plan into out/gop_xxxxx/ (its video and mapping, each written
-    atomically); returns its manifest entry."""
-    baked, p = plan.baked, plan.preset
+    """Encode GOP g of the plan - its video in every rendition and its mapping, each written
+    atomically into out/gop_xxxxx/ - and return its manifest entry."""
+    baked = plan.baked
     entry = baked.gops[g]
     mapping = baked.mapping(g)
-    codes, ranges = gop_codes(baked.atlas(g), mapping, baked.render_settings.step_ratio, p, plan.basis)  # [F, P, H, W]
-    mosaic = Mosaic.layout(num_cells(baked.channels, p.packing), entry.atlas)
-    frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth) for c in codes)
+    planes, ranges = gop_planes(baked.atlas(g), mapping, baked.render_settings.step_ratio, plan.basis)  # [F, P, H, W]
     gdir = f"gop_{g:05d}"
     (plan.out / gdir).mkdir(parents=True, exist_ok=True)
-    video = plan.out / gdir / "atlas.mp4"
-    spec = VideoSpec(mosaic.width, mosaic.height, baked.fps, p.codec, p.pix_fmt, plan.options, p.container_options,
-                     p.color_range, entry.frames)
-    with atomic_path(video) as tmp:
-        plan.backend.encode(tmp, frames, spec)
+    single = len(plan.renditions) == 1
+    codes_by_levels: dict[tuple[int, int], np.ndarray] = {}  # renditions of one code range share their codes
+    videos: dict[str, GopVideo] = {}
+    for r in plan.renditions:
+        p = r.preset
+        if p.levels not in codes_by_levels:
+            codes_by_levels[p.levels] = quantized_gop(planes, ranges, p)  # [F, P, H, W]
+        codes = codes_by_levels[p.levels]
+        mosaic = Mosaic.layout(num_cells(baked.channels, p.packing), entry.atlas)
+        frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth)
+                                              for c in codes)
+        name = f"{gdir}/{r.video_name(single)}"
+        spec = VideoSpec(mosaic.width, mosaic.height, baked.fps, p.codec, p.pix_fmt, r.options, p.container_options,
+                         p.color_range, entry.frames)
+        with atomic_path(plan.out / name) as tmp:
+            plan.backend.encode(tmp, frames, spec)
+        videos[r.name] = GopVideo(name, mosaic.to_json(), (plan.out / name).stat().st_size)
     mapping_bytes = mapping.to_bytes()
     write_bytes(plan.out / gdir / "mapping.fvmap", mapping_bytes)
-    return GopEntry(entry.start, entry.frames, gdir, f"{gdir}/mapping.fvmap", f"{gdir}/atlas.mp4", entry.atlas,
-                    mosaic.to_json(), ranges, {"video": video.stat().st_size, "mapping": len(mapping_bytes)})
+    return GopEntry(entry.start, entry.frames, gdir, f"{gdir}/mapping.fvmap", entry.atlas, ranges,
+                    len(mapping_bytes), videos)
+
+
+def _canonical_safetensors(data: bytes) -> bytes:
+    """`data` (a safetensors file) with its JSON header's keys sorted: the writer emits its metadata
+    map in hash order, which changes from call to call, and the manifest records the file's SHA-256.
+    The header keeps its length (the same keys and values), so the tensors' offsets are unchanged."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    if len(header) > n:
+        raise StreamError("the MLP's safetensors header could not be written in a stable order")
+    return data[:8] + header.ljust(n) + data[8 + n:]
 
 
 def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     """Write the stream's MLP (float16, the basis folded in) and, last, its manifest over the
-    encoded GOPs `gops` (one per GOP, in order): from here on the stream is complete."""
-    baked, p, A = plan.baked, plan.preset, plan.basis
+    encoded GOPs `gops` (one per GOP, in order, each with every rendition): from here on the
+    stream is complete."""
+    baked, A = plan.baked, plan.basis
     if A is None:  # the run's MLP as trained, in float16 (demo: held-out PSNR moves by 0.0001 dB)
         mlp_bytes = plan.mlp.to_bytes(half=True)
     else:
         mlp_bytes = basis.fold_into_mlp(plan.mlp, A).to_bytes(half=True, extra={basis.BASIS_TENSOR: A})
+    mlp_bytes = _canonical_safetensors(mlp_bytes)  # hashed below: the same MLP must give the same bytes
     write_bytes(plan.out / "mlp.safetensors", mlp_bytes)
     mlp_meta = {"file": "mlp.safetensors", **plan.mlp.config.to_dict(), "dtype": "float16",
                 "feature_basis": basis.BASIS_NAME if A is not None else "none"}
-    video_total = sum(g.bytes["video"] for g in gops)
-    mapping_total = sum(g.bytes["mapping"] for g in gops)
+    gops = list(gops)
+    renditions = []
+    for r in plan.renditions:
+        p = r.preset
+        codec = CodecInfo(p.name, p.codec, plan.backend.name, plan.backend.version(), r.options, p.pix_fmt,
+                          p.bit_depth, p.packing, p.levels)
+        renditions.append(Rendition(r.name, codec, *bitrates(gops, r.name, baked.fps),
+                                    sum(g.videos[r.name].bytes for g in gops)))
+    video_total = sum(v.bytes for g in gops for v in g.videos.values())
+    mapping_total = sum(g.mapping_bytes for g in gops)
     manifest = Manifest(
         frames=baked.num_frames, fps=baked.fps, aabb=baked.aabb.tolist(), grid_shape=baked.grid_shape,
-        channels=baked.channels, render=baked.render_settings, mlp=mlp_meta,
-        codec=CodecInfo(p.name, p.codec, plan.backend.name, plan.backend.version(), plan.options, p.pix_fmt,
-                        p.bit_depth, p.packing, p.levels),
-        gops=list(gops), bytes={"video": video_total, "mapping": mapping_total, "mlp": len(mlp_bytes),
-                                "total_without_manifest": video_total + mapping_total + len(mlp_bytes)},
-        created_by=_version())
+        channels=baked.channels, render=baked.render_settings, mlp=mlp_meta, renditions=renditions,
+        gops=gops, bytes={"video": video_total, "mapping": mapping_total, "mlp": len(mlp_bytes),
+                          "total_without_manifest": video_total + mapping_total + len(mlp_bytes)},
+        created_by=_version(), version=SINGLE_VERSION if len(renditions) == 1 else STREAM_VERSION)
+    # every file's size and SHA-256, so a copied stream can be verified (the MLP's bytes are in hand)
+    manifest.files = {name: FileRecord.of(mlp_bytes) if name == mlp_meta["file"]
+                      else FileRecord.of_file(plan.out / name) for name in manifest.named_files()}
     manifest.check()
     manifest.write(plan.out / MANIFEST)  # last: the stream is complete from here on
     return plan.out
 
 
-def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET,
-                 crf: float | None = None, backend: str = DEFAULT_BACKEND, feature_basis: bool | None = None) -> Path:
+def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | None = None,
+                 crf: float | None = None, backend: str = DEFAULT_BACKEND, feature_basis: bool | None = None,
+                 ladder: str | Sequence[str | Preset] | None = None) -> Path:
     """Encode the baked folder `baked_dir` into the stream folder `out` (NAME.fvv); returns `out`.
 
-    preset: a name from PRESETS (hardware presets fall back to software with a warning), or a Preset.
+    preset: a name from PRESETS (hardware presets fall back to software with a warning), or a Preset;
+        default DEFAULT_PRESET.
     crf: overrides the preset's rate (crf, or qp for NVENC).
     backend: a name from featvid.codecs.backends.BACKENDS ("pyav" in process, "ffmpeg" the binary).
     feature_basis: code the features in the stream's sensitivity-KLT basis (featvid.codecs.basis),
-        folded into the stream's MLP; None: the preset's choice (lossy presets yes, lossless no).
+        folded into the stream's MLP; None: the presets' choice (lossy presets yes, lossless no).
+    ladder: instead of `preset`, several renditions in one stream (adaptive streaming): a name from
+        featvid.codecs.presets.LADDERS, "PRESET,PRESET,...", or a list of preset names / Presets.
     """
-    plan = plan_encode(baked_dir, out, preset, crf, backend, feature_basis)
+    plan = plan_encode(baked_dir, out, preset, crf, backend, feature_basis, ladder=ladder)
     prepare_out(plan.out)
-    gops = [encode_gop(plan, g) for g in tqdm(range(len(plan.baked.gops)), desc=f"encode {plan.preset.name}",
+    what = plan.preset.name if len(plan.renditions) == 1 else f"ladder of {len(plan.renditions)}"
+    gops = [encode_gop(plan, g) for g in tqdm(range(len(plan.baked.gops)), desc=f"encode {what}",
                                               unit="GOP", leave=False)]
     return finish_encode(plan, gops)
 

@@ -1,13 +1,30 @@
 """Manifest: the dataclass mirror of a stream's manifest.json (docs/stream-format.md).
 
+A stream holds one or more renditions (encodes of the same bake at different rates, sharing
+every GOP's mapping and quantization and the stream's MLP); a player picks one per GOP. Two
+versions of the file exist, and the encoder writes the lowest one that can express the stream:
+
+- version 1: one rendition (the codec block at the top, one video per GOP). Every stream made
+  before adaptive streaming, and every single-rendition stream since, byte for byte.
+- version 2: a ladder (a "renditions" list with codec and bitrates, a video per rendition per GOP).
+  A version-1 reader refuses it ("version 2 is not supported; upgrade featvid").
+
 `Manifest.read` checks everything a reader relies on before any file is opened: the format name
 and version, that every file name is a plain relative name inside the stream folder, the render
-settings, the MLP architecture, the GOPs tiling the frames, and the quantization of every GOP.
+settings, the MLP architecture, the renditions, the GOPs tiling the frames, and the quantization
+of every GOP. In memory both versions are one `Manifest` with a list of `Rendition`s.
+
+Integrity: `files` records the size and SHA-256 of every file the manifest names (the MLP, each
+GOP's mapping and videos); readers verify each file's bytes against it before using them
+(`Manifest.verify_bytes`). A stream written before the field existed has none: it still reads,
+unverified, with a warning.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +40,40 @@ from featvid.field.volume import RenderSettings
 from featvid.names import safe_name
 
 STREAM_FORMAT = "featvid-stream"
-STREAM_VERSION = 1
+STREAM_VERSION = 2  # the newest version this reader reads (and writes for a ladder)
+SINGLE_VERSION = 1  # what a stream of one rendition is written as
+READS = (1, 2)
 MANIFEST = "manifest.json"
 MAX_FRAMES = 1_000_000  # what a manifest may claim: an edited number cannot make a reader run away
 MAX_MOSAIC = 16384  # pixels a side of a codec frame
+MAX_RENDITIONS = 16
+_RENDITION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # it names files: gop_00000/NAME.mp4
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_FILE_BYTES = 1 << 40
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What a stream's file must be: its size in bytes and the SHA-256 of its bytes (hex)."""
+
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, data: bytes) -> "FileRecord":
+        return cls(len(data), hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_file(cls, path: Path) -> "FileRecord":
+        """The record of the file at `path`, hashed in chunks (a video can be large)."""
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+        return cls(path.stat().st_size, digest.hexdigest())
 
 
 @dataclass
 class CodecInfo:
-    """How the videos were encoded."""
+    """How one rendition's videos were encoded."""
 
     preset: str
     codec: str
@@ -45,16 +87,67 @@ class CodecInfo:
 
 
 @dataclass(frozen=True)
+class Rendition:
+    """One encode of every GOP of the stream: its name (a preset's), codec and bitrates.
+
+    average_bps: all its videos' bits / the stream's duration; peak_bps: its largest GOP's video
+    bits / that GOP's duration (bit/s; mappings and the MLP are shared and not counted here).
+    """
+
+    name: str
+    codec: CodecInfo
+    average_bps: int = 0
+    peak_bps: int = 0
+    bytes: int = 0  # its videos, all GOPs
+
+
+@dataclass(frozen=True)
+class GopVideo:
+    """One rendition's video of one GOP: file, codec frame layout, size in bytes."""
+
+    file: str
+    mosaic: dict[str, int]  # cols, rows, height, width
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
 class GopEntry(Gop):
-    """One GOP of a stream: its frames, files, atlas size, mosaic and float ranges."""
+    """One GOP of a stream: its frames, mapping, atlas size, float ranges, and a video per rendition.
+
+    `videos` maps rendition name -> GopVideo in the manifest's rendition order; `video`, `mosaic`
+    and `bytes` are the first rendition's, as a version-1 manifest states them.
+    """
 
     dir: str = ""
     mapping: str = ""
-    video: str = ""
     atlas: tuple[int, int] = (0, 0)  # one plane: height, width (pixels)
-    mosaic: dict[str, int] = field(default_factory=dict)  # cols, rows, height, width
     ranges: list[tuple[float, float]] = field(default_factory=list)  # P pairs [lo, hi]
-    bytes: dict[str, int] = field(default_factory=dict)  # video, mapping
+    mapping_bytes: int = 0
+    videos: dict[str, GopVideo] = field(default_factory=dict)
+
+    def _first(self) -> GopVideo:
+        return next(iter(self.videos.values()))
+
+    @property
+    def video(self) -> str:
+        return self._first().file
+
+    @property
+    def mosaic(self) -> dict[str, int]:
+        return self._first().mosaic
+
+    @property
+    def bytes(self) -> dict[str, int]:
+        return {"video": self._first().bytes, "mapping": self.mapping_bytes}
+
+
+def bitrates(gops: list[GopEntry], name: str, fps: float) -> tuple[int, int]:
+    """(average, peak) bit/s of rendition `name`'s videos over `gops` at `fps`."""
+    bits = sum(8 * g.videos[name].bytes for g in gops)
+    frames = sum(g.frames for g in gops)
+    average = bits * fps / frames if frames else 0.0
+    peak = max((8 * g.videos[name].bytes * fps / g.frames for g in gops), default=0.0)
+    return round(average), round(peak)
 
 
 @dataclass
@@ -68,57 +161,132 @@ class Manifest:
     channels: int  # P = 1 density + C features
     render: RenderSettings
     mlp: dict[str, Any]  # file, architecture, dtype, feature_basis
-    codec: CodecInfo
+    renditions: list[Rendition]
     gops: list[GopEntry]
     bytes: dict[str, int] = field(default_factory=dict)
     created_by: str = ""
     format: str = STREAM_FORMAT
-    version: int = STREAM_VERSION
+    version: int = SINGLE_VERSION  # 1 for one rendition, 2 for a ladder (see the module docstring)
+    files: dict[str, FileRecord] = field(default_factory=dict)  # name -> size and SHA-256; {}: an old stream
+
+    def named_files(self) -> list[str]:
+        """Every file the manifest names (not itself): the MLP, then each GOP's mapping and videos."""
+        names = [self.mlp["file"]]
+        for g in self.gops:
+            names += [g.mapping, *(v.file for v in g.videos.values())]
+        return names
+
+    def expected_size(self, name: str) -> int | None:
+        """The size in bytes the manifest states for file `name` (None: it does not say)."""
+        if name in self.files:
+            return self.files[name].bytes
+        stated = {self.mlp["file"]: self.bytes.get("mlp", 0)}
+        for g in self.gops:
+            stated[g.mapping] = g.mapping_bytes
+            stated.update({v.file: v.bytes for v in g.videos.values()})
+        return stated.get(name) or None  # 0: not recorded
+
+    def verify_bytes(self, name: str, data: bytes, folder: str | Path) -> None:
+        """Refuse (StreamError naming the file) bytes of file `name` that differ from the manifest's
+        record of it; nothing to check for a stream without hashes."""
+        if not self.files:
+            return
+        rec = self.files.get(name)
+        if rec is None:
+            raise StreamError(f"{Path(folder) / name}: not listed in the manifest's file hashes")
+        self.check_record(name, FileRecord.of(data), folder)
+
+    def check_record(self, name: str, found: FileRecord, folder: str | Path) -> None:
+        """StreamError naming file `name` when `found` (its size and hash on disk) is not the record."""
+        rec = self.files.get(name)
+        if rec is None:
+            return
+        if found.bytes != rec.bytes:
+            raise StreamError(f"{Path(folder) / name}: {found.bytes} bytes, the manifest records {rec.bytes} "
+                              "(truncated or altered file)")
+        if found.sha256 != rec.sha256:
+            raise StreamError(f"{Path(folder) / name}: SHA-256 differs from the manifest's (corrupt or altered file)")
 
     @property
     def mlp_config(self) -> MLPConfig:
         return MLPConfig.from_dict(self.mlp, MANIFEST)
 
+    @property
+    def codec(self) -> CodecInfo:
+        """The first rendition's codec: a version-1 stream's only one, a ladder's main one."""
+        return self.renditions[0].codec
+
+    @property
+    def rendition_names(self) -> list[str]:
+        return [r.name for r in self.renditions]
+
+    def rendition(self, name: str) -> Rendition:
+        """The rendition called `name`; StreamError listing the stream's otherwise."""
+        for r in self.renditions:
+            if r.name == name:
+                return r
+        raise StreamError(f"the stream has no rendition {name!r}; it has {', '.join(self.rendition_names)}")
+
+    # -- to and from JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        head = {"format": d.pop("format"), "version": d.pop("version"), "created_by": d.pop("created_by")}
-        d["render"] = self.render.to_dict()
-        d["grid_shape"] = list(d["grid_shape"])
-        d["codec"]["levels"] = list(d["codec"]["levels"])
-        for g in d["gops"]:  # the order docs/stream-format.md shows
-            g["atlas"] = list(g["atlas"])
-            g["ranges"] = [list(r) for r in g["ranges"]]
-        return {**head, **d}
+        """The manifest as JSON data, in the layout of its version (docs/stream-format.md)."""
+        head = {"format": self.format, "version": self.version, "created_by": self.created_by,
+                "frames": self.frames, "fps": self.fps, "aabb": self.aabb, "grid_shape": list(self.grid_shape),
+                "channels": self.channels, "render": self.render.to_dict(), "mlp": self.mlp}
+        if self.version == 1:
+            (r,) = self.renditions
+            gops = [{**g.span(), "dir": g.dir, "mapping": g.mapping, "video": g.video, "atlas": list(g.atlas),
+                     "mosaic": g.mosaic, "ranges": [list(x) for x in g.ranges], "bytes": g.bytes} for g in self.gops]
+            return {**head, "codec": _codec_dict(r.codec), "gops": gops, "bytes": self.bytes, **self._files_dict()}
+        renditions = [{"name": r.name, "codec": _codec_dict(r.codec),
+                       "bitrate": {"average": r.average_bps, "peak": r.peak_bps}, "bytes": r.bytes}
+                      for r in self.renditions]
+        gops = [{**g.span(), "dir": g.dir, "mapping": g.mapping, "atlas": list(g.atlas),
+                 "ranges": [list(x) for x in g.ranges], "bytes": {"mapping": g.mapping_bytes},
+                 "videos": {n: {"file": v.file, "mosaic": v.mosaic, "bytes": v.bytes} for n, v in g.videos.items()}}
+                for g in self.gops]
+        return {**head, "renditions": renditions, "gops": gops, "bytes": self.bytes, **self._files_dict()}
+
+    def _files_dict(self) -> dict[str, Any]:
+        """{"files": {...}} when the manifest records hashes; nothing for an old stream (byte for byte)."""
+        if not self.files:
+            return {}
+        return {"files": {n: {"bytes": r.bytes, "sha256": r.sha256} for n, r in self.files.items()}}
 
     @classmethod
     def from_dict(cls, d: Any, source: str = MANIFEST) -> "Manifest":
-        """Validate and convert; StreamError with the reason otherwise."""
+        """Validate and convert either version; StreamError with the reason otherwise."""
         if not isinstance(d, dict):
             raise StreamError(f"{source}: not a featvid manifest (not a JSON object)")
         if d.get("format") != STREAM_FORMAT:
             raise StreamError(f"{source}: not a featvid stream (format {str(d.get('format'))[:40]!r}, "
                               f"expected {STREAM_FORMAT!r})")
         version = d.get("version")
-        if not isinstance(version, int) or version != STREAM_VERSION:
-            newer = isinstance(version, int) and version > STREAM_VERSION
+        if isinstance(version, bool) or not isinstance(version, int) or version not in READS:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > STREAM_VERSION
             raise StreamError(f"{source}: stream version {str(version)[:20]} is not supported (this featvid reads "
-                              f"version {STREAM_VERSION}{'; upgrade featvid' if newer else ''})")
+                              f"versions {' and '.join(map(str, READS))}{'; upgrade featvid' if newer else ''})")
         try:
-            c = d["codec"]
-            codec = CodecInfo(str(c["preset"]), str(c["codec"]), str(c.get("backend", "")), str(c.get("ffmpeg", "")),
-                              {str(k): str(v) for k, v in c.get("options", {}).items()}, str(c["pix_fmt"]),
-                              int_field(c, "bit_depth", f"{source}: codec", lo=8, hi=16), str(c["packing"]),
-                              (int(c["levels"][0]), int(c["levels"][1])))
             channels = int_field(d, "channels", source, lo=2, hi=65)
             frames = int_field(d, "frames", source, lo=1, hi=MAX_FRAMES)
             fps = number_field(d, "fps", source, 0, 1000, lo_open=True)
-            gops = [_gop_entry(g, i, channels, source) for i, g in enumerate(d["gops"])]
+            if version == 1:
+                codec = _codec_info(d["codec"], f"{source}: codec")
+                name = codec.preset or "main"  # names no file in version 1: any preset name will do
+                gops = [_gop_entry_v1(g, i, channels, name, source) for i, g in enumerate(d["gops"])]
+                renditions = [Rendition(name, codec, *bitrates(gops, name, fps),
+                                        sum(g.videos[name].bytes for g in gops))]
+            else:
+                renditions = _renditions(d["renditions"], source)
+                names = [r.name for r in renditions]
+                gops = [_gop_entry_v2(g, i, channels, names, source) for i, g in enumerate(d["gops"])]
             mlp = dict(d["mlp"])
             safe_name(mlp.get("file"), "MLP file", source)
             MLPConfig.from_dict(mlp, source)
             m = cls(frames, float(fps), read_aabb(d["aabb"], source).tolist(), read_grid_shape(d["grid_shape"], source),
-                    channels, RenderSettings.from_dict(d["render"], source), mlp, codec, gops,
-                    {k: int(v) for k, v in d.get("bytes", {}).items()}, str(d.get("created_by", "")))
+                    channels, RenderSettings.from_dict(d["render"], source), mlp, renditions, gops,
+                    {k: int(v) for k, v in d.get("bytes", {}).items()}, str(d.get("created_by", "")),
+                    version=version, files=_files(d.get("files"), source))
         except StreamError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -127,14 +295,38 @@ class Manifest:
         return m
 
     def check(self, source: str = MANIFEST) -> None:
-        """GOPs tile [0, frames) in order; levels fit the bit depth; the packing is known; the MLP
-        takes the features the GOPs hold."""
+        """GOPs tile [0, frames) in order and each has a video of every rendition; rendition names
+        are unique; levels fit the bit depth; the packing is known; the MLP takes the features the
+        GOPs hold; a version-1 manifest holds one rendition."""
         check_tiling(self.gops, self.frames, source)
-        a, b = self.codec.levels
-        if not 0 <= a < b < (1 << self.codec.bit_depth):
-            raise StreamError(f"{source}: levels {list(self.codec.levels)} do not fit {self.codec.bit_depth} bits")
-        if self.codec.packing not in PACKINGS:
-            raise StreamError(f"{source}: unknown packing {self.codec.packing!r}")
+        names = self.rendition_names
+        if not 1 <= len(names) <= MAX_RENDITIONS:
+            raise StreamError(f"{source}: {len(names)} renditions; a stream holds 1..{MAX_RENDITIONS}")
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise StreamError(f"{source}: two renditions are named {', '.join(twice)}")
+        if self.version == 1 and len(names) != 1:
+            raise StreamError(f"{source}: a version-1 stream holds one rendition, this one lists {len(names)}")
+        for r in self.renditions:
+            a, b = r.codec.levels
+            if not 0 <= a < b < (1 << r.codec.bit_depth):
+                raise StreamError(f"{source}: rendition {r.name}: levels {list(r.codec.levels)} do not fit "
+                                  f"{r.codec.bit_depth} bits")
+            if r.codec.packing not in PACKINGS:
+                raise StreamError(f"{source}: rendition {r.name}: unknown packing {r.codec.packing!r}")
+        for i, g in enumerate(self.gops):
+            if list(g.videos) != names:
+                raise StreamError(f"{source}: GOP {i} lists videos of {sorted(g.videos)}, the stream's renditions "
+                                  f"are {names}")
+        if self.files:
+            missing = [n for n in self.named_files() if n not in self.files]
+            if missing:
+                raise StreamError(f"{source}: files lists no size and SHA-256 for {', '.join(missing[:3])}")
+            for i, g in enumerate(self.gops):  # the GOP's own sizes say the same
+                for n, size in [(g.mapping, g.mapping_bytes), *((v.file, v.bytes) for v in g.videos.values())]:
+                    if size and self.files[n].bytes != size:
+                        raise StreamError(f"{source}: GOP {i}: {n} is {size} bytes, files records "
+                                          f"{self.files[n].bytes}")
         if self.mlp_config.in_features != self.channels - 1:
             raise StreamError(f"{source}: the MLP takes {self.mlp_config.in_features} features, "
                               f"the GOPs hold {self.channels - 1}")
@@ -162,20 +354,101 @@ class Manifest:
         write_json(path, self.to_dict(), compact=True)
 
 
-def _gop_entry(g: Any, i: int, channels: int, source: str) -> GopEntry:
-    """One manifest GOP, checked: names inside the folder, atlas and mosaic sizes, finite ranges."""
+def _files(d: Any, source: str) -> dict[str, FileRecord]:
+    """The manifest's `files` table: plain names -> {"bytes": int, "sha256": 64 lower-case hex}."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict) or not d:
+        raise StreamError(f"{source}: files must be an object of file name -> {{bytes, sha256}}")
+    out = {}
+    for name, rec in d.items():
+        safe_name(name, "hashed file", source)
+        where = f"{source}: files[{str(name)[:80]!r}]"
+        sha = rec.get("sha256") if isinstance(rec, dict) else None
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise StreamError(f"{where}: sha256 must be 64 lower-case hex digits, got {str(sha)[:70]!r}")
+        out[name] = FileRecord(int_field(rec, "bytes", where, hi=MAX_FILE_BYTES), sha)
+    return out
+
+
+def _codec_dict(c: CodecInfo) -> dict[str, Any]:
+    d = asdict(c)
+    d["levels"] = list(d["levels"])
+    return d
+
+
+def _codec_info(c: Any, where: str) -> CodecInfo:
+    return CodecInfo(str(c["preset"]), str(c["codec"]), str(c.get("backend", "")), str(c.get("ffmpeg", "")),
+                     {str(k): str(v) for k, v in c.get("options", {}).items()}, str(c["pix_fmt"]),
+                     int_field(c, "bit_depth", where, lo=8, hi=16), str(c["packing"]),
+                     (int(c["levels"][0]), int(c["levels"][1])))
+
+
+def valid_rendition_name(name: Any) -> bool:
+    """Whether `name` may name a rendition (it names its files, gop_xxxxx/NAME.mp4)."""
+    return isinstance(name, str) and _RENDITION_NAME.match(name) is not None
+
+
+def _rendition_name(name: Any, source: str) -> str:
+    if not valid_rendition_name(name):
+        raise StreamError(f"{source}: rendition name {str(name)[:80]!r} must be 1-64 letters, digits, '.', '_' "
+                          "or '-' (it names files)")
+    return name
+
+
+def _renditions(items: Any, source: str) -> list[Rendition]:
+    if not isinstance(items, list) or not items:
+        raise StreamError(f"{source}: renditions must be a non-empty list")
+    out = []
+    for i, r in enumerate(items):
+        where = f"{source}: rendition {i}"
+        b = r.get("bitrate", {})
+        out.append(Rendition(_rendition_name(r["name"], source), _codec_info(r["codec"], where),
+                             int(number_field(b, "average", where, 0, 1e12)), int(number_field(b, "peak", where, 0, 1e12)),
+                             int_field(r, "bytes", where, hi=1 << 50)))
+    return out
+
+
+def _gop_common(g: Any, i: int, channels: int, source: str) -> tuple[str, tuple[int, int], list[tuple[float, float]]]:
+    """A GOP's atlas size and ranges, checked (both versions)."""
     where = f"{source}: GOP {i}"
-    start, frames = span_from(g, where)
     atlas = (int(g["atlas"][0]), int(g["atlas"][1]))
-    mosaic = {k: int(v) for k, v in g["mosaic"].items()}
     if not (0 < atlas[0] <= MAX_MOSAIC and 0 < atlas[1] <= MAX_MOSAIC) or atlas[0] % 8 or atlas[1] % 8:
         raise StreamError(f"{where}: atlas {list(atlas)} must be positive multiples of 8 up to {MAX_MOSAIC}")
-    if not all(0 < mosaic.get(k, 0) <= MAX_MOSAIC for k in ("cols", "rows", "height", "width")):
-        raise StreamError(f"{where}: mosaic {mosaic} needs cols, rows, height, width in 1..{MAX_MOSAIC}")
     ranges = [(float(lo), float(hi)) for lo, hi in g["ranges"]]
     if len(ranges) != channels or not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi
                                           and max(abs(lo), abs(hi)) <= MAX_RANGE for lo, hi in ranges):
         raise StreamError(f"{where} needs {channels} finite ranges with lo < hi within +-{MAX_RANGE:g}")
+    return where, atlas, ranges
+
+
+def _mosaic(m: Any, where: str) -> dict[str, int]:
+    mosaic = {k: int(v) for k, v in m.items()}
+    if not all(0 < mosaic.get(k, 0) <= MAX_MOSAIC for k in ("cols", "rows", "height", "width")):
+        raise StreamError(f"{where}: mosaic {mosaic} needs cols, rows, height, width in 1..{MAX_MOSAIC}")
+    return mosaic
+
+
+def _gop_entry_v1(g: Any, i: int, channels: int, name: str, source: str) -> GopEntry:
+    """One version-1 GOP, checked: names inside the folder, atlas and mosaic sizes, finite ranges."""
+    start, frames = span_from(g, f"{source}: GOP {i}")
+    where, atlas, ranges = _gop_common(g, i, channels, source)
+    sizes = {k: int(v) for k, v in g.get("bytes", {}).items()}
+    video = GopVideo(safe_name(g["video"], "video file", source), _mosaic(g["mosaic"], where), sizes.get("video", 0))
     return GopEntry(start, frames, safe_name(g["dir"], "GOP folder", source),
-                    safe_name(g["mapping"], "mapping file", source), safe_name(g["video"], "video file", source),
-                    atlas, mosaic, ranges, {k: int(v) for k, v in g.get("bytes", {}).items()})
+                    safe_name(g["mapping"], "mapping file", source), atlas, ranges, sizes.get("mapping", 0),
+                    {name: video})
+
+
+def _gop_entry_v2(g: Any, i: int, channels: int, names: list[str], source: str) -> GopEntry:
+    """One version-2 GOP: as version 1, with a video (file, mosaic, bytes) for each rendition."""
+    start, frames = span_from(g, f"{source}: GOP {i}")
+    where, atlas, ranges = _gop_common(g, i, channels, source)
+    videos = {}
+    for name, v in g["videos"].items():
+        w = f"{where}, rendition {str(name)[:64]}"
+        videos[str(name)] = GopVideo(safe_name(v["file"], "video file", source), _mosaic(v["mosaic"], w),
+                                     int_field(v, "bytes", w, hi=1 << 40))
+    return GopEntry(start, frames, safe_name(g["dir"], "GOP folder", source),
+                    safe_name(g["mapping"], "mapping file", source), atlas, ranges,
+                    int_field(g.get("bytes", {}), "mapping", where, hi=1 << 40), videos)

@@ -1,5 +1,16 @@
 """The stream reader: open a NAME.fvv folder, decode GOPs back to per-frame SparseGrids.
 
+A stream may hold several renditions (adaptive streaming, featvid.codecs.manifest): every decode
+takes a `rendition` (default: the first, the stream's main one). A rendition's video missing on
+disk in some GOP is a hole: the stream still opens when every GOP has at least one rendition, a
+decode of the hole falls back to the nearest rendition by bitrate with a logged warning, and
+`holes()` / `summary()` report it.
+
+Integrity: every file is checked against the manifest's size and SHA-256 before it is used (a
+GOP's mapping and video when that GOP is first decoded, the MLP when it is loaded) and a mismatch
+is a StreamError naming the file; `verify()` checks the whole stream, `summary()` refuses files
+whose size on disk is not the recorded one. A stream without hashes reads with a warning.
+
 Decoding runs a codec back end (PyAV in process by default: threaded; CUDA hwaccel when asked and
 present, software otherwise, never a crash). Every GOP's video starts with a keyframe, so a random
 frame t costs decoding its GOP from the start up to t.
@@ -22,7 +33,7 @@ import torch
 
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.basis import BASIS_TENSOR
-from featvid.codecs.manifest import MANIFEST, Manifest
+from featvid.codecs.manifest import MANIFEST, FileRecord, Manifest
 from featvid.codecs.pack import CodeIndex, Mosaic, unpack
 from featvid.codecs.quantize import dequantize
 from featvid.errors import ConfigError, StreamError
@@ -34,6 +45,7 @@ from featvid.field.mlp import TinyMLP
 log = logging.getLogger(__name__)
 
 HWACCELS = ("auto", "cuda", "none")
+_FIRST_ALLOC = 64  # frames of codes allocated before a GOP's video has shown it holds more
 
 
 def _hwaccel_choice(hwaccel: str) -> str:
@@ -62,21 +74,131 @@ class Stream:
         self.grid_shape: tuple[int, int, int] = tuple(m.grid_shape)  # type: ignore[assignment]
         self.num_gops: int = len(m.gops)
         self.render_settings = m.render
-        for g in m.gops:  # every named file present before anything is decoded
-            for name in (g.mapping, g.video):
-                if not (self.path / name).is_file():
-                    raise StreamError(f"{self.path}: file {name} named in the manifest is missing")
+        self._holes: dict[int, list[str]] = {}  # g -> renditions whose video is missing on disk
+        for i, g in enumerate(m.gops):  # every named file present before anything is decoded
+            if not (self.path / g.mapping).is_file():
+                raise StreamError(f"{self.path}: file {g.mapping} named in the manifest is missing")
+            missing = [name for name, v in g.videos.items() if not (self.path / v.file).is_file()]
+            if len(missing) == len(g.videos):
+                raise StreamError(f"{self.path}: file {g.video} named in the manifest is missing"
+                                  + (" (and every other rendition of that GOP)" if len(missing) > 1 else ""))
+            if missing:
+                self._holes[i] = missing
+                log.warning("%s: GOP %d has no video of rendition(s) %s on disk; players fall back to another",
+                            self.path, i, ", ".join(missing))
         if not (self.path / m.mlp["file"]).is_file():
             raise StreamError(f"{self.path}: file {m.mlp['file']} named in the manifest is missing")
+        if not m.files:
+            log.warning("%s: the manifest records no file hashes (a stream from an older featvid): its files "
+                        "are read unverified; re-encode it to make it verifiable", self.path)
+        self._verified: set[str] = set()  # videos whose bytes matched the manifest (hashed once per Stream)
         self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
-        self._index: dict[int, CodeIndex] = {}  # g -> where its codes sit in a decoded frame
+        self._index: dict[tuple, CodeIndex] = {}  # (g, packing, mosaic) -> where its codes sit in a decoded frame
 
     @property
     def decoder(self) -> str:
         return self.backend.name
 
+    # -- renditions ----------------------------------------------------------------------------
+    @property
+    def renditions(self) -> list[str]:
+        """Rendition names in manifest order (the first is the main one)."""
+        return self.manifest.rendition_names
+
+    def holes(self) -> dict[int, list[str]]:
+        """GOP -> the renditions whose video file is missing on disk there (empty: none missing)."""
+        return {g: list(names) for g, names in self._holes.items()}
+
+    def available(self, g: int) -> list[str]:
+        """The renditions GOP g can be decoded in (manifest order)."""
+        self.gop_range(g)
+        return [n for n in self.renditions if n not in self._holes.get(g, ())]
+
+    def resolve_rendition(self, g: int, rendition: str | None = None) -> tuple[str, bool]:
+        """(the rendition to decode GOP g in, whether it is a fallback): `rendition` (default the
+        main one) when its video is there, else the nearest available one by average bitrate, the
+        next lower first. StreamError for a name the stream does not have."""
+        want = self.renditions[0] if rendition is None else self.manifest.rendition(rendition).name
+        have = self.available(g)
+        if want in have:
+            return want, False
+        rate = {r.name: r.average_bps for r in self.manifest.renditions}
+        lower = [n for n in have if rate[n] <= rate[want]]
+        pick = max(lower, key=lambda n: rate[n]) if lower else min(have, key=lambda n: rate[n])
+        return pick, True
+
+    def _rendition(self, g: int, rendition: str | None) -> str:
+        name, fell_back = self.resolve_rendition(g, rendition)
+        if fell_back:
+            want = rendition or self.renditions[0]
+            log.warning("%s: GOP %d has no %s video (%s is missing): decoding rendition %s instead", self.path, g,
+                        want, self.manifest.gops[g].videos[want].file, name)
+        return name
+
+    def gop_bytes(self, g: int, rendition: str | None = None) -> int:
+        """Bytes a player fetches for GOP g in `rendition` (default the main one): its video and
+        its mapping, as the manifest states them."""
+        self.gop_range(g)
+        e = self.manifest.gops[g]
+        name = self.renditions[0] if rendition is None else self.manifest.rendition(rendition).name
+        return e.videos[name].bytes + e.mapping_bytes
+
     def __repr__(self) -> str:
         return f"Stream({str(self.path)!r}, frames={self.num_frames}, gops={self.num_gops}, preset={self.manifest.codec.preset!r})"
+
+    # -- integrity -----------------------------------------------------------------------------
+    def read_verified(self, name: str) -> bytes:
+        """The bytes of the stream's file `name`, checked against the manifest's size and SHA-256."""
+        path = self.path / name
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
+        self.manifest.verify_bytes(name, data, self.path)
+        return data
+
+    def _verify_video(self, name: str) -> None:
+        """Hash video `name` (in chunks) against the manifest, once per Stream: the decoder reads the
+        file by its path, so it is checked before the first decode of its GOP."""
+        if name in self._verified or not self.manifest.files:
+            return
+        path = self.path / name
+        try:
+            found = FileRecord.of_file(path)
+        except OSError as e:
+            raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
+        self.manifest.check_record(name, found, self.path)
+        self._verified.add(name)
+
+    def check_sizes(self) -> None:
+        """StreamError naming the first file present on disk whose size is not the manifest's (a
+        stat per file: cheap; a truncated or padded copy shows here without hashing)."""
+        for name in self.manifest.named_files():
+            path = self.path / name
+            want = self.manifest.expected_size(name)
+            if want is not None and path.is_file() and path.stat().st_size != want:
+                raise StreamError(f"{path}: {path.stat().st_size} bytes on disk, the manifest records {want} "
+                                  "(truncated or altered file)")
+
+    def verify(self) -> Iterator[tuple[str, int]]:
+        """Check every file of the stream against the manifest, yielding (name, bytes) for each one
+        that matches; StreamError on the first that does not (or when there are no hashes)."""
+        m = self.manifest
+        if not m.files:
+            raise StreamError(f"{self.path}: the manifest records no file hashes (a stream from an older "
+                              "featvid): nothing to verify against; re-encode it")
+        self.check_sizes()  # a stat per file first: a truncated file is found without hashing the others
+        for g, names in sorted(self._holes.items()):
+            for n in names:
+                raise StreamError(f"{self.path / m.gops[g].videos[n].file}: named in the manifest, missing on disk")
+        for name in m.named_files():
+            path = self.path / name
+            try:
+                found = FileRecord.of_file(path)
+            except OSError as e:
+                raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
+            m.check_record(name, found, self.path)
+            yield name, found.bytes
 
     # -- structure -----------------------------------------------------------------------------
     def gop_range(self, g: int) -> tuple[int, int]:
@@ -94,19 +216,21 @@ class Stream:
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
         """The stream's MLP: it takes the decoded features (in the stream's feature basis, if any)."""
-        return TinyMLP.load(self.path / self.manifest.mlp["file"], device, expect=self.manifest.mlp_config)
+        name = self.manifest.mlp["file"]
+        data = self.read_verified(name)
+        return TinyMLP.from_bytes(data, str(self.path / name), self.manifest.mlp_config).to(device)
 
     def feature_basis(self) -> torch.Tensor | None:
         """A [C, C] with decoded features g = A f of the run's features f (featvid.codecs.basis),
         None when the stream codes the run's features as they are."""
         if self.manifest.mlp.get("feature_basis", "none") == "none":
             return None
-        from safetensors import safe_open
+        from safetensors.torch import load
 
         path = self.path / self.manifest.mlp["file"]
+        data = self.read_verified(self.manifest.mlp["file"])
         try:
-            with safe_open(str(path), framework="pt") as f:
-                A = f.get_tensor(BASIS_TENSOR).double()
+            A = load(data)[BASIS_TENSOR].double()
         except Exception as e:
             raise StreamError(f"{path}: the manifest names a feature basis the MLP file does not hold ({e})") from e
         C = self.manifest.channels - 1
@@ -118,70 +242,91 @@ class Stream:
         self.gop_range(g)
         if g not in self._mappings:
             e = self.manifest.gops[g]
-            mapping = Mapping.load(self.path / e.mapping)
+            mapping = Mapping.from_bytes(self.read_verified(e.mapping), source=str(self.path / e.mapping))
             if tuple(mapping.grid_shape) != self.grid_shape or mapping.atlas_size != tuple(e.atlas):
                 raise StreamError(f"{self.path / e.mapping}: mapping does not match the manifest "
                                   f"(grid {mapping.grid_shape}, atlas {mapping.atlas_size})")
             self._mappings[g] = mapping
         return self._mappings[g]
 
-    def _mosaic(self, g: int) -> Mosaic:
+    def _mosaic(self, g: int, rendition: str) -> Mosaic:
         e = self.manifest.gops[g]
+        mosaic = e.videos[rendition].mosaic
         try:
-            return Mosaic.from_json(e.atlas, e.mosaic)
+            return Mosaic.from_json(e.atlas, mosaic)
         except (KeyError, TypeError, ValueError) as err:
-            raise StreamError(f"{self.path}: GOP {g} has a malformed mosaic {e.mosaic} ({err})") from err
+            raise StreamError(f"{self.path}: GOP {g} has a malformed mosaic {mosaic} ({err})") from err
 
     # -- decoding ------------------------------------------------------------------------------
-    def _decoded(self, g: int, want: int) -> Iterator[list[np.ndarray]]:
-        """The first `want` decoded frames of GOP g (image planes), each checked against the mosaic;
-        StreamError when the video holds fewer."""
+    def _decoded(self, g: int, want: int, rendition: str) -> Iterator[list[np.ndarray]]:
+        """The first `want` decoded frames of GOP g in `rendition` (image planes), each checked
+        against the mosaic; StreamError when the video holds fewer."""
         e = self.manifest.gops[g]
-        mosaic = self._mosaic(g)
+        video = self.path / e.videos[rendition].file
+        codec = self.manifest.rendition(rendition).codec
+        packing = codec.packing
+        mosaic = self._mosaic(g, rendition)
         n = 0
         if want > 0:
-            for planes in self.backend.decode(self.path / e.video, self.hwaccel):
+            self._verify_video(e.videos[rendition].file)
+            for planes in self.backend.decode(video, self.hwaccel):
+                if (planes[0].dtype.itemsize == 1) != (codec.bit_depth == 8):  # codes must fit what is decoded
+                    raise StreamError(f"{video}: decodes to {planes[0].dtype.itemsize * 8}-bit samples, the manifest "
+                                      f"says {codec.bit_depth}-bit codes (levels {list(codec.levels)})")
                 if planes[0].shape != (mosaic.height, mosaic.width):
-                    raise StreamError(f"{self.path / e.video}: frames are {planes[0].shape[::-1]}, "
+                    raise StreamError(f"{video}: frames are {planes[0].shape[::-1]}, "
                                       f"manifest says {mosaic.width}x{mosaic.height}")
-                if self.manifest.codec.packing == "yuv444-triplets" and (len(planes) < 3 or planes[1].shape != planes[0].shape):
-                    raise StreamError(f"{self.path / e.video}: yuv444-triplets stream decoded without full-size chroma")
+                if packing == "yuv444-triplets" and (len(planes) < 3 or planes[1].shape != planes[0].shape):
+                    raise StreamError(f"{video}: yuv444-triplets stream decoded without full-size chroma")
                 yield planes
                 n += 1
                 if n == want:
                     break
         if n < want:
-            raise StreamError(f"{self.path / e.video}: {n} frames decoded, the GOP has {e.frames} (truncated video?)")
+            raise StreamError(f"{video}: {n} frames decoded, the GOP has {e.frames} (truncated video?)")
 
-    def decode_codes(self, g: int, stop: int | None = None) -> np.ndarray:
+    def decode_codes(self, g: int, stop: int | None = None, rendition: str | None = None) -> np.ndarray:
         """Quantized codes of GOP g as decoded atlases [F, P, H_a, W_a] uint16 (frames start..stop
         when stop is given): the codec's output before dequantization, for checks and tests."""
         start, end = self.gop_range(g)
-        mosaic, P = self._mosaic(g), self.manifest.channels
-        out = [unpack(planes, self.manifest.codec.packing, mosaic, P)
-               for planes in self._decoded(g, (end if stop is None else stop) - start)]
+        name = self._rendition(g, rendition)
+        mosaic, P = self._mosaic(g, name), self.manifest.channels
+        packing = self.manifest.rendition(name).codec.packing
+        out = [unpack(planes, packing, mosaic, P) for planes in self._decoded(g, (end if stop is None else stop) - start, name)]
         return np.stack(out).astype(np.uint16)
 
-    def _code_index(self, g: int) -> CodeIndex:
-        if g not in self._index:
+    def _code_index(self, g: int, rendition: str) -> CodeIndex:
+        packing = self.manifest.rendition(rendition).codec.packing
+        mosaic = self._mosaic(g, rendition)
+        key = (g, packing, mosaic)  # renditions of one packing share a GOP's layout
+        if key not in self._index:
             pix, _ = self.mapping(g).vertex_layout()
-            self._index = {g: CodeIndex(pix.numpy(), self._mosaic(g), self.manifest.codec.packing,
-                                        self.manifest.channels)}  # one GOP's at a time
-        return self._index[g]
+            self._index = {key: CodeIndex(pix.numpy(), mosaic, packing, self.manifest.channels)}  # one at a time
+        return self._index[key]
 
-    def decode_values(self, g: int, device: str | torch.device = "cpu", stop: int | None = None) -> torch.Tensor:
+    def decode_values(self, g: int, device: str | torch.device = "cpu", stop: int | None = None,
+                      rendition: str | None = None) -> torch.Tensor:
         """GOP g's dequantized vertex values [F, P, N] float32 on `device` (frames start..stop), in
-        the order of the mapping's vertex layout: plane 0 raw density, then features."""
+        the order of the mapping's vertex layout: plane 0 raw density, then features. `rendition`:
+        which of the stream's renditions to decode (default: the main one; a hole falls back)."""
         start, end = self.gop_range(g)
         want = (end if stop is None else stop) - start
-        index = self._code_index(g)
+        name = self._rendition(g, rendition)
+        index = self._code_index(g, name)
         codes = None  # [P, F, N]: every frame's codes gathered into one array, moved to the device once
-        for f, planes in enumerate(self._decoded(g, want)):
-            if codes is None:
-                codes = np.empty((index.shape[0], want, index.shape[1]), dtype=planes[0].dtype)
+        for f, planes in enumerate(self._decoded(g, want, name)):
+            if codes is None or f == codes.shape[1]:
+                # sized by the frames decoded so far, not by the manifest's claim alone: an edited
+                # GOP length cannot allocate more than the video holds (one allocation up to 64 frames)
+                grown = np.empty((index.shape[0], min(want, max(_FIRST_ALLOC, 2 * f)), index.shape[1]),
+                                 dtype=planes[0].dtype)
+                if codes is not None:
+                    grown[:, :f] = codes
+                codes = grown
             index.gather(planes, codes[:, f])
         e = self.manifest.gops[g]
-        return dequantize(codes, e.ranges, self.manifest.codec.levels, device).permute(1, 0, 2)  # [F, P, N]
+        levels = self.manifest.rendition(name).codec.levels
+        return dequantize(codes, e.ranges, levels, device).permute(1, 0, 2)  # [F, P, N]
 
     def _grids(self, g: int, values: torch.Tensor) -> list[SparseGrid]:
         """Frames' SparseGrids from values [F, P, N]: views of `values`, one shared coordinate tensor."""
@@ -190,32 +335,47 @@ class Stream:
         aabb = self.aabb.to(values.device)
         return [SparseGrid(aabb, self.grid_shape, coords, v[0], v[1:].T) for v in values]
 
-    def decode_gop(self, g: int, device: str | torch.device = "cpu") -> list[SparseGrid]:
-        """All frames of GOP g, dequantized on `device` (see the module docstring)."""
-        return self._grids(g, self.decode_values(g, device))
+    def decode_gop(self, g: int, device: str | torch.device = "cpu", rendition: str | None = None) -> list[SparseGrid]:
+        """All frames of GOP g in `rendition` (default the main one), dequantized on `device`."""
+        return self._grids(g, self.decode_values(g, device, rendition=rendition))
 
-    def frames(self, device: str | torch.device = "cpu") -> Iterator[SparseGrid]:
-        """Every frame in order."""
+    def frames(self, device: str | torch.device = "cpu", rendition: str | list[str] | None = None) -> Iterator[SparseGrid]:
+        """Every frame in order, in one rendition, or GOP g in rendition[g] when given a list."""
+        if isinstance(rendition, list) and len(rendition) != self.num_gops:
+            raise StreamError(f"{len(rendition)} renditions given for {self.num_gops} GOPs")
         for g in range(self.num_gops):
-            yield from self.decode_gop(g, device)
+            yield from self.decode_gop(g, device, rendition[g] if isinstance(rendition, list) else rendition)
 
-    def frame(self, t: int, device: str | torch.device = "cpu") -> SparseGrid:
-        """Frame t: decode its GOP from the keyframe up to t."""
+    def frame(self, t: int, device: str | torch.device = "cpu", rendition: str | None = None) -> SparseGrid:
+        """Frame t: decode its GOP (in `rendition`, default the main one) from the keyframe up to t."""
         g = self.gop_of(t)
-        return self._grids(g, self.decode_values(g, device, stop=t + 1)[-1:])[0]
+        return self._grids(g, self.decode_values(g, device, stop=t + 1, rendition=rendition)[-1:])[0]
 
     # -- report --------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Frames, GOPs, codec, preset, and bytes per frame in total and by part (files on disk)."""
+        """Frames, GOPs, codec, preset, and bytes per frame in total and by part (files on disk);
+        its renditions (bitrates, bytes per frame a viewer of that one rendition fetches) and the
+        holes (rendition videos missing on disk), when there are any."""
         m = self.manifest
-        size = lambda name: (self.path / name).stat().st_size  # noqa: E731
-        video = sum(size(g.video) for g in m.gops)
+        path = self.path
+        self.check_sizes()
+
+        def size(name: str) -> int:
+            return (path / name).stat().st_size if (path / name).is_file() else 0
+
+        video = sum(size(v.file) for g in m.gops for v in g.videos.values())
         mapping = sum(size(g.mapping) for g in m.gops)
         mlp = size(m.mlp["file"])
         manifest = size(MANIFEST)
         total = video + mapping + mlp + manifest
         T = max(1, self.num_frames)
         e0 = m.gops[0] if m.gops else None
+        renditions = [{"name": r.name, "preset": r.codec.preset, "codec": r.codec.codec, "pix_fmt": r.codec.pix_fmt,
+                       "kbit_per_second": r.average_bps / 1000, "peak_kbit_per_second": r.peak_bps / 1000,
+                       "bytes_per_frame": (sum(size(g.videos[r.name].file) for g in m.gops) + mapping + mlp + manifest) / T}
+                      for r in m.renditions]
+        holes = [{"gop": g, "rendition": n, "file": m.gops[g].videos[n].file}
+                 for g, names in sorted(self._holes.items()) for n in names]
         return {
             "path": str(self.path), "frames": self.num_frames, "fps": self.fps, "gops": self.num_gops,
             "grid_shape": list(self.grid_shape), "channels": m.channels,
@@ -227,6 +387,7 @@ class Stream:
             "bytes_per_frame": {"total": total / T, "video": video / T, "mapping": mapping / T, "mlp": mlp / T,
                                 "manifest": manifest / T},
             "kbit_per_second": total * 8 / 1000 / (T / self.fps) if self.fps > 0 else math.nan,
+            "version": m.version, "renditions": renditions, "holes": holes,
         }
 
 

@@ -16,22 +16,22 @@ DATASET/
 - `time` in [0, 1]: images sharing a time form one frame. Several images per time = a multi-view
   rig (views matched across times by camera pose, else by file order); one per time = monocular.
 - featvid extension keys: `aabb` ([[x0,y0,z0],[x1,y1,z1]]), `fps` (default 30) and `background`
-  (RGB in [0, 1], default white), all optional.
+  (RGB in [0, 1], default white), all optional. Without "aabb" the scene box is estimated
+  (`featvid.data.scene_box`: the space the cameras see, tightened by the images' alpha).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
+from featvid.data.files import json_number, json_pose, read_frames_json
+from featvid.data.frames import image_size, read_rgba
 from featvid.data.video import MultiViewVideo, check_downscale, composite, resize
 from featvid.errors import DatasetError
 
@@ -42,7 +42,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 DEFAULT_FPS = 30.0
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
 _TIME_DECIMALS = 6  # times closer than 1e-6 are the same frame
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -65,48 +64,6 @@ def is_blender(folder: Path) -> bool:
     return (folder / "transforms_train.json").is_file()
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
-        raise DatasetError(f"{path}: expected an object with a \"frames\" list")
-    return meta
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file; PNG from its header (cheap), other formats by decoding."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read image: {e.strerror or e}") from e
-    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return int(height), int(width)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"{path}: unreadable image (not a PNG/JPEG cv2 can decode)")
-    return int(img.shape[0]), int(img.shape[1])
-
-
-def read_rgba(path: Path) -> np.ndarray:
-    """Decode an image file -> [H, W, 3 or 4] uint8/uint16 in RGB(A) order."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"{path}: missing or unreadable image")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
-
-
 def _resolve_image(folder: Path, json_path: Path, file_path: object) -> Path:
     if not isinstance(file_path, str) or not file_path:
         raise DatasetError(f"{json_path}: an image has no \"file_path\"")
@@ -121,25 +78,15 @@ def _resolve_image(folder: Path, json_path: Path, file_path: object) -> Path:
     raise DatasetError(f"{json_path}: missing image {file_path!r} (looked for {p} with and without .png/.jpg)")
 
 
-def _number(meta: dict, frame: dict, key: str, json_path: Path) -> float | None:
-    """A per-image value if present, else the top-level one, else None."""
-    value = frame.get(key, meta.get(key))
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DatasetError(f"{json_path}: bad {key!r} value {value!r}")
-    return float(value)
-
-
 def _intrinsics(meta: dict, frame: dict, json_path: Path, image: Path) -> tuple[torch.Tensor, int, int]:
     """K [3, 3] and (height, width) of one image, from the JSON keys and the image itself."""
     h_img, w_img = image_size(image)
-    h, w = _number(meta, frame, "h", json_path), _number(meta, frame, "w", json_path)
+    h, w = json_number(meta, frame, "h", json_path), json_number(meta, frame, "w", json_path)
     if (h is not None and int(h) != h_img) or (w is not None and int(w) != w_img):
         raise DatasetError(f"{json_path}: {image} is {w_img}x{h_img} pixels but the JSON says w={w}, h={h}")
-    fx, fy = _number(meta, frame, "fl_x", json_path), _number(meta, frame, "fl_y", json_path)
-    angle_x = _number(meta, frame, "camera_angle_x", json_path)
-    angle_y = _number(meta, frame, "camera_angle_y", json_path)
+    fx, fy = json_number(meta, frame, "fl_x", json_path), json_number(meta, frame, "fl_y", json_path)
+    angle_x = json_number(meta, frame, "camera_angle_x", json_path)
+    angle_y = json_number(meta, frame, "camera_angle_y", json_path)
     if fx is None and angle_x is not None:
         fx = 0.5 * w_img / math.tan(0.5 * angle_x)
     if fy is None and angle_y is not None:
@@ -150,8 +97,8 @@ def _intrinsics(meta: dict, frame: dict, json_path: Path, image: Path) -> tuple[
     fy = fx if fy is None else fy
     if not (fx > 0 and fy > 0):
         raise DatasetError(f"{json_path}: focal length must be positive, got fl_x={fx}, fl_y={fy}")
-    cx = _number(meta, frame, "cx", json_path)
-    cy = _number(meta, frame, "cy", json_path)
+    cx = json_number(meta, frame, "cx", json_path)
+    cy = json_number(meta, frame, "cy", json_path)
     cx = w_img / 2.0 if cx is None else cx
     cy = h_img / 2.0 if cy is None else cy
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
@@ -163,7 +110,7 @@ def _read_split(folder: Path, split: str) -> tuple[list[_Entry], dict]:
     json_path = folder / f"transforms_{split}.json"
     if not json_path.is_file():
         return [], {}
-    meta = _read_json(json_path)
+    meta = read_frames_json(json_path)
     entries = []
     has_time = [isinstance(f, dict) and "time" in f for f in meta["frames"]]
     if any(has_time) and not all(has_time):
@@ -172,15 +119,8 @@ def _read_split(folder: Path, split: str) -> tuple[list[_Entry], dict]:
         if not isinstance(frame, dict):
             raise DatasetError(f"{json_path}: frame {i} is not an object")
         image = _resolve_image(folder, json_path, frame.get("file_path"))
-        try:
-            m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{json_path}: {image.name} has no numeric 4x4 \"transform_matrix\"") from e
-        if m.shape == (3, 4):
-            m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]])
-        if m.shape != (4, 4) or not np.isfinite(m).all():
-            raise DatasetError(f"{json_path}: {image.name}: \"transform_matrix\" must be a finite 4x4 matrix")
-        time = _number({}, frame, "time", json_path)
+        m = json_pose(frame, json_path, image)
+        time = json_number({}, frame, "time", json_path)
         time = 0.0 if time is None else time
         K, h, w = _intrinsics(meta, frame, json_path, image)
         entries.append(_Entry(json_path, split, i, image, round(time, _TIME_DECIMALS), opengl_to_opencv(m), K, h, w))
@@ -218,25 +158,6 @@ def _match_views(group: list[_Entry], reference: list[_Entry]) -> list[_Entry]:
     return out  # type: ignore[return-value]
 
 
-def aabb_looked_at(cams: Cameras) -> torch.Tensor:
-    """A scene box from the cameras alone: a cube around the point the optical axes pass closest to,
-    as wide as the median camera sees at that distance. [2, 3] world units."""
-    o = cams.c2w[:, :3, 3].double()  # [N, 3]
-    d = cams.c2w[:, :3, 2].double()  # [N, 3] optical axes (OpenCV +z)
-    # least-squares point closest to every axis: sum (I - d d^T) (p - o) = 0
-    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [N, 3, 3]
-    A = P.sum(0) + 1e-6 * torch.eye(3, dtype=torch.float64)
-    b = (P @ o[:, :, None]).sum(0)[:, 0]
-    centre = torch.linalg.solve(A, b)
-    if len(cams) < 2 or torch.linalg.matrix_rank(P.sum(0)) < 3:
-        # parallel axes (or one camera): no crossing point; look 1 unit ahead of the mean camera
-        centre = (o + d).mean(0)
-    dist = float(((centre - o) * d).sum(-1).clamp(min=1e-3).median())
-    half_fov = torch.atan(0.5 * cams.width / cams.K[:, 0, 0].double()).median()
-    half = dist * float(torch.tan(half_fov))
-    return torch.stack([centre - half, centre + half]).float()
-
-
 def _extension(metas: list[dict], key: str, default):
     """A featvid extension key from the first JSON that has it."""
     for meta in metas:
@@ -245,11 +166,13 @@ def _extension(metas: list[dict], key: str, default):
     return default
 
 
-def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0) -> MultiViewVideo:
+def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0,
+                 masks: str | None = "auto") -> MultiViewVideo:
     """Read a D-NeRF/Blender JSON dataset folder (see the module docstring) as a MultiViewVideo.
 
-    aabb [2, 3] overrides the JSON's "aabb" key and the box guessed from the cameras.
-    downscale divides the image size (area resampling); intrinsics follow.
+    aabb [2, 3] overrides the JSON's "aabb" key and the box estimated from the cameras and alpha.
+    downscale divides the image size (area resampling); intrinsics follow. masks "none": the
+    images' alpha still composites them, but does not bound the estimated box.
     """
     folder = Path(folder)
     downscale = check_downscale(downscale)
@@ -331,6 +254,7 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
         background = ()
     if len(background) != 3 or not all(0.0 <= x <= 1.0 for x in background):
         raise DatasetError(f"{train_json}: \"background\" must be three numbers in [0, 1]")
+    box_source = "option" if aabb is not None else "dataset"
     if aabb is None:
         box = _extension(metas, "aabb", None)
         if box is not None:
@@ -340,10 +264,6 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
                 raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]]") from e
             if aabb.shape != (2, 3):
                 raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]], got shape {tuple(aabb.shape)}")
-        else:
-            aabb = aabb_looked_at(Cameras(torch.stack([e.K for e in train]), torch.stack([e.c2w for e in train]),
-                                          height, width))
-            log.info("%s: no \"aabb\" key; scene box from the cameras: %s", folder, aabb.tolist())
 
     files = [[e.image for e in g] for g in groups]
 
@@ -355,9 +275,18 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
         rgb = composite(img, background).numpy()  # [H, W, 3] composited before resampling
         return torch.from_numpy(np.ascontiguousarray(resize(rgb, out_h, out_w)))  # [h, w, 3]
 
+    def read_mask(t: int, v: int) -> torch.Tensor | None:
+        img = read_rgba(files[t][v])
+        if img.shape[-1] != 4:
+            return None  # RGB images: nothing says what is foreground
+        peak = 65535.0 if img.dtype == np.uint16 else 255.0
+        alpha = img[..., 3].astype(np.float32) / peak
+        return torch.from_numpy(np.ascontiguousarray(resize(alpha, out_h, out_w)))  # [h, w]
+
     video = MultiViewVideo(source=folder, format="blender" if views > 1 else "blender-monocular",
-                           cameras=cameras, fps=float(fps), aabb=aabb, background=background,
+                           cameras=cameras, fps=float(fps), aabb=aabb, box_source=box_source, background=background,
                            train_views=list(range(n_train)), test_views=list(range(n_train, views)),
-                           read_image=read_image)
+                           read_image=read_image, read_mask=None if str(masks) == "none" else read_mask,
+                           options={"downscale": downscale})
     log.info("loaded %r", video)
     return video

@@ -164,10 +164,17 @@ class _Noise:
 # ---- scenes ---------------------------------------------------------------------------------------
 
 class SynthScene:
-    """Base of the procedural scenes: `parts(p, u)` and one texture per part, built from a seed."""
+    """Base of the procedural scenes: `parts(p, u)` and one texture per part, built from a seed.
+
+    shadows: the fixed light is occluded by the scene (soft shadows traced through the SDF), so
+    moving parts cast moving shadows. fov_range: the rig's horizontal fields of view in degrees
+    (None: every camera FOV_X), spread over the cameras: mixed lenses, as real rigs have.
+    """
 
     name = ""
     description = ""
+    shadows = False
+    fov_range: tuple[float, float] | None = None
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -202,6 +209,8 @@ class SynthScene:
         n = (k[:, None] * d.amin(0)[..., None]).sum(0)  # [P, 3]
         n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-9)
         lambert = (n @ _LIGHT).clamp(min=0.0)  # [P]
+        if self.shadows:
+            lambert = lambert * self.light_visibility(p + 3 * NORMAL_EPS * n, u)
         nearest = d.mean(1).argmin(0)  # [P]
         albedo = torch.zeros(len(p), 3)
         for i, ((_, local), texture) in enumerate(zip(values, self.textures)):
@@ -209,6 +218,19 @@ class SynthScene:
             if mask.any():
                 albedo[mask] = texture(local.reshape(4, -1, 3).mean(0)[mask])
         return albedo.clamp(0, 1) * (0.45 + 0.55 * lambert)[:, None]
+
+    def light_visibility(self, p: torch.Tensor, u: float, steps: int = 24, k: float = 10.0) -> torch.Tensor:
+        """How much of the light reaches points [P, 3]: 1 lit, 0 in shadow, soft at the edges (a
+        march towards the light through the SDF, Quilez's penumbra estimate). [P] in [0, 1]"""
+        vis = torch.ones(len(p))
+        t = torch.full((len(p),), 0.02)
+        for _ in range(steps):
+            h = self.sdf(p + t[:, None] * _LIGHT, u)
+            vis = torch.minimum(vis, (k * h / t).clamp(0.0, 1.0))
+            t = t + h.clamp(0.01, 0.2)
+            if bool((t > 3.0).all()):
+                break
+        return vis * vis * (3 - 2 * vis)  # smoothstep: a softer penumbra
 
 
 _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -355,7 +377,66 @@ class Orbits(SynthScene):
                 (ring, ring_q), (rod, p)]
 
 
-SCENES: dict[str, type[SynthScene]] = {Dancer.name: Dancer, Orbits.name: Orbits}
+class Crossing(SynthScene):
+    """Fast motion for the trainer: two balls crossing on circles above an opaque checkered floor,
+    each moving about a third of its radius per frame at 30 fps, a small ball bouncing, and a
+    textured box spinning fast; the balls cast moving shadows on the floor, and the rig mixes lenses
+    (28-56 degree fields of view, per-image intrinsics in the JSON)."""
+
+    name = "crossing"
+    description = "two balls crossing fast above a floor with moving shadows, a bouncing ball, a spinning box; mixed lenses"
+    shadows = True
+    fov_range = (28.0, 56.0)
+    # speeds in scene seconds (u * CYCLE_SECONDS): at 30 fps a frame is 1/30 s
+    BALL_SPEED = 2.5  # world units per second: 0.083 a frame, a third of the 0.25 radius
+    SPIN = 9.0  # radians per second of the box (0.3 a frame)
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        floor_a, floor_b = self.colour(0.92, 0.90, 0.84), self.colour(0.25, 0.35, 0.45)
+        a1, a2 = self.colour(0.90, 0.25, 0.10), self.colour(0.98, 0.85, 0.30)
+        b1, b2 = self.colour(0.15, 0.45, 0.90), self.colour(0.95, 0.95, 0.95)
+        c1, c2 = self.colour(0.20, 0.75, 0.30), self.colour(0.10, 0.15, 0.10)
+        box_a, box_b = self.colour(0.85, 0.15, 0.60), self.colour(0.95, 0.90, 0.20)
+        n = self.noise
+        self.textures = [
+            lambda q: _mix(floor_a, floor_b, _checker(q + 0.05, 0.25)) * (0.85 + 0.15 * n(q, 5.0))[:, None],
+            lambda q: _mix(a1, a2, _stripes(q[:, 2] + 0.4 * q[:, 0], 0.09)),
+            lambda q: _mix(b1, b2, _checker(q, 0.1)),
+            lambda q: _mix(c1, c2, _stripes(q[:, 0], 0.06)),
+            lambda q: _mix(box_a, box_b, _checker(q, 0.07)) * (0.8 + 0.2 * n(q, 9.0))[:, None],
+        ]
+
+    def parts(self, p: torch.Tensor, u: float) -> list[PartValue]:
+        """Floor, ball A, ball B, bouncing ball, spinning box (in the order of `textures`)."""
+        sec = u * CYCLE_SECONDS
+        ph = self.phase
+        floor_c = _vec(0.0, 0.0, -0.8)
+        floor = _box(p - floor_c, _vec(0.9, 0.9, 0.06))
+        # ball A: radius 0.25 on a circle of 0.55 at constant speed, rolling (texture turns with it)
+        wa = self.BALL_SPEED / 0.55
+        ang_a = ph + wa * sec
+        ca = _vec(0.55 * math.cos(ang_a), 0.55 * math.sin(ang_a), -0.42)
+        qa = _rot_z(p - ca, -2.2 * ang_a)
+        ball_a = _sphere(qa, 0.25)
+        # ball B: radius 0.22, the other way round on a tilted ellipse, so the two cross twice a lap
+        wb = self.BALL_SPEED / 0.5
+        ang_b = ph + 1.7 - wb * sec
+        cb = _vec(0.5 * math.cos(ang_b), 0.42 * math.sin(ang_b), -0.3 + 0.18 * math.sin(ang_b + 0.6))
+        qb = _rot_x(p - cb, 2.5 * ang_b)
+        ball_b = _sphere(qb, 0.22)
+        # a small ball bouncing on the floor near the middle (|sin| height: fast at the bottom)
+        bounce = abs(math.sin(4.0 * sec + ph))
+        cc = _vec(-0.15, 0.1, -0.62 + 0.55 * bounce)
+        qc = p - cc
+        ball_c = _sphere(qc, 0.12)
+        # a box spinning about z above the middle of the floor
+        qbox = _rot_z(p - _vec(0.1, -0.05, -0.05), -self.SPIN * sec)
+        box = _box(qbox, _vec(0.16, 0.1, 0.13)) - 0.015
+        return [(floor, p - floor_c), (ball_a, qa), (ball_b, qb), (ball_c, qc), (box, qbox)]
+
+
+SCENES: dict[str, type[SynthScene]] = {Dancer.name: Dancer, Orbits.name: Orbits, Crossing.name: Crossing}
 DEFAULT_SCENE = "dancer"
 
 
@@ -525,10 +606,14 @@ def _hemisphere(count: int, offset: float) -> torch.Tensor:
     return (RIG_RADIUS * eye + torch.tensor(RIG_TARGET, dtype=torch.float64)).float()
 
 
-def synth_rig(views: int, size: int, test_views: int = 2) -> tuple[Cameras, list[int], list[int]]:
+def synth_rig(views: int, size: int, test_views: int = 2,
+              fov_range: tuple[float, float] | None = None) -> tuple[Cameras, list[int], list[int]]:
     """The synth camera rig: views cameras (train first, then test_views held-out ones at other
     positions) on a sphere around the scene, looking at its centre; images size x size pixels.
 
+    fov_range: (narrowest, widest) horizontal field of view in degrees, spread over the cameras in
+    a shuffled order (mixed lenses); each camera stands where the scene fills its view as it fills
+    FOV_X at RIG_RADIUS. None: every camera FOV_X at RIG_RADIUS.
     Returns (cameras, train view indices, test view indices).
     """
     if views < 1 or not 0 <= test_views < views:
@@ -539,8 +624,18 @@ def synth_rig(views: int, size: int, test_views: int = 2) -> tuple[Cameras, list
     # held-out views: azimuths between the training ones, different elevations
     test = _hemisphere(test_views, math.pi / max(1, views - test_views) + 0.37) if test_views else torch.zeros(0, 3)
     eye = torch.cat([train, test])
-    c2w = look_at(eye, torch.tensor(RIG_TARGET))
-    K = intrinsics_from_fov(FOV_X, size, size).expand(views, 3, 3)
+    target = torch.tensor(RIG_TARGET)
+    if fov_range is None:
+        fovs = torch.full((views,), FOV_X, dtype=torch.float64)
+    else:
+        lo, hi = (math.radians(f) for f in fov_range)
+        order = (torch.arange(views) * 7) % views  # a fixed shuffle: neighbours get different lenses
+        fovs = lo + (hi - lo) * order.double() / max(1, views - 1)
+        # same framing: distance scales with 1 / tan(fov / 2)
+        scale = math.tan(FOV_X / 2) / torch.tan(fovs / 2)
+        eye = target + (eye - target) * scale[:, None].float()
+    c2w = look_at(eye, target)
+    K = torch.stack([intrinsics_from_fov(float(f), size, size) for f in fovs])
     n_train = views - test_views
     return Cameras(K, c2w, size, size), list(range(n_train)), list(range(n_train, views))
 
@@ -575,7 +670,7 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
     if size > 4096:
         raise ConfigError(f"image size must be at most 4096 pixels, got {size}")
     scene_obj = get_scene(scene, seed)
-    cams, train_views, test_idx = synth_rig(views, size, test_views)
+    cams, train_views, test_idx = synth_rig(views, size, test_views, scene_obj.fov_range)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not _is_synth_folder(out):
@@ -592,11 +687,15 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
                 split = "train" if v in train_views else "test"
                 name = f"f{t:04d}_v{v:02d}.png"
                 _write_png(tmp / split / name, rgba[v])
-                lists[split].append({
+                entry = {
                     "file_path": f"./{split}/{name}",
                     "time": frame_time(t, frames),
                     "transform_matrix": opencv_to_opengl(cams.c2w[v]).tolist(),
-                })
+                }
+                if scene_obj.fov_range is not None:  # mixed lenses: per-image intrinsics (nerfstudio keys)
+                    K = cams.K[v]
+                    entry.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
+                lists[split].append(entry)
         for split, entries in lists.items():
             write_json(tmp / f"transforms_{split}.json", {
                 "camera_angle_x": FOV_X,

@@ -1,12 +1,18 @@
 """MultiViewVideo: frames x views of one capture, with images loaded lazily.
 
-A loader (featvid.data.blender, featvid.data.n3dv) reads a dataset's metadata and hands this
-class the cameras, the split and a function that reads one image; the images themselves are read
-only when asked for and kept in a small LRU cache, so a long capture is never in memory at once.
+A loader (featvid.data.blender, n3dv, nhr, ngp, colmap) reads a dataset's metadata and hands this
+class the cameras, the split and a function that reads one image (and one that reads a view's
+foreground mask, when the dataset has masks or RGBA images); the images themselves are read only
+when asked for and kept in a small LRU cache, so a long capture is never in memory at once.
 `featvid.data.load.load_dataset` picks the loader from what the folder holds.
+
+The scene box is the dataset's own (or the caller's) when it states one, else it is estimated on
+first use from the cameras and the masks (`featvid.data.scene_box`): a loader never pays for that
+when nothing asks for the box.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -23,9 +29,15 @@ log = logging.getLogger(__name__)
 
 # Decoded images kept in memory (float32 [H, W, 3]); enough for every view of a few frames.
 DEFAULT_CACHE_BYTES = 512 * 2**20
+# ... and never fewer than this many whole frames (every view): the trainer reads frame t and its
+# neighbours t-2..t+2 (importance sampling), and a frame evicted and read again would make the
+# video decoders seek back to a keyframe.
+CACHE_FRAMES = 6
 
 # read_image(t, v) -> [H, W, 3] float32 in [0, 1], already composited and resized.
 ImageReader = Callable[[int, int], torch.Tensor]
+# read_mask(t, v) -> [H, W] float32 in [0, 1] foreground coverage, or None when the view has none.
+MaskReader = Callable[[int, int], "torch.Tensor | None"]
 
 
 class MultiViewVideo:
@@ -37,10 +49,19 @@ class MultiViewVideo:
     """
 
     def __init__(self, *, source: Path, format: str, cameras: list[Cameras], fps: float,
-                 aabb: torch.Tensor, background: tuple[float, float, float], train_views: list[int],
-                 test_views: list[int], read_image: ImageReader,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        """cameras: one Cameras of all V views per frame (a fixed rig may pass the same object T times)."""
+                 aabb: torch.Tensor | None, background: tuple[float, float, float], train_views: list[int],
+                 test_views: list[int], read_image: ImageReader, read_mask: MaskReader | None = None,
+                 box_source: str = "dataset", box_reason: str = "", depth_bounds: torch.Tensor | None = None,
+                 options: dict | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        """cameras: one Cameras of all V views per frame (a fixed rig may pass the same object T times).
+
+        aabb: [2, 3] scene box the dataset states (box_source "dataset") or the caller gave
+        ("option"); None: estimated on first use (featvid.data.scene_box). depth_bounds: [V, 2]
+        near and far depth per view, when the dataset has them (they bound the estimate).
+        options: how the loader was called (downscale, masks, ...), shown by `summary`.
+        """
+        from featvid.data.scene_box import SceneBox, format_box
+
         if not cameras:
             raise DatasetError(f"{source}: no frames")
         V = len(cameras[0])
@@ -48,9 +69,15 @@ class MultiViewVideo:
             if len(c) != V or (c.height, c.width) != (cameras[0].height, cameras[0].width):
                 raise DatasetError(f"{source}: frame {t} has {len(c)} views of {c.height}x{c.width}, "
                                    f"frame 0 has {V} of {cameras[0].height}x{cameras[0].width}")
-        aabb = torch.as_tensor(aabb, dtype=torch.float32)
-        if aabb.shape != (2, 3) or not torch.isfinite(aabb).all() or not (aabb[0] < aabb[1]).all():
-            raise DatasetError(f"{source}: bad scene box (aabb) {aabb.tolist()}: need [[x0,y0,z0],[x1,y1,z1]] with min < max")
+        self._box: SceneBox | None = None
+        if aabb is not None:
+            aabb = torch.as_tensor(aabb, dtype=torch.float32)
+            if aabb.shape != (2, 3) or not torch.isfinite(aabb).all() or not (aabb[0] < aabb[1]).all():
+                raise DatasetError(f"{source}: bad scene box (aabb) {aabb.tolist()}: need [[x0,y0,z0],[x1,y1,z1]] "
+                                   f"with min < max")
+            reason = box_reason or ("given with --aabb" if box_source == "option" else "the dataset's own box")
+            self._box = SceneBox(aabb, box_source, reason)
+            log.info("%s: scene box %s (%s)", source, format_box(aabb), reason)
         if not fps > 0:
             raise DatasetError(f"{source}: bad fps {fps}")
         if sorted(set(train_views) | set(test_views)) != list(range(V)) or set(train_views) & set(test_views):
@@ -58,6 +85,8 @@ class MultiViewVideo:
                                f"do not split the {V} views")
         if not train_views:
             raise DatasetError(f"{source}: no training views")
+        if depth_bounds is not None and tuple(depth_bounds.shape) != (V, 2):
+            raise DatasetError(f"{source}: depth bounds of shape {tuple(depth_bounds.shape)} for {V} views")
         self.source = Path(source)
         self.format = format
         self._cameras = cameras
@@ -65,14 +94,72 @@ class MultiViewVideo:
         self.num_views = V
         self.fps = float(fps)
         self.height, self.width = cameras[0].height, cameras[0].width
-        self.aabb = aabb  # [2, 3]
         self.background = tuple(float(x) for x in background)
         self.train_views = list(train_views)
         self.test_views = list(test_views)
+        self.depth_bounds = depth_bounds
+        self.options = dict(options or {})
         self._read_image = read_image
+        self._read_mask = read_mask
+        self._auto: SceneBox | None = None
         bytes_per_image = self.height * self.width * 3 * 4
-        self._cache_size = max(2, cache_bytes // bytes_per_image)
+        self._cache_size = max(2, cache_bytes // bytes_per_image, CACHE_FRAMES * V)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+
+    # ---- the scene box ------------------------------------------------------------------------
+
+    @property
+    def box(self):
+        """The scene box in use (a featvid.data.scene_box.SceneBox: aabb, source, reason)."""
+        if self._box is None:
+            self._box = self.auto_box()
+        return self._box
+
+    @property
+    def aabb(self) -> torch.Tensor:
+        """Scene box [2, 3] in world units: [[x0, y0, z0], [x1, y1, z1]]."""
+        return self.box.aabb
+
+    def auto_box(self):
+        """The box estimated from the cameras, tightened by the masks when there are any
+        (computed once; see featvid.data.scene_box), whatever box is in use."""
+        if self._auto is None:
+            from featvid.data.scene_box import mask_box, one_cpu_thread, seen_box
+
+            with one_cpu_thread():
+                every = self._all_cameras()
+                seen = seen_box(every, self.depth_bounds if len(every) == self.num_views else None)
+                hull = mask_box(self, seen) if self.has_masks else None
+            self._auto = hull or seen
+            log.info("%s: estimated scene box %s (%s)", self.source, self._auto.aabb.tolist(), self._auto.reason)
+        return self._auto
+
+    def box_source_is(self, source: str) -> bool:
+        """Whether the box in use came from `source` ("option", "dataset", ...), without estimating one."""
+        return self._box is not None and self._box.source == source
+
+    def with_box(self, box) -> "MultiViewVideo":
+        """The same capture (sharing its readers and cache) with another scene box (a SceneBox)."""
+        other = copy.copy(self)
+        other._box = box
+        return other
+
+    def _all_cameras(self) -> Cameras:
+        """Every distinct camera of the capture (a moving camera contributes one per frame)."""
+        if all(c is self._cameras[0] for c in self._cameras):
+            return self._cameras[0]
+        K = torch.cat([c.K for c in self._cameras])
+        c2w = torch.cat([c.c2w for c in self._cameras])
+        return Cameras(K, c2w, self.height, self.width)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the views carry foreground masks (mask files, or RGBA images)."""
+        if self._read_mask is None:
+            return False
+        if not hasattr(self, "_has_masks"):
+            self._has_masks = self._read_mask(0, self.train_views[0]) is not None
+        return self._has_masks
 
     def __repr__(self) -> str:
         return (f"MultiViewVideo({self.format} {self.source}, {self.num_frames} frames x {self.num_views} views, "
@@ -105,6 +192,12 @@ class MultiViewVideo:
             self._cache.popitem(last=False)
         return img
 
+    def mask(self, t: int, v: int) -> torch.Tensor | None:
+        """Foreground coverage of view v at frame t: [H, W] float32 in [0, 1] (1 = subject), or None
+        when the dataset has no masks. Not cached: only the scene-box estimate reads masks."""
+        self._check(t, v)
+        return self._read_mask(t, v) if self._read_mask is not None else None
+
     def images(self, t: int, views: list[int]) -> torch.Tensor:
         """Images of several views at frame t: [len(views), H, W, 3] float32 in [0, 1]."""
         if len(views) == 0:
@@ -112,8 +205,12 @@ class MultiViewVideo:
         return torch.stack([self.image(t, v) for v in views])
 
     def summary(self) -> dict:
-        """Facts for `featvid info DATASET` (plain JSON-able values; aabb in world units)."""
-        return {
+        """Facts for `featvid info DATASET` (plain JSON-able values; aabb in world units).
+
+        Asking for it estimates the scene box when the dataset states none.
+        """
+        box = self.box
+        out = {
             "format": self.format,
             "source": str(self.source),
             "views": self.num_views,
@@ -121,12 +218,17 @@ class MultiViewVideo:
             "image_size": [self.height, self.width],
             "fps": self.fps,
             "duration_s": self.num_frames / self.fps,
-            "aabb": [[round(float(x), 6) for x in row] for row in self.aabb.tolist()],
+            "aabb": box.to_dict()["aabb"],
+            "aabb_source": box.source,
+            "aabb_reason": box.reason,
             "train_views": self.train_views,
             "test_views": self.test_views,
             "background": list(self.background),
+            "masks": self.has_masks,
             "fixed_rig": all(c is self._cameras[0] for c in self._cameras),
         }
+        out.update(self.options)
+        return out
 
 
 def composite(rgba: np.ndarray, background: tuple[float, float, float]) -> torch.Tensor:

@@ -15,6 +15,12 @@
 
 Frames go to a callback `on_frame(i, t, image)` (image [H, W, 3] float32 in [0, 1], on the
 render device); headless playback discards them, `--out` records them to an MP4.
+
+Renditions (adaptive streaming): each GOP visit of the path may be decoded in its own rendition
+(`renditions`). `play_stream(..., bandwidth=KBPS)` picks them over a simulated link
+(featvid.render.abr: the same throughput rule as the web player, in the player's own clock) and
+plays them; in real time the simulated startup and stalls are waited out (the clock stops, as a
+browser's does while it rebuffers), and the stats report switches, stalls and time per rendition.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from featvid.device import resolve_device
 from featvid.errors import FeatvidError, RenderError, StreamError
 from featvid.field.grid import SparseGrid
 from featvid.field.volume import RenderSettings
+from featvid.render.abr import MAX_BUFFER_S, AbrRule, Link, LinkReport, Visit, simulate
 from featvid.render.fast import FastRenderer, FastSettings, synchronize
 from featvid.render.paths import CameraPath, make_path
 
@@ -75,12 +82,17 @@ class PlaybackStats:
     output_ms_per_frame: float = 0.0  # the callback (e.g. MP4 encoding) per shown frame
     achieved_fps: float = 0.0  # frames shown per second of wall time
     target_fps: float | None = None  # None: as fast as possible, nothing dropped
-    wall_s: float = 0.0  # from the first frame's slot to the end
+    wall_s: float = 0.0  # from the first frame's slot to the end (stalls waited for the link included)
     startup_s: float = 0.0  # from start to the first GOP decoded (not in wall_s)
     max_gops_alive: int = 0  # most decoded GOPs held at once (bounded by the slots)
     device: str = "cpu"
     width: int = 0
     height: int = 0
+    renditions: list[str] | None = None  # the rendition of each GOP visit, when one was chosen
+    fallbacks: list[str] | None = None  # "GOP g: rendition X is missing, played Y instead" for each hole met
+    link: LinkReport | None = None  # the simulated link's report (play --bandwidth)
+    visit_seconds: list[float] | None = None  # play time of each GOP visit (for the link report)
+    stalled_s: float = 0.0  # wall time waited for the link (startup not included)
 
     @property
     def decode_fps(self) -> float:
@@ -92,16 +104,27 @@ class PlaybackStats:
         return 1000.0 / self.render_ms_per_frame if self.render_ms_per_frame > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "decode_fps": self.decode_fps, "render_fps": self.render_fps}
+        d = {**asdict(self), "decode_fps": self.decode_fps, "render_fps": self.render_fps}
+        d["link"] = self.link.to_dict(self.visit_seconds or []) if self.link is not None else None
+        return d
 
     def summary(self) -> str:
         """A few human lines for the CLI."""
         target = f"{self.target_fps:g}" if self.target_fps else "unthrottled"
-        return (f"{self.frames_shown} frames shown, {self.frames_dropped} dropped at {self.width}x{self.height} "
+        text = (f"{self.frames_shown} frames shown, {self.frames_dropped} dropped at {self.width}x{self.height} "
                 f"on {self.device}; achieved {self.achieved_fps:.1f} fps (target {target})\n"
                 f"decode {self.decode_ms_per_frame:.1f} ms/frame ({self.decode_fps:.0f} fps), "
                 f"render {self.render_ms_per_frame:.1f} ms/frame ({self.render_fps:.1f} fps), "
                 f"GOPs in memory at most {self.max_gops_alive}")
+        if self.link is not None:
+            text += "\n" + self.link.summary(self.visit_seconds or [])
+        elif self.renditions:
+            spent: dict[str, int] = {}
+            for r in self.renditions:
+                spent[r] = spent.get(r, 0) + 1
+            text += "\nrenditions (GOP visits): " + ", ".join(f"{n} {c}" for n, c in spent.items())
+            text += "".join(f"\n{line}" for line in self.fallbacks or [])
+        return text
 
 
 class PlaybackError(RenderError):
@@ -142,14 +165,21 @@ def gop_table(stream: StreamLike) -> list[int]:
     return owner
 
 
-def gop_order(times: list[int], owner: list[int]) -> list[int]:
-    """The GOPs a path visits, in order, a repeat collapsed: times 0..T-1 twice -> 0..G-1 twice."""
-    order: list[int] = []
+def gop_visits(times: list[int], owner: list[int]) -> list[tuple[int, int]]:
+    """(GOP, output frames) of each stretch of a path inside one GOP, in order."""
+    visits: list[tuple[int, int]] = []
     for t in times:
         g = owner[t]
-        if not order or order[-1] != g:
-            order.append(g)
-    return order
+        if visits and visits[-1][0] == g:
+            visits[-1] = (g, visits[-1][1] + 1)
+        else:
+            visits.append((g, 1))
+    return visits
+
+
+def gop_order(times: list[int], owner: list[int]) -> list[int]:
+    """The GOPs a path visits, in order, a repeat collapsed: times 0..T-1 twice -> 0..G-1 twice."""
+    return [g for g, _ in gop_visits(times, owner)]
 
 
 class _Slots:
@@ -179,9 +209,10 @@ class _Decoder(threading.Thread):
     """Decodes the GOPs of `order` into `out`, taking one slot per GOP before decoding it."""
 
     def __init__(self, stream: StreamLike, order: list[int], slots: _Slots, out: queue.Queue,
-                 stop: threading.Event, device: torch.device) -> None:
+                 stop: threading.Event, device: torch.device, renditions: list[str] | None = None) -> None:
         super().__init__(name="featvid-decode", daemon=True)
         self.stream, self.order, self.slots, self.out, self.stop = stream, order, slots, out, stop
+        self.renditions = renditions  # per visit of `order`, or None: the stream's main rendition
         self.device = device  # GOPs are dequantized where they are rendered
         self.seconds = 0.0
         self.frames = 0
@@ -198,7 +229,7 @@ class _Decoder(threading.Thread):
 
     def run(self) -> None:
         try:
-            for g in self.order:
+            for k, g in enumerate(self.order):
                 while not self.slots.acquire(timeout=_POLL_S):
                     if self.stop.is_set():
                         return
@@ -206,7 +237,10 @@ class _Decoder(threading.Thread):
                     return
                 start, end = self.stream.gop_range(g)
                 t0 = time.perf_counter()
-                frames = self.stream.decode_gop(g, self.device)
+                if self.renditions is None:
+                    frames = self.stream.decode_gop(g, self.device)
+                else:
+                    frames = self.stream.decode_gop(g, self.device, rendition=self.renditions[k])  # type: ignore[call-arg]
                 synchronize(self.device)
                 dt = time.perf_counter() - t0
                 if len(frames) != end - start:
@@ -224,8 +258,13 @@ class _Decoder(threading.Thread):
 
 def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: float | None = 30.0,
          on_frame: FrameCallback | None = None, gop_slots: int = 2, progress: bool = False,
-         stop: threading.Event | None = None, timeout_s: float = 600.0) -> PlaybackStats:
+         stop: threading.Event | None = None, timeout_s: float = 600.0,
+         renditions: list[str] | None = None, link: LinkReport | None = None) -> PlaybackStats:
     """Play `path` through `stream`: decode ahead, render at `fps` (None: every frame, unthrottled).
+
+    renditions: the rendition of each GOP visit of the path (`gop_visits`), default the stream's
+    main one; link: a simulated link's report (featvid.render.abr.simulate over these visits): its
+    renditions are played, and at a target fps its startup and stalls are waited out.
 
     Returns PlaybackStats; raises PlaybackError (a RenderError, with `.stats`) when decoding or
     rendering fails, after the frames shown so far went to `on_frame`. `timeout_s` bounds the wait
@@ -239,13 +278,20 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
     for t in path.times:
         if not 0 <= t < stream.num_frames:
             raise RenderError(f"camera path asks for frame {t}, the stream has {stream.num_frames}")
-    order = gop_order(path.times, owner)
+    visits = gop_visits(path.times, owner)
+    order = [g for g, _ in visits]
+    if link is not None:
+        renditions = link.renditions
+    if renditions is not None and len(renditions) != len(order):
+        raise RenderError(f"{len(renditions)} renditions given for {len(order)} GOP visits of the path")
     stop = stop or threading.Event()
     slots = _Slots(gop_slots)
     q: queue.Queue = queue.Queue(maxsize=gop_slots)
-    decoder = _Decoder(stream, order, slots, q, stop, renderer.device)
+    decoder = _Decoder(stream, order, slots, q, stop, renderer.device, renditions)
     stats = PlaybackStats(target_fps=fps, device=str(renderer.device), width=path.cameras.width,
-                          height=path.cameras.height)
+                          height=path.cameras.height, renditions=list(renditions) if renditions else None, link=link,
+                          visit_seconds=[n / (fps or stream.fps) for _, n in visits])
+    visit = -1  # index into visits of the GOP on screen
     render_s = output_s = 0.0
     current: _Decoded | None = None
     bar = tqdm(total=len(path), unit="frame", desc="play", disable=not progress, leave=False)
@@ -269,7 +315,8 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
         return item
 
     t_start = time.perf_counter()
-    clock0: float | None = None
+    clock0: float | None = None  # when output frame 0's slot is (moved on by link stalls)
+    started: float | None = None  # when playback began (wall_s counts from here, stalls included)
     decoder.start()
     try:
         for i, t in enumerate(path.times):
@@ -280,11 +327,19 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
                     current = None
                     slots.release()
                 current = next_gop()
+                visit += 1
                 if current.gop != owner[t]:
                     raise RenderError(f"decoder delivered GOP {current.gop}, the path needs GOP {owner[t]}")
+                if link is not None and fps is not None and clock0 is not None:
+                    wait = link.fetches[visit].stall_s  # the simulated link had not delivered it yet
+                    clock0 += wait  # the clock stops while the player waits (rebuffering), nothing is dropped
+                    stats.stalled_s += wait
             if clock0 is None:  # the clock starts once the first GOP is there
                 clock0 = time.perf_counter()
+                if link is not None and fps is not None:  # and not before the simulated link delivered it
+                    clock0 = max(clock0, t_start + link.startup_s)
                 stats.startup_s = clock0 - t_start
+                started = clock0
             if fps is not None:
                 slot = clock0 + i / fps
                 now = time.perf_counter()
@@ -307,7 +362,7 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
             bar.update(1)
     except BaseException as e:
         stop.set()
-        _finish(stats, decoder, clock0, render_s, output_s)
+        _finish(stats, decoder, started, render_s, output_s)
         bar.close()
         # a decoder stuck inside decode_gop cannot be interrupted; it is a daemon thread and
         # exits at its next stop check, so do not wait on it for long
@@ -325,7 +380,7 @@ def play(stream: StreamLike, path: CameraPath, renderer: FastRenderer, fps: floa
         raise err from e
     stop.set()
     decoder.join(timeout=5.0)
-    _finish(stats, decoder, clock0, render_s, output_s)
+    _finish(stats, decoder, started, render_s, output_s)
     bar.close()
     return stats
 
@@ -399,17 +454,66 @@ def render_path_video(stream: Any, path: str | CameraPath, out: str | Path, size
     return stats
 
 
+def link_visits(stream: Any, times: list[int], fps: float) -> list[Visit]:
+    """The GOP visits of a path's frame times as the link simulation fetches them: play time at
+    `fps`, each rendition's bits (video + mapping, from the manifest) and which are on disk."""
+    return [Visit(g, n / fps, {r: 8.0 * stream.gop_bytes(g, r) for r in stream.renditions}, tuple(stream.available(g)))
+            for g, n in gop_visits(times, gop_table(stream))]
+
+
+def by_bitrate(stream: Any) -> list[str]:
+    """The stream's rendition names, lowest average bitrate first (the ABR rule's order)."""
+    return [r.name for r in sorted(stream.manifest.renditions, key=lambda r: r.average_bps)]
+
+
+def choose_renditions(stream: Any, times: list[int], fps: float, bandwidth: float | None = None,
+                      rendition: str | None = None, latency_s: float = 0.0,
+                      max_buffer_s: float = MAX_BUFFER_S, rule: AbrRule = AbrRule()
+                      ) -> tuple[list[str] | None, LinkReport | None, list[str]]:
+    """What each GOP visit of a path plays: (renditions or None for the main one, the simulated
+    link's report or None, fallback notes). bandwidth: kbit/s of a simulated link (the ABR rule
+    picks, or `rendition` is forced over it); rendition alone: that one everywhere, a GOP where
+    its video is missing falling back to the nearest one."""
+    if bandwidth is None and rendition is None:
+        return None, None, []
+    if not hasattr(stream, "renditions"):
+        raise RenderError("this stream object has no renditions to choose from")
+    if rendition is not None:
+        stream.manifest.rendition(rendition)  # StreamError naming the stream's renditions
+    if bandwidth is not None:
+        report = simulate(link_visits(stream, times, fps), by_bitrate(stream), Link(bandwidth, latency_s), rule,
+                          max_buffer_s, forced=rendition)
+        notes = [f"GOP {f.gop}: rendition {f.wanted} is missing, played {f.rendition} instead" for f in report.fallbacks]
+        return report.renditions, report, sorted(set(notes), key=notes.index)
+    chosen, notes = [], []
+    for g, _ in gop_visits(times, gop_table(stream)):
+        name, fell_back = stream.resolve_rendition(g, rendition)
+        chosen.append(name)
+        note = f"GOP {g}: rendition {rendition} is missing, played {name} instead"
+        if fell_back and note not in notes:
+            log.warning("%s", note)
+            notes.append(note)
+    return chosen, None, notes
+
+
 def play_stream(stream: Any, path: str | CameraPath = "orbit", fps: float | None = None,
                 size: tuple[int, int] | None = (512, 512), device: str | torch.device = "auto",
                 hwaccel: str = "auto", frames: int | None = None, duration: float | None = None,
                 out: str | Path | None = None, data: Any = None, progress: bool = True,
-                fast: FastSettings = FastSettings()) -> PlaybackStats:
+                fast: FastSettings = FastSettings(), bandwidth: float | None = None,
+                rendition: str | None = None, latency_s: float = 0.0,
+                max_buffer_s: float = MAX_BUFFER_S) -> PlaybackStats:
     """Headless real-time playback of a stream along a camera path at `fps` (default: the stream's).
 
     Length: `frames`, or `duration` seconds, or one pass through the stream. Frames are dropped
     when late. `out`: also record the shown frames to an MP4 (at the target rate; dropped frames
     are left out). On a failure mid-stream the recording keeps what was shown and the error is
     raised after it is written.
+
+    bandwidth: simulate a link of this many kbit/s (with `latency_s` per request and a buffer of
+    `max_buffer_s` seconds): the ABR rule picks each GOP's rendition, the startup and stalls are
+    waited out, and the stats' `link` reports switches, stalls and time per rendition.
+    rendition: play this one (over the link, when a bandwidth is given).
     """
     from featvid.render.video import Mp4Writer
 
@@ -422,14 +526,21 @@ def play_stream(stream: Any, path: str | CameraPath = "orbit", fps: float | None
             raise RenderError(f"--duration must be positive, got {duration}")
         frames = max(1, round(duration * rate))
     cam_path = _path_for(s, path, frames, size, data)
+    renditions, link, notes = choose_renditions(s, cam_path.times, rate, bandwidth, rendition, latency_s, max_buffer_s)
     renderer = FastRenderer(s.mlp("cpu"), s.render_settings, device, fast)
+
+    def run(on_frame: FrameCallback | None) -> PlaybackStats:
+        stats = play(s, cam_path, renderer, fps=rate, on_frame=on_frame, progress=progress, renditions=renditions,
+                     link=link)
+        stats.fallbacks = notes
+        return stats
+
     if out is None:
-        return play(s, cam_path, renderer, fps=rate, progress=progress)
+        return run(None)
     w, h = cam_path.size
     writer = Mp4Writer(out, rate, w, h)
     try:
-        stats = play(s, cam_path, renderer, fps=rate, on_frame=lambda i, t, img: writer.write(img),
-                     progress=progress)
+        stats = run(lambda i, t, img: writer.write(img))
     except (PlaybackError, _PlaybackStreamError) as e:
         if e.stats.frames_shown:
             writer.close()  # keep the recording of what was shown

@@ -6,6 +6,13 @@ component by component (no `..`, no empty or absolute components, no backslashes
 found must still lie inside its folder once symlinks are resolved, so nothing outside the two
 folders can be read. HTTP range requests are answered (206 / 416) because browsers seek media
 with them. It binds the loopback interface unless told otherwise.
+
+Hardening, since anything on the network may connect: a request target must be a path (origin
+form, starting with "/"; `GET *` or an absolute URL is a 400, never a crash); names starting with
+"." (hidden files, encode's temporary files) are never served (404); a connection that sends
+nothing for `timeout` seconds is closed; at most `max_connections` are served at once, and one
+more is answered 503 and closed. Before it binds, the stream is opened and summarised with the
+reader `featvid info` uses, so a stream every reader refuses is refused here too.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from featvid.codecs import open_stream
 from featvid.errors import ConfigError, StreamError
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,9 @@ MIME_TYPES = {
     ".ico": "image/x-icon",
 }
 _CHUNK = 1 << 16
+READ_TIMEOUT_S = 10.0  # an idle or slow client is dropped after this long without a byte
+MAX_CONNECTIONS = 32  # the player opens a handful; more are turned away with 503
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 
 
 def mime_type(path: Path) -> str:
@@ -81,13 +92,59 @@ class PlayerServer(ThreadingHTTPServer):
 
     daemon_threads = True  # a stuck browser connection must not hold the process open
 
-    def __init__(self, address: tuple[str, int], stream_dir: Path, web_dir: Path = WEB_DIR) -> None:
+    def __init__(self, address: tuple[str, int], stream_dir: Path, web_dir: Path = WEB_DIR,
+                 timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
+        """timeout: seconds a connection may stay silent (while a request is awaited or read);
+        max_connections: connections served at once (each holds a thread)."""
+        if not timeout > 0 or max_connections < 1:
+            raise ConfigError(f"serve needs timeout > 0 and max_connections >= 1, got {timeout}, {max_connections}")
         self.stream_dir = stream_dir.resolve()
         self.web_dir = web_dir.resolve()
+        self.read_timeout = float(timeout)
+        self.max_connections = int(max_connections)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._active = 0
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if ":" in address[0]:  # an IPv6 literal such as ::1
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now."""
+        with self._lock:
+            return self._active
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[override]
+        """Serve the connection on its own thread, or answer 503 and close it when all slots are taken."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            log.debug("turned away %s: %d connections already", client_address, self.max_connections)
+            return
+        with self._lock:
+            self._active += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
 
     @property
     def url(self) -> str:
@@ -112,9 +169,12 @@ class PlayerServer(ThreadingHTTPServer):
         self.server_close()
 
     def resolve(self, url_path: str) -> Path | None | bool:
-        """The file a URL path names: a Path; None when there is no such file (404); False when the
-        path tries to leave its folder (403)."""
-        parts = url_path.split("/")[1:]  # the path starts with "/"
+        """The file a URL path names: a Path; None when there is no such file or it is hidden (a
+        name starting with "."): 404; False when the path tries to leave its folder (403). The
+        caller passes only paths starting with "/"."""
+        if not url_path.startswith("/"):
+            return False
+        parts = url_path.split("/")[1:]
         if parts == [""]:
             parts = ["index.html"]
         elif len(parts) > 1 and parts[-1] == "":
@@ -125,6 +185,8 @@ class PlayerServer(ThreadingHTTPServer):
         for n in names:
             if n in ("", ".", "..") or "/" in n or "\\" in n or "\0" in n or (os.sep != "/" and os.sep in n):
                 return False
+        if any(n.startswith(".") for n in names):  # hidden files and encode's temporary files
+            return None
         if names[0] == STREAM_PREFIX:
             root, names = self.stream_dir, names[1:]
             if not names:
@@ -145,6 +207,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: PlayerServer
     protocol_version = "HTTP/1.1"  # keep-alive: the player fetches many small files
     server_version = "featvid"
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         self._send(body=True)
@@ -167,6 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send(self, body: bool) -> None:
+        if not self.path.startswith("/"):  # "*", an absolute URL, a bare name: not a path of ours
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST)
+            return
         target = self.server.resolve(urlsplit(self.path).path)
         if target is False:
             self._error(HTTPStatus.FORBIDDEN)
@@ -205,23 +275,28 @@ class _Handler(BaseHTTPRequestHandler):
                         break
                     self.wfile.write(chunk)
                     left -= len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("client closed the connection during %s", self.path)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # gone, or stalled past the timeout
+            self.close_connection = True
+            log.debug("client closed or stalled the connection during %s", self.path)
 
 
-def serve(stream_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> PlayerServer:
+def serve(stream_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, timeout: float = READ_TIMEOUT_S,
+          max_connections: int = MAX_CONNECTIONS) -> PlayerServer:
     """A bound (not yet serving) PlayerServer for the stream folder `stream_dir`.
 
     Call `.serve_forever()` (blocking) or `.start()` (background thread), and `.close()` to stop.
-    port 0 picks a free port (see `.url`). Raises StreamError when the folder is not a finished
-    stream, ConfigError when the address cannot be bound.
+    port 0 picks a free port (see `.url`); timeout and max_connections as PlayerServer. Raises
+    StreamError when the folder is not a finished stream or the stream is refused by the reader
+    `featvid info` uses (a malformed manifest, a missing file, a size that is not the manifest's),
+    ConfigError when the address cannot be bound.
     """
     stream_dir = Path(stream_dir)
     if not (stream_dir / "manifest.json").is_file():
         raise StreamError(f"{stream_dir}: not a featvid stream (no manifest.json)")
+    open_stream(stream_dir, hwaccel="none").summary()  # what `featvid info` reads: refuse a broken stream
     if not (WEB_DIR / "index.html").is_file():
         raise StreamError(f"{WEB_DIR}: the web player's files are missing from the installation")
     try:
-        return PlayerServer((host, port), stream_dir)
+        return PlayerServer((host, port), stream_dir, timeout=timeout, max_connections=max_connections)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e

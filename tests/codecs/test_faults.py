@@ -52,8 +52,15 @@ def test_foreign_format(copy):
 
 
 def test_newer_version(copy):
+    edit_manifest(copy, lambda d: d.update(version=3))
+    with pytest.raises(StreamError, match="version 3 is not supported.*reads versions 1 and 2.*upgrade"):
+        open_stream(copy)
+
+
+def test_a_version_2_reader_checks_the_version_2_layout(copy):
+    """A one-rendition stream is written as version 1; stamped "2" it lacks the ladder's fields."""
     edit_manifest(copy, lambda d: d.update(version=2))
-    with pytest.raises(StreamError, match="version 2 is not supported.*upgrade"):
+    with pytest.raises(StreamError, match="malformed manifest.*renditions"):
         open_stream(copy)
 
 

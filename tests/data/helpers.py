@@ -1,4 +1,5 @@
-"""Small builders for the data tests: known OpenCV cameras written as Blender JSON or N3DV files."""
+"""Small builders for the data tests: known OpenCV cameras and a known subject, written in every layout
+featvid reads (Blender JSON, N3DV, NHR/ReRF, per-frame NGP, COLMAP)."""
 from __future__ import annotations
 
 import json
@@ -86,13 +87,14 @@ def frame_pattern(t: int, v: int, height: int, width: int) -> np.ndarray:
     return np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
-    """Near-lossless H.264 (yuv444p, qp 0) mp4 of RGB uint8 frames, with a keyframe every 2 frames."""
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 30, pix_fmt: str = "yuv444p") -> None:
+    """Near-lossless H.264 (qp 0, yuv444p by default) mp4 of RGB uint8 frames, a keyframe every 2 frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"qp": "0", "preset": "ultrafast", "g": "2",
                                                                     "bf": "0"})
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv444p"
+        stream.pix_fmt = pix_fmt
         for i, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
@@ -100,3 +102,118 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+# ---- a 3D subject every camera sees: a sphere, for the scene-box and mask tests -----------------
+
+SPHERE_CENTRE = torch.tensor([0.3, -0.2, 0.25])
+SPHERE_RADIUS = 0.4
+
+
+def sphere_images(cams: Cameras, t: int = 0, centre: torch.Tensor = SPHERE_CENTRE,
+                  radius: float = SPHERE_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """Every camera's view of a shaded, striped sphere on white: (RGB uint8 [V, H, W, 3],
+    masks uint8 [V, H, W] 0/255). The stripes shift with t, so frames differ."""
+    from featvid.data.cameras import image_rays
+
+    rgb, masks = [], []
+    for i in range(len(cams)):
+        o, d = image_rays(cams, i)  # [H, W, 3]
+        oc = o - centre
+        b = (oc * d).sum(-1)
+        disc = b * b - ((oc * oc).sum(-1) - radius * radius)
+        hit = disc > 0
+        s = -b - torch.sqrt(disc.clamp(min=0))
+        p = o + s[..., None] * d
+        n = (p - centre) / radius
+        shade = 0.35 + 0.65 * n[..., 2].clamp(min=0) * 0.5 + 0.3 * (n @ torch.tensor([0.6, -0.5, 0.62])).clamp(min=0)
+        stripe = 0.5 + 0.5 * torch.sin(12 * p[..., 0] + 9 * p[..., 2] + 0.5 * t)
+        col = torch.stack([0.9 * shade, (0.3 + 0.6 * stripe) * shade, (1 - 0.7 * stripe) * shade], -1)
+        img = torch.where(hit[..., None], col, torch.ones(3))
+        rgb.append((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        masks.append((hit.numpy() * 255).astype(np.uint8))
+    return np.stack(rgb), np.stack(masks)
+
+
+def write_gray_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """A mask video the way capture tools write one: gray frames as yuv420p H.264 (limited range)."""
+    write_video(path, [np.repeat(f[..., None], 3, -1) for f in frames], fps=fps, pix_fmt="yuv420p")
+
+
+# ---- the capture layouts ------------------------------------------------------------------------
+
+def write_campose(folder: Path, cams: Cameras) -> None:
+    """NHR's CamPose.inf (columns z, x, y, t of c2w) and Intrinsic.inf (index, K rows, blank line)."""
+    lines = []
+    for c2w in cams.c2w.double().numpy():
+        cols = [c2w[:3, 2], c2w[:3, 0], c2w[:3, 1], c2w[:3, 3]]
+        lines.append(" ".join(f"{x:.9f}" for col in cols for x in col))
+    (folder / "CamPose.inf").write_text("\n".join(lines) + "\n")
+    blocks = []
+    for i, K in enumerate(cams.K.double().numpy()):
+        rows = "\n".join(" ".join(f"{x:.6f}" for x in row) for row in K)
+        blocks.append(f"{i}\n{rows}\n")
+    (folder / "Intrinsic.inf").write_text("\n".join(blocks))
+
+
+def write_colmap_text(folder: Path, cams: Cameras, names: list[str], model: str = "PINHOLE",
+                      extra: tuple[float, ...] = ()) -> None:
+    """cameras.txt + images.txt of a COLMAP model: one camera entry per image (COLMAP's quaternion
+    and translation are world-to-camera)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cam_lines, img_lines = ["# Camera list", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"], ["# Image list"]
+    for i, (K, name) in enumerate(zip(cams.K.double().numpy(), names), start=1):
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        params = [fx, cx, cy] if model == "SIMPLE_PINHOLE" else [fx, fy, cx, cy]
+        params += list(extra)
+        cam_lines.append(f"{i} {model} {cams.width} {cams.height} " + " ".join(repr(float(p)) for p in params))
+        q, t = colmap_pose(cams.c2w[i - 1])
+        img_lines.append(f"{i} " + " ".join(repr(x) for x in q + t) + f" {i} {name}")
+        img_lines.append("1.0 2.0 -1" if i % 2 else "")  # a points line, sometimes empty
+    (folder / "cameras.txt").write_text("\n".join(cam_lines) + "\n")
+    (folder / "images.txt").write_text("\n".join(img_lines) + "\n")
+
+
+def colmap_pose(c2w: torch.Tensor) -> tuple[list[float], list[float]]:
+    """OpenCV c2w [4, 4] -> COLMAP (qw, qx, qy, qz), (tx, ty, tz) world-to-camera."""
+    from scipy.spatial.transform import Rotation
+
+    w2c = np.linalg.inv(c2w.double().numpy())
+    x, y, z, w = Rotation.from_matrix(w2c[:3, :3]).as_quat()
+    return [float(w), float(x), float(y), float(z)], [float(v) for v in w2c[:3, 3]]
+
+
+def write_colmap_binary(folder: Path, cams: Cameras, names: list[str], model_id: int = 1,
+                        extra: tuple[float, ...] = ()) -> None:
+    """cameras.bin + images.bin in COLMAP's binary layout (little-endian; see featvid.data.colmap_model)."""
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cam_bytes = struct.pack("<Q", len(cams))
+    img_bytes = struct.pack("<Q", len(cams))
+    for i, (K, name) in enumerate(zip(cams.K.double().numpy(), names), start=1):
+        params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2], *extra]
+        cam_bytes += struct.pack("<iiQQ", i, model_id, cams.width, cams.height) + struct.pack(f"<{len(params)}d", *params)
+        q, t = colmap_pose(cams.c2w[i - 1])
+        img_bytes += struct.pack("<idddddddi", i, *q, *t, i) + name.encode() + b"\x00"
+        img_bytes += struct.pack("<Q", 2) + struct.pack("<ddq", 1.0, 2.0, -1) + struct.pack("<ddq", 3.0, 4.0, 7)
+    (folder / "cameras.bin").write_bytes(cam_bytes)
+    (folder / "images.bin").write_bytes(img_bytes)
+
+
+def write_ngp_frame(frame_dir: Path, cams: Cameras, images: np.ndarray, per_view: dict | None = None,
+                    top: dict | None = None) -> None:
+    """One frame folder of the per-frame NGP layout: images/<v>.png + transforms.json (OpenGL poses,
+    per-view fl_x/fl_y/cx/cy/w/h as V^3 writes them)."""
+    frames = []
+    for v in range(len(cams)):
+        write_png(frame_dir / "images" / f"{v}.png", images[v])
+        K = cams.K[v]
+        entry = {"file_path": f"images/{v}.png", "transform_matrix": opencv_to_opengl(cams.c2w[v]).tolist(),
+                 "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+                 "w": cams.width, "h": cams.height}
+        entry.update((per_view or {}).get(v, {}))
+        frames.append(entry)
+    meta = {"frames": frames, "aabb_scale": 1, "white_transparent": True}
+    meta.update(top or {})
+    (frame_dir / "transforms.json").write_text(json.dumps(meta))

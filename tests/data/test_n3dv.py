@@ -1,4 +1,5 @@
-"""N3DV loader: a tiny capture written by the test (near-lossless mp4s + poses_bounds.npy)."""
+"""N3DV loader: a tiny capture written by the test in the real layout (camNN.mp4 + poses_bounds.npy,
+cam00 held out, hwf for larger images than the videos), image folders, masks and bad input."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,13 @@ def test_reads_cameras_frames_and_split(capture):
     assert torch.allclose(loaded.project(POINT[None])[0], cams.project(POINT[None])[0], atol=1e-3)
     s = video.summary()
     assert s["format"] == "n3dv" and s["frames"] == T and s["views"] == V
-    # the box holds every camera's view between near (1) and far (6)
-    assert (video.aabb[1] - video.aabb[0]).min() > 2.0
+    # no --aabb: the space the cameras see between near (1) and far (6), inside the frusta's box
+    from featvid.data.scene_box import frustum_box
+
+    box, frusta = video.aabb, frustum_box(video.cameras_at(0), video.depth_bounds)
+    assert s["aabb_source"] == "cameras" and "near and far" in s["aabb_reason"]
+    assert ((box[0] >= frusta[0] - 1e-4) & (box[1] <= frusta[1] + 1e-4)).all()
+    assert ((box[0] < POINT) & (POINT < box[1])).all() and (box[1] - box[0]).prod() < 0.5 * (frusta[1] - frusta[0]).prod()
 
 
 def test_frames_decode_in_any_order(capture):
@@ -106,7 +112,7 @@ def test_camera_count_mismatch(tmp_path):
 
 def test_video_shorter_than_the_others(tmp_path):
     _write_capture(tmp_path, frames=(T, T - 2, T))
-    with pytest.raises(DatasetError, match=r"cam01\.mp4: video has 4 frames, shorter than cam00\.mp4 \(6\)"):
+    with pytest.raises(DatasetError, match=r"cam01\.mp4: video has 4 frames, cam00\.mp4 has 6: every camera needs"):
         load_dataset(tmp_path)
 
 
@@ -119,5 +125,47 @@ def test_corrupt_video(tmp_path):
 
 def test_videos_without_poses(tmp_path):
     write_video(tmp_path / "cam00.mp4", [frame_pattern(0, 0, H, W)])
-    with pytest.raises(DatasetError, match=r"no poses_bounds\.npy"):
+    with pytest.raises(DatasetError, match=r"camNN videos but no poses_bounds\.npy"):
         load_dataset(tmp_path)
+
+
+def test_nan_pose_and_bad_bounds(tmp_path):
+    _write_capture(tmp_path)
+    arr = np.load(tmp_path / "poses_bounds.npy")
+    arr[1, 3] = np.nan
+    np.save(tmp_path / "poses_bounds.npy", arr)
+    with pytest.raises(DatasetError, match=r"poses_bounds\.npy: camera 1 \(row 1\) has a NaN or infinite pose"):
+        load_dataset(tmp_path)
+    arr[1, 3], arr[2, 15:] = 0.0, [5.0, 1.0]
+    np.save(tmp_path / "poses_bounds.npy", arr)
+    with pytest.raises(DatasetError, match=r"near and far bounds must satisfy 0 <= near < far"):
+        load_dataset(tmp_path)
+
+
+def test_different_frame_rates(tmp_path):
+    _write_capture(tmp_path)
+    write_video(tmp_path / "cam02.mp4", [frame_pattern(t, 2, H, W) for t in range(T)], fps=25)
+    with pytest.raises(DatasetError, match=r"cam02\.mp4: video runs at 25\.0 fps, cam00\.mp4 at 30\.0 fps"):
+        load_dataset(tmp_path)
+
+
+def test_real_layout_hwf_image_folders_and_masks(tmp_path):
+    """N3DV's hwf is for 2704x2028 images; frames extracted to camNN/images/; masks/camNN.mp4."""
+    from tests.data.helpers import write_gray_video, write_png
+
+    cams = ring_cameras(V, H, W)
+    write_poses_bounds(tmp_path / "poses_bounds.npy", cams.scaled(4.0))  # hwf of 4x larger images
+    for v in range(V):
+        for t in range(2):
+            write_png(tmp_path / f"cam{v:02d}" / "images" / f"{t:04d}.png", frame_pattern(t, v, H, W))
+        mask = np.zeros((H, W), np.uint8)
+        mask[:, : W // 2] = 255
+        write_gray_video(tmp_path / "masks" / f"cam{v:02d}.mp4", [mask, mask])
+    video = load_dataset(tmp_path)
+    assert (video.num_frames, video.height, video.width, video.test_views) == (2, H, W, [0])
+    assert torch.allclose(video.cameras_at(0).K, cams.K, atol=1e-3)  # the focal length scaled to the frames
+    assert video.has_masks and video.fps == 30.0
+    img = video.image(1, 2)  # the right half is background (white) after the masks
+    assert img[:, W // 2 + 1:].min() > 0.97
+    expected = torch.from_numpy(frame_pattern(1, 2, H, W)).float() / 255
+    assert (img[:, : W // 2 - 1] - expected[:, : W // 2 - 1]).abs().max() < 3 / 255

@@ -16,6 +16,7 @@ from featvid.data.synth import (
     get_scene,
     render_cameras,
     render_scene,
+    scene_phase,
     synth_rig,
     write_synth,
 )
@@ -153,3 +154,30 @@ def test_pixels_average_their_area():
     assert torch.allclose(small[..., :3][covered] * alpha[covered][:, None], premult[covered], atol=1e-5)
     # and silhouettes are soft: some pixels are partly covered
     assert ((alpha > 0.05) & (alpha < 0.95)).any()
+
+
+def test_crossing_scene_moves_fast_casts_shadows_and_mixes_lenses(tmp_path):
+    """The fast-motion scene: balls travel about a third of their radius per frame at 30 fps, the
+    floor is shaded by their moving shadows, and each camera has its own focal length in the JSON."""
+    scene = get_scene("crossing")
+    g = torch.linspace(-1, 1, 81)
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+
+    def centre(t: int) -> torch.Tensor:  # ball A's centre: where its own SDF is lowest
+        return pts[scene.parts(pts, scene_phase(t, 30.0))[1][0].argmin()]
+
+    step = float((centre(1) - centre(0)).norm())
+    assert 0.05 < step < 0.12, step  # ~0.083 a frame for a 0.25 radius ball (grid step 0.025)
+    # a floor point under ball A: lit at one time, shadowed when the ball passes over it
+    lit = get_scene("crossing")
+    p = torch.tensor([[0.0, 0.0, -0.739]])
+    vis = torch.stack([lit.light_visibility(p, u) for u in torch.linspace(0, 1, 60).tolist()])
+    assert float(vis.max()) > 0.95 and float(vis.min()) < 0.3
+    out = write_synth(tmp_path / "c", scene="crossing", frames=2, views=5, size=16, test_views=1)
+    video = load_dataset(out)
+    f = video.cameras_at(0).K[:, 0, 0]
+    assert len(set(round(float(x), 3) for x in f)) == 5  # five lenses
+    cams, _, _ = synth_rig(5, 16, 1, get_scene("crossing").fov_range)
+    assert torch.allclose(video.cameras_at(1).K, cams.K, atol=1e-4)
+    uv, depth = cams.project(torch.tensor([RIG_TARGET]))
+    assert torch.allclose(uv, torch.full_like(uv, 8.0), atol=1e-3) and (depth > 0).all()

@@ -1,25 +1,31 @@
-"""The web player's HTTP server: only its two folders, right types, byte ranges, loopback default."""
+"""The web player's HTTP server: only its two folders, right types, byte ranges, loopback default;
+no hidden files, 400 for a target that is not a path, a read timeout, a connection cap, and no
+start on a stream the readers refuse."""
 from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
+import time
 
 import pytest
+
+from pathlib import Path
 
 from featvid.errors import StreamError
 from featvid.render.serve import WEB_DIR, parse_range, serve
 
 
 @pytest.fixture
-def stream_dir(tmp_path):
-    """A folder shaped like a stream (the server only needs the files to exist)."""
-    d = tmp_path / "scene.fvv"
-    (d / "gop_00000").mkdir(parents=True)
-    (d / "manifest.json").write_text(json.dumps({"format": "featvid-stream", "version": 1}))
-    (d / "mlp.safetensors").write_bytes(b"\x08" + bytes(7) + b"{}      ")
-    (d / "gop_00000" / "atlas.mp4").write_bytes(bytes(range(256)) * 4)  # 1024 known bytes
-    (d / "gop_00000" / "mapping.fvmap").write_bytes(b"\x1f\x8b" + bytes(30))
+def stream_dir(web_stream, tmp_path):
+    """A copy of the session's web stream (the server checks it before it starts), with a link
+    out of it and hidden files in it."""
+    d = Path(shutil.copytree(web_stream, tmp_path / "scene.fvv"))
+    (d / "gop_00000" / ".atlas.mp4.x1y2.tmp").write_bytes(b"an encode's temporary file")
+    (d / ".hidden").write_text("not for the network")
+    (d / ".git").mkdir()
+    (d / ".git" / "config").write_text("[core]")
     secret = tmp_path / "secret.txt"
     secret.write_text("outside the stream")
     (d / "escape.txt").symlink_to(secret)
@@ -107,11 +113,12 @@ def test_range_requests(server, stream_dir):
     assert status == 206
     assert headers["Content-Range"] == f"bytes 100-299/{len(data)}"
     assert body == data[100:300]
+    n = len(data)
     status, headers, body = get(server, "/stream/gop_00000/atlas.mp4", {"Range": "bytes=1000-"})
     assert status == 206 and body == data[1000:]
     status, headers, body = get(server, "/stream/gop_00000/atlas.mp4", {"Range": "bytes=-24"})
-    assert status == 206 and body == data[-24:] and headers["Content-Range"] == f"bytes 1000-1023/{len(data)}"
-    status, headers, _ = get(server, "/stream/gop_00000/atlas.mp4", {"Range": "bytes=5000-6000"})
+    assert status == 206 and body == data[-24:] and headers["Content-Range"] == f"bytes {n - 24}-{n - 1}/{n}"
+    status, headers, _ = get(server, "/stream/gop_00000/atlas.mp4", {"Range": f"bytes={n}-{n + 1000}"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
     status, headers, body = get(server, "/stream/gop_00000/atlas.mp4", method="HEAD")
     assert status == 200 and headers["Accept-Ranges"] == "bytes" and body == b""
@@ -171,3 +178,85 @@ def test_cli_serve_refuses_a_non_stream_cleanly(tmp_path):
     result = CliRunner().invoke(main, ["serve", str(tmp_path), "--port", "0"])
     assert result.exit_code == 2
     assert "not a featvid stream" in result.output and "Traceback" not in result.output
+
+
+def raw(srv, request: bytes, timeout: float = 5) -> bytes:
+    """Send `request` as is on a fresh connection and return everything the server answers."""
+    with socket.create_connection(srv.server_address[:2], timeout=timeout) as c:
+        c.sendall(request)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("target", [b"*", b"http://evil.example/stream/manifest.json", b"stream/manifest.json",
+                                    b"%2e%2e/x"])
+def test_a_target_that_is_not_a_path_is_400(server, target):
+    answer = raw(server, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    assert get(server, "/stream/manifest.json")[0] == 200  # and the server still serves
+
+
+@pytest.mark.parametrize("path", ["/stream/.hidden", "/stream/gop_00000/.atlas.mp4.x1y2.tmp", "/stream/.git/config",
+                                  "/stream/%2ehidden", "/.hidden"])
+def test_hidden_files_are_not_served(server, stream_dir, path):
+    status, _, body = get(server, path)
+    assert status == 404 and b"temporary" not in body and b"network" not in body and b"core" not in body
+
+
+def test_a_silent_connection_is_closed_after_the_read_timeout(stream_dir):
+    srv = serve(stream_dir, port=0, timeout=0.3)
+    srv.start()
+    try:
+        with socket.create_connection(srv.server_address[:2], timeout=5) as c:
+            c.sendall(b"GET /stream/manifest.json HTTP/1.1\r\n")  # headers never finished
+            t0 = time.monotonic()
+            assert c.recv(1024) == b""  # closed by the server, not by our 5 s timeout
+            assert time.monotonic() - t0 < 3
+        deadline = time.monotonic() + 3
+        while srv.active_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.active_connections == 0
+    finally:
+        srv.close()
+
+
+def test_connections_beyond_the_cap_get_503_and_slots_come_back(stream_dir):
+    srv = serve(stream_dir, port=0, max_connections=2)
+    srv.start()
+    idle = []
+    try:
+        for _ in range(2):
+            idle.append(socket.create_connection(srv.server_address[:2], timeout=5))
+        deadline = time.monotonic() + 3
+        while srv.active_connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.active_connections == 2
+        assert raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503 ")
+        for c in idle:
+            c.close()
+        while srv.active_connections and time.monotonic() < deadline + 3:
+            time.sleep(0.01)
+        assert get(srv, "/stream/manifest.json")[0] == 200
+    finally:
+        for c in idle:
+            c.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda d: (d / "gop_00000" / "atlas.mp4").write_bytes(b"cut"), "bytes on disk"),
+    (lambda d: (d / "manifest.json").write_text(json.dumps({"format": "featvid-stream", "version": 1})), "channels"),
+    (lambda d: (d / "mlp.safetensors").unlink(), "missing"),
+])
+def test_refuses_to_start_on_a_stream_the_readers_refuse(stream_dir, breakage, message):
+    from click.testing import CliRunner
+
+    from featvid.cli import main
+
+    breakage(stream_dir)
+    with pytest.raises(StreamError, match=message):
+        serve(stream_dir, port=0)
+    r = CliRunner().invoke(main, ["serve", str(stream_dir), "--port", "0"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, r.output

@@ -1,5 +1,7 @@
 """The web player, end to end in headless Chromium: WebCodecs decode + WebGL2 ray marching of a
-`web` preset stream must match the Python reference renderer on the same decoded grids.
+`web` preset stream must match the Python reference renderer on the same decoded grids; with a
+rendition ladder, every mix of renditions must, and on a throttled network (Chrome DevTools
+Protocol `Network.emulateNetworkConditions`) the player steps down and up again without stalling.
 
 Runs Debian's chromium through playwright (no GPU here: WebGL2 runs on SwiftShader). Skips with
 the reason where playwright or a Chromium binary is missing, or the browser cannot start.
@@ -10,6 +12,7 @@ import base64
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +144,159 @@ def test_other_presets_get_a_clear_message(browser, tiny_stream):
         pg.wait_for_function("window.featvid && window.featvid.error", timeout=30_000)
         assert "web" in pg.evaluate("window.featvid.error")
         assert pg.is_visible("#message")
+    finally:
+        pg.close()
+        server.close()
+
+
+# ---- adaptive streaming ---------------------------------------------------------------------------
+
+def _open_page(browser, stream, query: str = "?paused=1"):
+    server = serve(stream, port=0)
+    server.start()
+    pg = browser.new_page(viewport={"width": 64, "height": 48})
+    pg.goto(server.url + query)
+    pg.wait_for_function("window.featvid && (window.featvid.player || window.featvid.error)", timeout=60_000)
+    err = pg.evaluate("window.featvid.error")
+    if err and any(m in err for m in ("cannot decode H.264", "no WebGL2", "no WebCodecs")):
+        pg.close()
+        server.close()
+        pytest.skip(f"this Chromium cannot run the player: {err}")
+    assert err is None, f"player failed: {err}"
+    return pg, server
+
+
+def test_mixed_renditions_match_python_renderer(browser, ladder_stream):
+    """GOP 0 and GOP 1 shown in different renditions, both ways round: each frame matches the
+    Python renderer on that rendition's own decode (same floor as above), and the renditions do
+    differ by more than the floor allows (so showing the wrong one would fail)."""
+    from featvid.codecs import open_stream
+
+    stream = open_stream(ladder_stream, hwaccel="none")
+    mlp = stream.mlp()
+    cams = _camera(stream.aabb, SIZE, SIZE)
+    origins, dirs = image_rays(cams, 0)
+    last = stream.num_frames - 1
+    assert stream.gop_of(last) != stream.gop_of(0)
+    refs = {}
+    for t in (0, last):
+        for r in ("web", "web-crf29", "web-crf24"):
+            refs[t, r] = render_image(Volume.from_grid(stream.frame(t, rendition=r)), mlp, origins, dirs,
+                                      stream.render_settings).numpy()
+    gap = _psnr(refs[0, "web"], refs[0, "web-crf29"])
+    print(f"web vs web-crf29 on frame 0: {gap:.1f} dB")
+    assert gap < PSNR_FLOOR, "the renditions render alike: this test could not tell them apart"
+    pg, server = _open_page(browser, ladder_stream)
+    try:
+        for t, r in [(0, "web"), (last, "web-crf29"), (0, "web-crf29"), (last, "web-crf24"), (0, "web")]:
+            img, info = _browser_image_in(pg, cams, t, r)
+            assert info["frame"] == t and info["rendition"] == r
+            psnr = _psnr(img, refs[t, r])
+            print(f"frame {t} in {r}: browser vs reference {psnr:.1f} dB")
+            assert psnr >= PSNR_FLOOR, f"frame {t} in {r}: {psnr:.1f} dB < {PSNR_FLOOR} dB"
+        stats = pg.inner_text("#stats")
+        assert "rendition web" in stats and "kbit/s" in stats and "buffer" in stats
+    finally:
+        pg.close()
+        server.close()
+
+
+def _browser_image_in(page, cams: Cameras, t: int, rendition: str) -> tuple[np.ndarray, dict]:
+    info = page.evaluate("args => featvid.renderFrame(args)", {
+        "c2w": cams.c2w[0].flatten().tolist(), "K": cams.K[0].flatten().tolist(),
+        "width": cams.width, "height": cams.height, "t": t, "rendition": rendition})
+    px = page.evaluate("featvid.readPixels()")
+    rgba = np.frombuffer(base64.b64decode(px["rgba"]), np.uint8).reshape(cams.height, cams.width, 4)
+    return rgba[..., :3].astype(np.float32) / 255.0, info
+
+
+@pytest.fixture(scope="module")
+def abr_stream(tmp_path_factory) -> Path:
+    """A ladder with GOPs long enough to throttle: 12 frames at 10 fps in 3 GOPs of 0.4 s. Its
+    GOPs are about 30 / 16 / 9 KB (web / web-crf24 / web-crf29: ~540 / 290 / 170 kbit/s)."""
+    from featvid.bake.atlas import bake_run
+    from featvid.codecs import encode_baked
+    from tests.codecs.synthetic import make_run
+
+    root = tmp_path_factory.mktemp("abr")
+    baked = bake_run(make_run(root / "run", frames=12, gop=4, shape=(32, 32, 32), channels=4), root / "baked")
+    return encode_baked(baked, root / "abr.fvv", ladder="web,web-crf24,web-crf29")
+
+
+def _throttle(cdp, kbps: float | None) -> None:
+    """Chrome's own network emulation: `kbps` kbit/s down and up, no added latency; None: off."""
+    rate = -1 if kbps is None else kbps * 1000 / 8  # bytes per second
+    cdp.send("Network.emulateNetworkConditions",
+             {"offline": False, "latency": 0, "downloadThroughput": rate, "uploadThroughput": rate})
+
+
+def test_throttled_network_steps_down_and_up_without_stalling(browser, abr_stream):
+    """Unthrottled, the player climbs to the top rendition; at 300 kbit/s it steps down (the top
+    needs ~540 kbit/s, the middle ~290 on average, the lowest ~170; GOP sizes vary, so the middle
+    fits some GOPs): no top, mostly the lowest, fewer bits a second than the link carries; when
+    the rate returns it climbs back; no stall is longer than one GOP (0.4 s). Then the viewer's
+    manual choice is obeyed."""
+    import json
+
+    top, low = "web", "web-crf29"
+    pg, server = _open_page(browser, abr_stream, "?scale=0.1")  # 6x5 px: the network is under test, not the shader
+    cdp = pg.context.new_cdp_session(pg)
+    cdp.send("Network.enable")
+    now = lambda: pg.evaluate("performance.now() / 1000")  # noqa: E731 (page clock, as the fetch log's)
+    try:
+        gop_s = max(pg.evaluate("featvid.abrState()")["gopSeconds"])
+        time.sleep(3.5)
+        t_drop = now()
+        _throttle(cdp, 300)
+        time.sleep(5.5)
+        t_back = now()
+        _throttle(cdp, None)
+        time.sleep(3.5)
+        state = pg.evaluate("featvid.abrState()")
+        log = state["log"]
+        print("fetches:", json.dumps([(round(f["at"], 2), f["rendition"], round(f["kbps"])) for f in log]))
+        print("stalls:", state["stalls"])
+        before = [f["rendition"] for f in log if f["at"] < t_drop]
+        during = [f for f in log if t_drop + 2.0 < f["at"] <= t_back]  # 2 s for the estimate to see the drop
+        after = [f["rendition"] for f in log if f["at"] > t_back]
+        assert before and before[-1] == top, before  # climbed to the top
+        down = [f["rendition"] for f in during]
+        assert during and top not in down and down.count(low) > len(down) / 2, down  # stepped down
+        carried = sum(8 * f["bytes"] for f in during) / (len(during) * gop_s)
+        assert carried <= 300e3, carried  # to what the link carries (measured ~250 kbit/s of GOPs a second)
+        assert after and after[-1] == top, after  # and up again
+        assert max(state["stalls"], default=0.0) <= gop_s and not state["stalling"], state["stalls"]
+        stats = pg.inner_text("#stats")
+        assert f"rendition {top} (auto)" in stats and "kbit/s" in stats and "buffer" in stats
+        # the viewer's choice wins over the rule from the next fetch on
+        pg.select_option("#rendition", "web-crf24")
+        n = len(log)
+        pg.wait_for_function(f"featvid.player.log.length > {n} + 4", timeout=20_000, polling=100)
+        state = pg.evaluate("featvid.abrState()")
+        assert state["forced"] == "web-crf24" and state["log"][-1]["rendition"] == "web-crf24"
+        pg.wait_for_function("document.getElementById('stats').textContent.includes('rendition web-crf24 (manual)')",
+                             timeout=10_000, polling=100)
+        print("fetches after the manual choice:", [f["rendition"] for f in state["log"][n:]])
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_a_missing_rendition_file_falls_back_and_says_so(browser, abr_stream, tmp_path):
+    copy = Path(shutil.copytree(abr_stream, tmp_path / "holed.fvv"))
+    (copy / "gop_00001" / "web-crf24.mp4").unlink()
+    pg, server = _open_page(browser, copy)
+    try:
+        cams = _camera(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), 8, 8)
+        _, info = _browser_image_in(pg, cams, 5, "web-crf24")  # frame 5 is in GOP 1
+        assert info["gop"] == 1 and info["rendition"] == "web-crf29"  # the next lower one
+        _, info = _browser_image_in(pg, cams, 1, "web-crf24")  # GOP 0 still has it
+        assert info["rendition"] == "web-crf24"
+        notes = pg.evaluate("featvid.abrState()")["notes"]
+        assert notes == ["GOP 1: rendition web-crf24 is missing (cannot fetch stream/gop_00001/web-crf24.mp4: "
+                         "HTTP 404); playing web-crf29 instead"], notes
+        assert "web-crf24 is missing" in pg.inner_text("#stats")
+        assert pg.evaluate("window.featvid.error") is None
     finally:
         pg.close()
         server.close()

@@ -5,6 +5,14 @@
 // written by FFmpeg/PyAV, so this reads only what such a file holds: moov/trak/mdia (mdhd
 // timescale) and the sample table (stsd avc1 + avcC, stts, ctts, stss, stsc, stsz/stz2,
 // stco/co64). Fragmented MP4 (moof) and multiple video tracks are refused with a clear error.
+//
+// Why not mp4box.js (the well-kept demuxer; checked with mp4box 2.4.1 from npm): on 28 GOP files
+// of featvid streams (gray and yuv420p, main and high profile, 2-8 frames, ladders included) both
+// give the same codec string, size, timescale and every sample's offset, size, dts, cts and key
+// flag; mp4box.js costs 328 KB of modules to load against this file's 8 KB, 4.3 ms per GOP
+// against 0.1 ms, and an npm install that a pip-installed featvid would not have (so this file
+// would stay as its fallback anyway). Switching renditions needs nothing more from the container:
+// every rendition of every GOP is its own progressive MP4 with its own avcC.
 
 export class Mp4Error extends Error {}
 

@@ -1,17 +1,22 @@
-// The featvid web player: fetch a stream progressively, decode each GOP with WebCodecs, and
-// ray-march the current frame with WebGL2. UI: orbit/zoom camera (mouse, touch, wheel),
-// play/pause/seek, stats overlay. Test hook: window.featvid (see the bottom of this file).
+// The featvid web player: fetch a stream GOP by GOP (adaptive streaming: each GOP in the
+// rendition the ABR rule picks from the measured throughput, or the viewer's), decode each GOP
+// with WebCodecs, and ray-march the current frame with WebGL2. UI: orbit/zoom camera (mouse,
+// touch, wheel), play/pause/seek, rendition choice, stats overlay (rendition, bitrate, buffer,
+// throughput, stalls). Test hook: window.featvid (see the bottom of this file).
 //
 // URL query: ?stream=URL (default "stream/", where `featvid serve` puts it), ?paused=1, ?t=FRAME,
-// ?scale=0.5 (render resolution relative to the window).
+// ?scale=0.5 (render resolution relative to the window), ?buffer=SECONDS (content fetched ahead,
+// default 2), ?rendition=NAME (start with a manual choice).
 
+import { AbrRule, MAX_BUFFER_S } from "./abr.js";
 import { decodeGop } from "./decode.js";
 import { Renderer } from "./renderer.js";
-import { RemoteStream, blockLookup } from "./stream.js";
+import { FetchError, RemoteStream, blockLookup } from "./stream.js";
 
 // Decoded GOPs kept in memory: the current one and the next. A GOP is decoded whole (frames *
 // mosaic bytes, e.g. 30 * 2048^2 = 120 MB), so this bounds the player's memory.
 const KEEP_DECODED = 2;
+const MEDIA_TICK_MS = 20;
 
 const $ = (id) => document.getElementById(id);
 
@@ -73,8 +78,17 @@ class OrbitCamera {
 
 // ---- player ----------------------------------------------------------------------------------------
 
+// Playback runs on a clock of content seconds since the start that keeps counting across loops:
+// content frame n = floor(clock * fps) shows stream frame n % T. A "visit" is one pass through one
+// GOP (visit v = GOP v % G of loop floor(v / G)); each visit is fetched, in the rendition the ABR
+// rule (or the viewer) picks, then decoded, then shown. The clock stops while the frame it wants is
+// not decoded yet: a stall, counted once playback has begun.
+//
+// The media side (clock, fetches, decodes, stalls: `advance`) runs on a timer every MEDIA_TICK_MS,
+// not on animation frames: drawing may be slow (a software GPU draws a few frames a second) and
+// must not hold up fetching or the clock. Animation frames only draw (`frame`).
 class Player {
-  constructor(canvas, stream, renderer) {
+  constructor(canvas, stream, renderer, { maxBuffer = MAX_BUFFER_S } = {}) {
     this.canvas = canvas;
     this.stream = stream;
     this.renderer = renderer;
@@ -82,64 +96,184 @@ class Player {
     this.camera = new OrbitCamera(this.manifest.aabb);
     this.fixedView = null; // set by the test hook: draw exactly this camera
     this.scale = 1; // render resolution relative to the canvas' CSS size
-    this.frame = -1; // frame now in the atlas texture
-    this.wanted = 0; // frame the clock asks for
+    this.frame = -1; // stream frame now in the atlas texture
+    this.shown = -1; // content frame now in the atlas texture
     this.playing = true;
-    this.clock = 0; // seconds into the stream
+    this.clock = 0; // content seconds since the start (loops keep counting)
     this.dirty = true;
-    this.decoded = new Map(); // GOP index -> Promise of {lookup, frames}
-    this.ready = new Map(); // GOP index -> {lookup, frames} once decoded
     this.buffering = false;
     this.drawTimes = [];
     this.lastTick = null;
+    // fetching (one request at a time) and the buffer of fetched visits
+    this.rule = new AbrRule();
+    this.maxBuffer = maxBuffer; // seconds of content fetched ahead at most
+    this.forced = null; // the viewer's rendition, or null: the ABR rule's
+    this.segments = new Map(); // visit -> fetched files {index, rendition, info, mapping, video, bytes, seconds}
+    this.fetching = null; // {visit, promise} of the request in flight
+    this.retryAfter = 0; // after a failed fetch, the next try waits until then (ms)
+    this.samples = []; // measured throughputs, bit/s
+    this.log = []; // one record per fetch: {visit, gop, rendition, wanted, bytes, seconds, kbps, buffer}
+    this.notes = []; // fallbacks taken ("GOP 3: rendition X is missing ...")
+    // decoding: the visit on screen and the next one
+    this.decoded = new Map(); // visit -> Promise of {key, rendition, lookup, frames, mosaic, levels}
+    this.ready = new Map(); // visit -> the same, once decoded
+    this.rendition = null; // rendition of the frame on screen
+    this.started = false; // a frame has been shown while playing
+    this.stallStart = null;
+    this.stalls = []; // seconds of each stall since playback began
   }
 
-  decodeGop(i) {
-    if (!this.decoded.has(i)) {
-      const g = this.manifest.gops[i];
-      const p = this.stream.gop(i).then(async (files) => {
-        const { frames } = await decodeGop(files.video, g.mosaic.width, g.mosaic.height);
-        if (frames.length < g.frames) throw new Error(`GOP ${i}: decoded ${frames.length} of ${g.frames} frames`);
-        const gop = { lookup: blockLookup(files.mapping), frames };
-        if (this.decoded.get(i) === p) this.ready.set(i, gop); // not if evicted while decoding
+  // ---- visits and the buffer
+  get T() { return this.manifest.frames; }
+  get G() { return this.manifest.gops.length; }
+  visitOf(n) { return Math.floor(n / this.T) * this.G + this.stream.gopIndexOf(n % this.T); }
+  visitGop(v) { return v % this.G; }
+  visitStart(v) { return Math.floor(v / this.G) * this.T + this.manifest.gops[v % this.G].start; } // content frame
+  position() { return this.clock * this.manifest.fps; } // content frames played
+
+  // Seconds of content fetched ahead of the playhead, up to the first visit not fetched.
+  bufferSeconds() {
+    let v = this.visitOf(Math.floor(this.position()));
+    while (this.segments.has(v)) v++;
+    return Math.max(0, (this.visitStart(v) - this.position()) / this.manifest.fps);
+  }
+
+  // Start the next fetch when the buffer has room for it (called on every media tick).
+  pump() {
+    if (this.fetching || performance.now() < this.retryAfter) return;
+    const cur = this.visitOf(Math.floor(this.position()));
+    let v = cur; // the first visit from the playhead on that is not fetched (a seek or a manual choice leaves gaps)
+    while (this.segments.has(v)) v++;
+    const g = this.manifest.gops[this.visitGop(v)];
+    const buffer = Math.max(0, (this.visitStart(v) - this.position()) / this.manifest.fps);
+    if (buffer + g.frames / this.manifest.fps > this.maxBuffer && v > cur) return; // full
+    this._startFetch(v, null);
+  }
+
+  // Fetch visit v in rendition `wanted` (null: the ABR rule's choice, or the viewer's).
+  _startFetch(v, wanted) {
+    const i = this.visitGop(v);
+    const names = this.stream.playable.map((r) => r.name); // lowest bitrate first
+    const g = this.manifest.gops[i];
+    const cur = this.visitOf(Math.floor(this.position()));
+    const buffer = v === cur && !this.ready.has(cur) ? 0 : this.bufferSeconds();
+    if (!wanted) {
+      wanted = this.forced || names[this.rule.choose(names.map((n) => this.stream.gopBits(i, n)),
+                                                     g.frames / this.manifest.fps, buffer, this.samples)];
+    }
+    const promise = this._fetchWithFallback(i, wanted, names).then((files) => {
+      this.samples.push((8 * files.bytes) / files.seconds);
+      this.log.push({ visit: v, gop: i, rendition: files.rendition, wanted, bytes: files.bytes, seconds: files.seconds,
+                      kbps: (8 * files.bytes) / files.seconds / 1000, buffer, at: performance.now() / 1000 });
+      this.segments.set(v, files);
+      this._decodeAhead();
+    }).catch((e) => {
+      this.retryAfter = performance.now() + 1000;
+      throw e;
+    }).finally(() => { if (this.fetching && this.fetching.visit === v) this.fetching = null; });
+    promise.catch((e) => showError(e));
+    this.fetching = { visit: v, promise };
+    return promise;
+  }
+
+  // A rendition's file missing on the server (a hole): the nearest other rendition, the next lower first.
+  async _fetchWithFallback(i, wanted, names) {
+    const k = names.indexOf(wanted);
+    const order = [wanted, ...names.slice(0, Math.max(0, k)).reverse(), ...names.slice(k + 1)];
+    let first = null;
+    for (const name of order) {
+      try {
+        const files = await this.stream.fetchGop(i, name);
+        if (name !== wanted) {
+          const note = `GOP ${i}: rendition ${wanted} is missing (${first.message}); playing ${name} instead`;
+          if (!this.notes.includes(note)) { this.notes.push(note); console.warn(note); }
+        }
+        return files;
+      } catch (e) {
+        if (!(e instanceof FetchError)) throw e;
+        first = first || e;
+      }
+    }
+    throw first;
+  }
+
+  // Resolves with visit v's files, in `rendition` when given (fetched again if buffered in another;
+  // where that rendition's file is missing, in the one the fallback found).
+  async segment(v, rendition = null) {
+    for (;;) {
+      const seg = this.segments.get(v);
+      if (seg && (!rendition || seg.rendition === rendition)) return seg;
+      if (this.fetching) { await this.fetching.promise.catch(() => {}); continue; }
+      if (seg) this._forget(v);
+      await this._startFetch(v, rendition);
+      return this.segments.get(v);
+    }
+  }
+
+  _forget(v) {
+    this.segments.delete(v);
+    this.decoded.delete(v);
+    this.ready.delete(v);
+  }
+
+  // ---- decoding: the visit on screen and the next one
+  decodeVisit(v) {
+    if (!this.decoded.has(v)) {
+      const files = this.segments.get(v);
+      if (!files) return null;
+      const info = files.info;
+      const video = info.videos[files.rendition];
+      const codec = this.stream.rendition(files.rendition).codec;
+      const p = decodeGop(files.video, video.mosaic.width, video.mosaic.height).then(({ frames }) => {
+        if (frames.length < info.frames) throw new Error(`GOP ${files.index}: decoded ${frames.length} of ${info.frames} frames`);
+        const gop = { key: `${files.index}:${files.rendition}`, rendition: files.rendition, lookup: blockLookup(files.mapping),
+                      frames, mosaic: video.mosaic, levels: codec.levels, info };
+        if (this.decoded.get(v) === p) this.ready.set(v, gop); // not if dropped while decoding
         return gop;
       });
       p.catch((e) => showError(e));
-      this.decoded.set(i, p);
+      this.decoded.set(v, p);
     }
-    return this.decoded.get(i);
+    return this.decoded.get(v);
   }
 
-  // Keep the current GOP and the next KEEP_DECODED - 1 (wrapping), decode those ahead, drop the rest.
-  _schedule(current) {
-    const n = this.manifest.gops.length;
-    const keep = new Set();
-    for (let k = 0; k < Math.min(KEEP_DECODED, n); k++) keep.add((current + k) % n);
-    for (const i of [...this.decoded.keys()]) if (!keep.has(i)) { this.decoded.delete(i); this.ready.delete(i); }
-    for (const i of keep) this.decodeGop(i);
+  // Drop what is behind the playhead; decode the visit on screen and the next (KEEP_DECODED).
+  _decodeAhead() {
+    const cur = this.visitOf(Math.floor(this.position()));
+    for (const v of [...this.segments.keys()]) if (v < cur) this.segments.delete(v);
+    for (const v of [...this.decoded.keys()]) {
+      if (v < cur || v >= cur + KEEP_DECODED) { this.decoded.delete(v); this.ready.delete(v); }
+    }
+    for (let v = cur; v < cur + KEEP_DECODED; v++) this.decodeVisit(v);
   }
 
-  // Put frame t into the atlas texture; false when its GOP is not decoded yet.
-  _upload(t) {
-    const g = this.stream.gopIndexOf(t);
-    const gop = this.ready.get(g);
+  // Put content frame n into the atlas texture; false when its visit is not decoded yet.
+  _upload(n) {
+    const v = this.visitOf(n);
+    const gop = this.ready.get(v);
     if (!gop) return false;
-    if (this.renderer.gopIndex !== g) this.renderer.setGop(g, this.manifest.gops[g], gop.lookup);
-    this.renderer.setFrame(gop.frames[t - this.manifest.gops[g].start]);
+    if (this.renderer.gopKey !== gop.key) this.renderer.setGop(gop.key, gop.info, gop.mosaic, gop.levels, gop.lookup);
+    const t = n % this.T;
+    this.renderer.setFrame(gop.frames[t - gop.info.start]);
     this.frame = t;
+    this.shown = n;
+    this.rendition = gop.rendition;
     this.dirty = true;
     return true;
   }
 
-  // Show frame t as soon as it is decoded (resolves then).
-  async showFrame(t) {
-    t = Math.max(0, Math.min(this.manifest.frames - 1, Math.floor(t)));
-    const g = this.stream.gopIndexOf(t);
-    this._schedule(g);
-    await this.decodeGop(g);
-    this.wanted = t;
-    this.clock = (t + 0.5) / this.manifest.fps; // mid-frame: floor(clock * fps) is t despite rounding
-    this._upload(t);
+  // Show stream frame t (of the current loop) as soon as it is decoded (resolves then); in
+  // `rendition` when given, else in whatever the buffer holds or the rule picks.
+  async showFrame(t, rendition = null) {
+    t = Math.max(0, Math.min(this.T - 1, Math.floor(t)));
+    const loop = Math.floor(Math.max(0, this.shown) / this.T);
+    const n = loop * this.T + t;
+    this.clock = (n + 0.5) / this.manifest.fps; // mid-frame: floor(clock * fps) is n despite rounding
+    const v = this.visitOf(n);
+    await this.segment(v, rendition);
+    this._decodeAhead();
+    await this.decodeVisit(v);
+    this._upload(n);
   }
 
   currentView() {
@@ -158,20 +292,29 @@ class Player {
     while (this.drawTimes.length > 1 && now - this.drawTimes[0] > 2000) this.drawTimes.shift();
   }
 
-  // One animation frame: advance the clock, upload the frame it asks for, redraw if needed.
-  tick(now) {
+  // The media side, on a timer: advance the clock, fetch and decode ahead, upload the frame the
+  // clock asks for, keep the stall count.
+  advance(now) {
     const dt = this.lastTick === null ? 0 : (now - this.lastTick) / 1000;
     this.lastTick = now;
-    const T = this.manifest.frames;
     if (this.playing && !this.buffering) this.clock += dt;
-    this.wanted = Math.floor(this.clock * this.manifest.fps) % T;
-    if (this.wanted !== this.frame) {
-      const g = this.stream.gopIndexOf(this.wanted);
-      this._schedule(g);
-      this.buffering = !this._upload(this.wanted);
-    } else {
-      this.buffering = false;
+    const n = Math.floor(this.position());
+    this.pump();
+    this._decodeAhead();
+    if (n !== this.shown) this.buffering = !this._upload(n);
+    else this.buffering = false;
+    if (this.buffering && this.playing && this.started) {
+      if (this.stallStart === null) this.stallStart = now;
+    } else if (this.stallStart !== null) {
+      this.stalls.push((now - this.stallStart) / 1000);
+      this.stallStart = null;
     }
+    if (this.playing && !this.buffering && this.shown >= 0) this.started = true;
+  }
+
+  // One animation frame: catch the media side up, redraw if needed, update the overlay.
+  onAnimationFrame(now) {
+    this.advance(now);
     const view = this.currentView();
     const key = JSON.stringify(view);
     if (key !== this.lastViewKey) { this.lastViewKey = key; this.dirty = true; }
@@ -184,22 +327,52 @@ class Player {
     return d.length > 1 ? (1000 * (d.length - 1)) / (d[d.length - 1] - d[0]) : 0;
   }
 
+  // Rendition switches between consecutive fetches, and the longest stall so far (seconds).
+  switches() {
+    let n = 0;
+    for (let i = 1; i < this.log.length; i++) if (this.log[i].rendition !== this.log[i - 1].rendition) n++;
+    return n;
+  }
+
   updateUi() {
     const m = this.manifest;
     const g = this.frame >= 0 ? this.stream.gopIndexOf(this.frame) : 0;
     const view = this.currentView();
+    const name = this.rendition || (this.stream.playable[0] || {}).name;
+    const r = this.stream.rendition(name);
+    const est = this.rule.estimate(this.samples);
+    const stalled = this.stalls.reduce((a, s) => a + s, 0);
     $("stats").textContent = [
       `${this.fps().toFixed(1)} fps (draws/s)  ${view.width}x${view.height}`,
-      `${(this.stream.bytesPerFrame() / 1024).toFixed(1)} KB/frame  ${m.codec.preset}`,
-      `frame ${Math.max(0, this.frame) + 1}/${m.frames}  GOP ${g + 1}/${m.gops.length}` + (this.buffering ? "  buffering..." : ""),
+      `rendition ${name} (${this.forced ? "manual" : "auto"})  ${(r.bitrate.average / 1000).toFixed(0)} kbit/s  ` +
+        `${(this.stream.bytesPerFrame(name) / 1024).toFixed(1)} KB/frame`,
+      `buffer ${this.bufferSeconds().toFixed(2)} s  throughput ${est === null ? "-" : (est / 1000).toFixed(0)} kbit/s  ` +
+        `switches ${this.switches()}`,
+      `frame ${Math.max(0, this.frame) + 1}/${m.frames}  GOP ${g + 1}/${m.gops.length}  ` +
+        `stalls ${this.stalls.length} (${stalled.toFixed(2)} s)` + (this.buffering ? "  buffering..." : ""),
       `fetched ${(this.stream.bytesFetched / 1024).toFixed(0)} KB  decode: WebCodecs`,
+      ...(this.stream.skipped.length ? [`not playable here: ${this.stream.skipped.join(", ")}`] : []),
+      ...this.notes.slice(-3),
     ].join("\n");
     $("play").textContent = this.playing ? "Pause" : "Play";
     if (document.activeElement !== $("seek")) $("seek").value = String(Math.max(0, this.frame));
   }
 
+  // The viewer's rendition (null: automatic). Buffered visits after the next are fetched again in it.
+  setRendition(name) {
+    this.forced = name || null;
+    const cur = this.visitOf(Math.floor(this.position()));
+    for (const v of [...this.segments.keys()]) if (v > cur + 1) this._forget(v);
+    if (this.frame >= 0) this.updateUi();
+  }
+
+  // Jump to stream frame t of the current loop; the buffer is flushed, as a seek does.
   seek(t) {
-    this.clock = (t + 0.5) / this.manifest.fps;
+    const loop = Math.floor(Math.floor(this.position()) / this.T);
+    const n = loop * this.T + Math.max(0, Math.min(this.T - 1, Math.floor(t)));
+    this.clock = (n + 0.5) / this.manifest.fps;
+    const v = this.visitOf(n);
+    for (const k of [...this.segments.keys()]) if (k !== v) this._forget(k);
     this.dirty = true;
   }
 }
@@ -243,6 +416,15 @@ function wireControls(player) {
   canvas.addEventListener("dblclick", () => cam.reset());
 
   $("play").addEventListener("click", () => { player.playing = !player.playing; });
+  const choice = $("rendition");
+  for (const r of [...player.stream.playable].reverse()) {
+    const o = document.createElement("option");
+    o.value = r.name;
+    o.textContent = `${r.name} (${(r.bitrate.average / 1000).toFixed(0)} kbit/s)`;
+    choice.appendChild(o);
+  }
+  choice.value = player.forced || "auto";
+  choice.addEventListener("change", (e) => player.setRendition(e.target.value === "auto" ? null : e.target.value));
   const seek = $("seek");
   seek.max = String(player.manifest.frames - 1);
   seek.addEventListener("input", () => player.seek(Number(seek.value)));
@@ -268,18 +450,24 @@ async function main() {
   await stream.open();
   const shader = await (await fetch("raymarch.glsl")).text();
   const renderer = new Renderer($("view"), stream.manifest, stream.mlp, shader);
-  const player = new Player($("view"), stream, renderer);
+  const player = new Player($("view"), stream, renderer, { maxBuffer: Number(params.get("buffer") || MAX_BUFFER_S) });
+  if (params.get("rendition")) {
+    if (!stream.playable.some((r) => r.name === params.get("rendition"))) {
+      throw new Error(`no playable rendition ${params.get("rendition")}; the stream has ${stream.playable.map((r) => r.name).join(", ")}`);
+    }
+    player.setRendition(params.get("rendition"));
+  }
   window.featvid.player = player;
-  stream.fetchAll(); // progressive: GOP 0 first, the rest in the background
-  await player.showFrame(Number(params.get("t") || 0));
+  await player.showFrame(Number(params.get("t") || 0)); // GOP by GOP from here: advance() fetches ahead
   if (params.get("paused") === "1") player.playing = false;
   // A software rasterizer (SwiftShader, no GPU) manages only a few frames a second at full size.
   const scale = params.get("scale") || (/swiftshader|llvmpipe/i.test(renderer.description()) ? "0.25" : "1");
   player.scale = Number(scale);
   $("scale").value = scale;
   wireControls(player);
+  setInterval(() => { if (!window.featvid.hold) player.advance(performance.now()); }, MEDIA_TICK_MS);
   const loop = (now) => {
-    if (!window.featvid.hold) player.tick(now);
+    if (!window.featvid.hold) player.onAnimationFrame(performance.now());
     requestAnimationFrame(loop);
   };
   requestAnimationFrame(loop);
@@ -293,16 +481,33 @@ window.featvid = {
   ready: null,
 
   // Draw stream frame t with a fixed camera {c2w: 16 (row-major, OpenCV), K: 9 (row-major),
-  // width, height}. Pauses playback and keeps the view until `release()`. Resolves once drawn.
-  async renderFrame({ c2w, K, width, height, t = 0 }) {
+  // width, height}, in `rendition` when given. Pauses playback and keeps the view until
+  // `release()`. Resolves once drawn.
+  async renderFrame({ c2w, K, width, height, t = 0, rendition = null }) {
     const player = await this.ready;
     player.playing = false;
     this.hold = true;
     player.fixedView = { c2w: Array.from(c2w), K: Array.from(K), width, height };
-    await player.showFrame(t);
+    await player.showFrame(t, rendition);
     player.draw();
     player.renderer.finish();
-    return { frame: player.frame, gop: player.stream.gopIndexOf(player.frame) };
+    player.updateUi();
+    return { frame: player.frame, gop: player.stream.gopIndexOf(player.frame), rendition: player.rendition };
+  },
+
+  // The viewer's rendition choice (null: automatic), as the menu sets it.
+  async setRendition(name) {
+    const player = await this.ready;
+    player.setRendition(name);
+    $("rendition").value = name || "auto";
+  },
+
+  // What the adaptive streaming did: each fetch, the stalls, the renditions.
+  async abrState() {
+    const p = await this.ready;
+    return { log: p.log, stalls: p.stalls, stalling: p.stallStart !== null, notes: p.notes, forced: p.forced,
+             rendition: p.rendition, buffer: p.bufferSeconds(), playable: p.stream.playable.map((r) => r.name),
+             gopSeconds: p.manifest.gops.map((g) => g.frames / p.manifest.fps) };
   },
 
   // The canvas as base64 RGBA bytes, top row first.

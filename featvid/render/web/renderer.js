@@ -85,8 +85,7 @@ export class Renderer {
     gl.uniform1f(this.loc.uDensityShift, m.render.density_shift);
     gl.uniform3fv(this.loc.uBackground, m.render.background);
     gl.uniform1i(this.loc.uMaxSteps, Math.ceil(diagonal / step) + 1);
-    gl.uniform2fv(this.loc.uLevels, m.codec.levels);
-    this.gopIndex = -1;
+    this.gopKey = null; // which GOP (and rendition) the textures hold
     this.atlasSize = [0, 0];
   }
 
@@ -103,25 +102,27 @@ export class Renderer {
     return t;
   }
 
-  // Switch to GOP `index`: its block lookup, quantization ranges and mosaic geometry.
-  setGop(index, info, lookup) {
+  // Switch to a GOP in one rendition (`key` names the pair): its block lookup, quantization ranges
+  // (info: the manifest's GOP), the rendition's code range `levels` and mosaic geometry.
+  setGop(key, info, mosaic, levels, lookup) {
     const gl = this.gl;
     gl.useProgram(this.program);
     gl.activeTexture(gl.TEXTURE1);
     const [nbx, nby, nbz] = lookup.size;
     gl.texImage3D(gl.TEXTURE_3D, 0, gl.RG16I, nbx, nby, nbz, 0, gl.RG_INTEGER, gl.SHORT, lookup.table);
-    const [a, b] = this.manifest.codec.levels;
+    const [a, b] = levels;
+    gl.uniform2fv(this.loc.uLevels, levels);
     gl.uniform1fv(this.loc.uLo, info.ranges.map((r) => r[0]));
     gl.uniform1fv(this.loc.uScale, info.ranges.map((r) => (r[1] - r[0]) / (b - a)));
-    gl.uniform1i(this.loc.uMosaicCols, info.mosaic.cols);
+    gl.uniform1i(this.loc.uMosaicCols, mosaic.cols);
     gl.uniform2i(this.loc.uAtlasSize, info.atlas[1], info.atlas[0]);
-    const { width, height } = info.mosaic;
+    const { width, height } = mosaic;
     if (this.atlasSize[0] !== width || this.atlasSize[1] !== height) {
       gl.activeTexture(gl.TEXTURE0);
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.R8UI, width, height, 0, gl.RED_INTEGER, gl.UNSIGNED_BYTE, null);
       this.atlasSize = [width, height];
     }
-    this.gopIndex = index;
+    this.gopKey = key;
   }
 
   // Upload one decoded luma plane (Uint8Array, mosaic width x height, top row first).

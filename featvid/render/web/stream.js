@@ -1,6 +1,8 @@
 // Reading a featvid stream over HTTP: manifest.json, mlp.safetensors and per-GOP mappings and
-// videos (docs/stream-format.md). GOPs are fetched one after another in the background, so
-// playback starts as soon as the first one is in.
+// videos (docs/stream-format.md). Version 1 (one rendition) and version 2 (a ladder of renditions)
+// are read into one shape: `manifest.renditions` [{name, codec, bitrate: {average, peak}}] and, per
+// GOP, `videos` {name: {file, mosaic, bytes}}. The player asks for one GOP in one rendition at a
+// time (`fetchGop`) and measures how long it took.
 
 export class StreamError extends Error {}
 
@@ -16,29 +18,38 @@ function checkName(name, what) {
   return name;
 }
 
+export class FetchError extends StreamError {
+  constructor(message, status) {
+    super(message);
+    this.status = status; // HTTP status, or 0 when the request itself failed
+  }
+}
+
 async function fetchBytes(url) {
   let r;
   try {
     r = await fetch(url);
   } catch (e) {
-    throw new StreamError(`cannot fetch ${url}: ${e.message}`);
+    throw new FetchError(`cannot fetch ${url}: ${e.message}`, 0);
   }
-  if (!r.ok) throw new StreamError(`cannot fetch ${url}: HTTP ${r.status}`);
+  if (!r.ok) throw new FetchError(`cannot fetch ${url}: HTTP ${r.status}`, r.status);
   return r.arrayBuffer();
 }
 
-// Why a stream is not playable here, or null when it is. The player decodes H.264 with
+// Why a rendition is not playable here, or null when it is. The player decodes H.264 with
 // WebCodecs and reads the luma plane, so it needs the `web` preset's shape of stream.
-export function unsupportedReason(m) {
-  const c = m.codec || {};
+export function unsupportedReason(codec) {
+  const c = codec || {};
   const isH264 = /264|avc/i.test(String(c.codec || ""));
   if (c.packing !== "luma-mosaic" || c.pix_fmt !== "yuv420p" || c.bit_depth !== 8 || !isH264) {
     return `This stream was encoded with preset "${c.preset}" (${c.codec}, ${c.pix_fmt}, ${c.bit_depth}-bit, ` +
       `${c.packing}). The web player plays H.264 yuv420p 8-bit luma-mosaic streams: ` +
-      "re-encode the bake with `featvid encode --preset web`.";
+      "re-encode the bake with `featvid encode --preset web` (or `--ladder abr`).";
   }
   return null;
 }
+
+const READS = [1, 2]; // manifest versions this player reads
 
 export function parseManifest(text) {
   let m;
@@ -48,13 +59,31 @@ export function parseManifest(text) {
     throw new StreamError(`manifest.json is not JSON: ${e.message}`);
   }
   if (m.format !== "featvid-stream") throw new StreamError("manifest.json is not a featvid stream manifest");
-  if (m.version !== 1) throw new StreamError(`stream format version ${m.version} is not supported (this player reads version 1)`);
+  if (!READS.includes(m.version)) {
+    throw new StreamError(`stream format version ${m.version} is not supported (this player reads versions ${READS.join(" and ")})`);
+  }
   if (!Array.isArray(m.gops) || !m.gops.length) throw new StreamError("manifest lists no GOPs");
   checkName(m.mlp.file, "MLP file");
+  if (m.version === 1) { // one rendition, named after its preset; its bitrate from the GOP sizes
+    const bits = m.gops.reduce((s, g) => s + 8 * ((g.bytes && g.bytes.video) || 0), 0);
+    const peak = Math.max(...m.gops.map((g) => (8 * ((g.bytes && g.bytes.video) || 0) * m.fps) / g.frames));
+    const name = m.codec.preset || "main";
+    m.renditions = [{ name, codec: m.codec, bitrate: { average: (bits * m.fps) / m.frames, peak } }];
+    for (const g of m.gops) {
+      g.videos = { [name]: { file: g.video, mosaic: g.mosaic, bytes: (g.bytes && g.bytes.video) || 0 } };
+    }
+  } else if (!Array.isArray(m.renditions) || !m.renditions.length) {
+    throw new StreamError("manifest lists no renditions");
+  }
   for (const g of m.gops) {
     checkName(g.mapping, "mapping");
-    checkName(g.video, "video");
     if (g.ranges.length !== m.channels) throw new StreamError(`GOP at frame ${g.start} has ${g.ranges.length} ranges for ${m.channels} channels`);
+    for (const r of m.renditions) {
+      const v = g.videos && g.videos[r.name];
+      if (!v) throw new StreamError(`GOP at frame ${g.start} has no video of rendition ${r.name}`);
+      checkName(v.file, "video");
+    }
+    g.mappingBytes = (g.bytes && g.bytes.mapping) || 0;
   }
   return m;
 }
@@ -162,36 +191,56 @@ export function parseMlp(buffer, expected) {
   return { config, weights };
 }
 
-// A stream at `base` (a URL ending in "/"). `open()` reads the manifest and MLP; `fetchAll()`
-// then pulls GOPs in order; `gop(i)` resolves when GOP i's files are in.
+// A stream at `base` (a URL ending in "/"). `open()` reads the manifest and MLP and keeps the
+// renditions this browser can play (`playable`, lowest average bitrate first); `fetchGop(i, name)`
+// fetches GOP i in one rendition and says how long it took.
 export class RemoteStream {
   constructor(base) {
     this.base = base.endsWith("/") ? base : base + "/";
-    this.gopFiles = [];
     this.bytesFetched = 0;
   }
 
   async open() {
     const text = new TextDecoder().decode(await fetchBytes(this.base + "manifest.json"));
     this.manifest = parseManifest(text);
-    const reason = unsupportedReason(this.manifest);
-    if (reason) throw new StreamError(reason);
-    this.mlp = parseMlp(await fetchBytes(this.base + this.manifest.mlp.file), this.manifest.mlp);
-    this.gopFiles = this.manifest.gops.map(() => {
-      let resolve, reject;
-      const promise = new Promise((a, b) => { resolve = a; reject = b; });
-      promise.catch(() => {}); // reported through gop(i) when it is asked for
-      return { promise, resolve, reject, started: false };
-    });
-    return this.manifest;
+    const m = this.manifest;
+    this.playable = m.renditions.filter((r) => !unsupportedReason(r.codec))
+      .sort((a, b) => a.bitrate.average - b.bitrate.average);
+    if (!this.playable.length) throw new StreamError(unsupportedReason(m.renditions[0].codec));
+    this.skipped = m.renditions.filter((r) => unsupportedReason(r.codec)).map((r) => r.name);
+    this.mlp = parseMlp(await fetchBytes(this.base + m.mlp.file), m.mlp);
+    return m;
   }
 
-  // Total bytes of the stream per frame (videos + mappings + MLP), the figure benchmarks report.
-  bytesPerFrame() {
+  rendition(name) {
+    return this.manifest.renditions.find((r) => r.name === name);
+  }
+
+  // Bytes per frame a viewer of one rendition fetches (its videos + mappings + MLP).
+  bytesPerFrame(name) {
     const m = this.manifest;
-    let total = m.bytes && m.bytes.total_without_manifest;
-    if (!total) total = m.gops.reduce((s, g) => s + (g.bytes.video || 0) + (g.bytes.mapping || 0), 0);
+    const total = m.gops.reduce((s, g) => s + g.videos[name].bytes + g.mappingBytes, 0);
     return total / m.frames;
+  }
+
+  // Bits of GOP i's files in rendition `name` (video + mapping), from the manifest.
+  gopBits(i, name) {
+    const g = this.manifest.gops[i];
+    return 8 * (g.videos[name].bytes + g.mappingBytes);
+  }
+
+  // Fetch GOP i in rendition `name`: {index, rendition, info, mapping, video, bytes, seconds}, where
+  // seconds run from the request to the last byte of the later of the two files.
+  async fetchGop(i, name) {
+    const g = this.manifest.gops[i];
+    const t0 = performance.now();
+    const [mapBytes, video] = await Promise.all([fetchBytes(this.base + g.mapping),
+                                                 fetchBytes(this.base + g.videos[name].file)]);
+    const seconds = Math.max(1e-4, (performance.now() - t0) / 1000);
+    const mapping = await parseMapping(mapBytes, g.mapping);
+    const bytes = mapBytes.byteLength + video.byteLength;
+    this.bytesFetched += bytes;
+    return { index: i, rendition: name, info: g, mapping, video, bytes, seconds };
   }
 
   // Which GOP holds stream frame t.
@@ -199,31 +248,5 @@ export class RemoteStream {
     const gops = this.manifest.gops;
     for (let i = gops.length - 1; i >= 0; i--) if (t >= gops[i].start) return i;
     return 0;
-  }
-
-  async _fetchGop(i) {
-    const slot = this.gopFiles[i];
-    if (slot.started) return slot.promise;
-    slot.started = true;
-    try {
-      const g = this.manifest.gops[i];
-      const [mapBytes, video] = await Promise.all([fetchBytes(this.base + g.mapping), fetchBytes(this.base + g.video)]);
-      const mapping = await parseMapping(mapBytes, g.mapping);
-      this.bytesFetched += mapBytes.byteLength + video.byteLength;
-      slot.resolve({ index: i, info: g, mapping, video });
-    } catch (e) {
-      slot.reject(e);
-    }
-    return slot.promise;
-  }
-
-  // Fetch every GOP, in order, one at a time (the first one is needed first).
-  async fetchAll() {
-    for (let i = 0; i < this.gopFiles.length; i++) await this._fetchGop(i).catch(() => {});
-  }
-
-  gop(i) {
-    this._fetchGop(i); // jumps the queue when a seek needs a GOP that has not come yet
-    return this.gopFiles[i].promise;
   }
 }

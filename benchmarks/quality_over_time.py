@@ -1,0 +1,184 @@
+"""Quality over time through fast motion: held-out PSNR per frame, float model and stream, with and
+without each of the trainer's switches (issue #13).
+
+    python benchmarks/quality_over_time.py [--frames 30] [--views 12] [--size 96] [--preset fast]
+                                           [--variants before,motion,refresh,default] [--out DIR]
+
+The scene is the built-in fast-motion scene (`featvid synth --scene crossing`: balls moving a third
+of their radius per frame, moving shadows, a spinning box, mixed lenses), rendered once and cached
+under benchmarks/cache/ with every trained run, so a rerun only measures what is missing.
+
+Variants (each a TrainConfig of the preset with some switches changed):
+- before:  what featvid did before issue #13: warm start from the previous frame as it was, a fixed
+           iteration count, no validation views, no keyframe refresh;
+- motion:  + the motion-compensated warm start and the geometry refresh from the coarse pass;
+- refresh: + the keyframe refresh (new GOPs from a fresh fit), without motion compensation;
+- default: the preset as it ships (all of the above and adaptive iterations).
+Per variant: held-out PSNR of every frame of the float model and of the default-preset stream,
+seconds per frame, bytes per frame, GOPs and why each began; the BD-rate of each variant's H.264
+crf ladder against `before`'s. Writes quality_over_time.json, .md and .png under
+benchmarks/results/ (or --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
+
+from featvid.atomic import write_json, write_text  # noqa: E402
+
+VARIANTS = {
+    "before": {"motion": False, "geometry_refresh": 0.0, "refresh_margin": 0.0, "validation_views": 0,
+               "plateau": 0.0, "frame_iters": 60, "frame_iters_min": 60},
+    "motion": {"refresh_margin": 0.0},
+    "refresh": {"motion": False, "geometry_refresh": 0.0},
+    "default": {},
+}
+LADDER = (14.0, 16.5, 20.0, 24.0)
+
+
+def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str, tag: str) -> dict:
+    """Train (cached) and measure one variant."""
+    from featvid.bake.config import preset as train_preset
+    from featvid.bake.run import Run
+    from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+    from featvid.data import load_dataset
+    from featvid.field.evaluate import evaluate
+    from featvid.metrics import bytes_per_frame
+    from featvid.pipeline import ensure_bake, ensure_run
+
+    config = train_preset(preset, **overrides)
+    t0 = time.perf_counter()
+    run, _ = ensure_run(data, cache / f"qot-run-{tag}-{preset}-{name}", config)
+    train_s = time.perf_counter() - t0
+    video = load_dataset(data)
+    log = run.log()
+    float_report = evaluate(run.frames(), run.mlp(), run.render_settings, video)
+    baked, _ = ensure_bake(run.path, cache / f"qot-baked-{tag}-{preset}-{name}")
+    ladder = []
+    with tempfile.TemporaryDirectory(prefix="featvid-qot-") as tmp:
+        for crf in LADDER:
+            s_dir = Path(tmp) / f"s{crf:g}.fvv"
+            shutil.rmtree(s_dir, ignore_errors=True)
+            encode_baked(baked, s_dir, preset=DEFAULT_PRESET, crf=crf)
+            s = open_stream(s_dir, hwaccel="none")
+            rep = evaluate(enumerate(s.frames()), s.mlp(), s.render_settings, video)
+            ladder.append({"crf": crf, "bytes_per_frame": bytes_per_frame(s_dir, s.num_frames), "psnr": rep.mean_psnr,
+                           "per_frame": [f.psnr for f in rep.per_frame]})
+    default = next(p for p in ladder if p["crf"] == 16.5)
+    keyframe_psnr = float_report.per_frame[0].psnr
+    per_frame = [f.psnr for f in float_report.per_frame]
+    return {
+        "variant": name, "overrides": overrides, "config": config.to_dict(),
+        "float_psnr": per_frame, "float_mean": float_report.mean_psnr,
+        "stream_psnr": default["per_frame"], "stream_mean": default["psnr"],
+        "stream_bytes_per_frame": default["bytes_per_frame"],
+        "worst_drop_db": keyframe_psnr - min(per_frame), "mean_drop_db": keyframe_psnr - float_report.mean_psnr,
+        "seconds_per_frame": [r.get("train_seconds") for r in log], "iters": [r.get("iters") for r in log],
+        "gops": [[g.start, g.end] for g in run.gops],
+        "keyframes": [{"frame": r["frame"], "why": r.get("keyframe_reason", "")} for r in log if r.get("keyframe")],
+        "train_wall_s_this_time": train_s, "ladder": ladder,
+    }
+
+
+def markdown(result: dict) -> str:
+    rows = result["variants"]
+    T = result["frames"]
+    lines = ["# Quality over time through fast motion", "",
+             f"Scene `{result['scene']}` ({T} frames, {result['views']} views: {result['views'] - 2} train + 2 held "
+             f"out, {result['size']} px), preset `{result['preset']}`. Held-out PSNR (dB) of the float model and of "
+             f"the default-preset stream. Command: `{result['command']}`", "",
+             "| variant | keyframe | worst frame (drop) | mean (drop) | stream mean | KiB/frame | s/frame (warm) | GOPs | refreshes | BD-rate vs before |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for v in rows:
+        warm = [s for s, r in zip(v["seconds_per_frame"], v["iters"]) if s is not None][1:]
+        refreshes = sum(1 for k in v["keyframes"] if k["frame"] > 0)
+        bd = result["bd_rate_vs_before"].get(v["variant"])
+        lines.append(f"| {v['variant']} | {v['float_psnr'][0]:.2f} | {min(v['float_psnr']):.2f} ({v['worst_drop_db']:+.2f}) | "
+                     f"{v['float_mean']:.2f} ({v['mean_drop_db']:+.2f}) | {v['stream_mean']:.2f} | "
+                     f"{v['stream_bytes_per_frame'] / 1024:.1f} | {sum(warm) / max(1, len(warm)):.1f} | {len(v['gops'])} | "
+                     f"{refreshes} | {'-' if bd is None else f'{bd:+.1f} %'} |")
+    lines += ["", "Per frame (float model):", "", "| frame | " + " | ".join(v["variant"] for v in rows) + " |",
+              "|---:|" + "---:|" * len(rows)]
+    for t in range(T):
+        lines.append(f"| {t} | " + " | ".join(f"{v['float_psnr'][t]:.2f}" for v in rows) + " |")
+    lines += ["", "Keyframes (why each GOP started with a fresh fit):", ""]
+    for v in rows:
+        lines.append(f"- {v['variant']}: " + "; ".join(f"{k['frame']}: {k['why']}" for k in v["keyframes"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    from featvid.bench.plot import figure, save_png
+
+    fig, (a, b) = figure(12, 4.5, 2)
+    for v in result["variants"]:
+        a.plot(v["float_psnr"], marker="o", markersize=3, label=v["variant"])
+        b.plot(v["stream_psnr"], marker="o", markersize=3, label=v["variant"])
+    for ax, title in ((a, "float model"), (b, "default-preset stream")):
+        ax.set_xlabel("frame")
+        ax.set_ylabel("held-out PSNR (dB)")
+        ax.set_title(f"quality over time: {title}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    save_png(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--views", type=int, default=12)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--scene", default="crossing")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--cache", type=Path, default=ROOT / "cache")
+    args = ap.parse_args(argv)
+
+    from featvid.errors import FeatvidError
+    from featvid.metrics import bd_rate
+    from featvid.pipeline import ensure_synth
+
+    tag = f"{args.scene}-{args.frames}f-{args.views}v-{args.size}px"
+    try:
+        data = ensure_synth(args.cache / f"qot-data-{tag}", args.scene, args.frames, args.views, args.size)
+        rows = []
+        for name in args.variants.split(","):
+            if name not in VARIANTS:
+                raise FeatvidError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+            print(f"[{name}] training and measuring ...", flush=True)
+            rows.append(run_variant(name, VARIANTS[name], data, args.cache, args.preset, tag))
+            v = rows[-1]
+            print(f"[{name}] float {v['float_psnr'][0]:.2f} -> worst {min(v['float_psnr']):.2f}, mean {v['float_mean']:.2f}; "
+                  f"stream {v['stream_mean']:.2f} at {v['stream_bytes_per_frame'] / 1024:.1f} KiB/frame", flush=True)
+    except FeatvidError as e:
+        print(f"quality_over_time: error: {e}", file=sys.stderr)
+        return 2
+    base = next((v for v in rows if v["variant"] == "before"), None)
+    bd = {}
+    if base is not None:
+        for v in rows:
+            bd[v["variant"]] = bd_rate([p["bytes_per_frame"] for p in base["ladder"]], [p["psnr"] for p in base["ladder"]],
+                                       [p["bytes_per_frame"] for p in v["ladder"]], [p["psnr"] for p in v["ladder"]])
+    result = {"benchmark": "quality_over_time", "scene": args.scene, "frames": args.frames, "views": args.views,
+              "size": args.size, "preset": args.preset, "variants": rows,
+              "bd_rate_vs_before": {k: (None if v != v else v) for k, v in bd.items()},
+              "command": "python benchmarks/quality_over_time.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "quality_over_time.json", json.loads(json.dumps(result, default=str)))
+    write_text(args.out / "quality_over_time.md", markdown(result))
+    plot(result, args.out / "quality_over_time.png")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

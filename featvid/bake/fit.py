@@ -1,0 +1,132 @@
+"""Fitting one frame: Adam on the frame's vertex values (and the MLP on a keyframe), VideoRF's
+photometric + temporal + spatial losses, until the loss stops improving.
+
+Adaptive iterations: the photometric loss is averaged over windows of `plateau_window`
+iterations; once at least `iters_min` iterations are done and a window improves on the one before
+by less than `plateau` (relative), the frame is done; it never runs past `iters_max`. The learning
+rates decay over `iters_max`, so a frame that stops early stops at a higher rate, not a lower one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from featvid.bake import losses
+from featvid.bake.config import TrainConfig
+from featvid.bake.sampling import RaySampler
+from featvid.bake.sparse_field import SparseField
+from featvid.errors import TrainingError
+from featvid.field.mapping import Mapping
+from featvid.field.mlp import TinyMLP
+from featvid.field.volume import DENSITY_RANGE, RenderSettings
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """How long one fit runs and how fast it learns."""
+
+    iters_max: int
+    iters_min: int
+    lr_grid: float
+    lr_mlp: float  # 0: the MLP is frozen
+    plateau: float  # relative improvement per window below which the fit stops; 0: always iters_max
+    plateau_window: int
+
+    @classmethod
+    def keyframe(cls, c: TrainConfig) -> "FitSchedule":
+        return cls(c.keyframe_iters, c.keyframe_iters_min, c.lr_grid, c.lr_mlp, c.plateau, c.plateau_window)
+
+    @classmethod
+    def refresh(cls, c: TrainConfig) -> "FitSchedule":
+        """A keyframe fitted again mid-sequence: the MLP kept as it is (or tuned at a later frame's rate)."""
+        return cls(c.refresh_iters, c.refresh_iters // 2, c.lr_grid, c.lr_mlp_frame, c.plateau, c.plateau_window)
+
+    @classmethod
+    def frame(cls, c: TrainConfig) -> "FitSchedule":
+        return cls(c.frame_iters, c.frame_iters_min, c.lr_grid_frame, c.lr_mlp_frame, c.plateau, c.plateau_window)
+
+
+def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, mlp: TinyMLP,
+              sampler: RaySampler, settings: RenderSettings, aabb: torch.Tensor, config: TrainConfig,
+              schedule: FitSchedule, previous: torch.Tensor | None, generator: torch.Generator,
+              desc: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """Fit one frame's vertex values [N, 1 + C] (on the vertices of `occupancy` [nx, ny, nz], in
+    lexicographic order) to its training images. Returns the fitted values and figures: the loss
+    terms averaged over the last window, "iters" (how many iterations ran) and "loss_curve" (the
+    photometric loss of every window).
+
+    previous: the values the temporal loss pulls towards [N, 1 + C] (the previous frame, carried
+    along the estimated motion), or None (a keyframe).
+    """
+    device = values.device
+    field = SparseField(occupancy, aabb, device)
+    param = torch.nn.Parameter(values.clone())
+    groups = [{"params": [param], "lr": schedule.lr_grid}]
+    mlp.requires_grad_(schedule.lr_mlp > 0)
+    if schedule.lr_mlp > 0:
+        groups.append({"params": list(mlp.parameters()), "lr": schedule.lr_mlp})
+    opt = torch.optim.Adam(groups)
+    gamma = config.lr_decay ** (1 / max(1, schedule.iters_max))
+    use_temporal = previous is not None and config.temporal_weight > 0
+    use_spatial = config.spatial_weight > 0
+    window = max(1, schedule.plateau_window)
+    sums = dict.fromkeys(("loss", "mse", "temporal", "spatial"), 0.0)  # over the current window
+    last: dict[str, float] | None = None  # the previous window's means
+    curve: list[float] = []  # every window's mean photometric loss (the log shows how a fit went)
+    bar = tqdm(total=schedule.iters_max, desc=desc, leave=False, unit="it")
+    it = 0
+    while it < schedule.iters_max:
+        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+        jitter = torch.rand(len(origins), device=device, generator=generator)
+        out, dense = field.render(param, mlp, origins, dirs, settings, jitter)  # dense [1 + C, nx, ny, nz]
+        mse = losses.photometric(out["rgb"], target)
+        loss = mse
+        temporal = spatial = torch.zeros((), device=device)
+        if use_temporal:
+            temporal = losses.temporal(param, previous, config.density_reg_scale)
+            loss = loss + config.temporal_weight * temporal
+        if use_spatial:
+            spatial = losses.atlas_smoothness(dense, mapping, config.density_reg_scale)
+            loss = loss + config.spatial_weight * spatial
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
+        losses.optimizer_step(opt, loss, gamma)
+        with torch.no_grad():
+            # bounded ranges: the baker quantizes each channel per GOP over its min..max to 8 bits
+            param[:, 0].clamp_(*DENSITY_RANGE)
+            param[:, 1:].clamp_(-config.feature_range, config.feature_range)
+        for k, v in (("loss", loss), ("mse", mse), ("temporal", temporal), ("spatial", spatial)):
+            sums[k] += float(v.detach())
+        it += 1
+        bar.update(1)
+        if it % window == 0 or it == schedule.iters_max:
+            means = {k: v / (window if it % window == 0 else it % window) for k, v in sums.items()}
+            sums = dict.fromkeys(sums, 0.0)
+            curve.append(round(means["mse"], 7))
+            plateaued = (last is not None and schedule.plateau > 0 and it >= schedule.iters_min
+                         and last["mse"] - means["mse"] < schedule.plateau * last["mse"])
+            last = means
+            if plateaued:
+                break
+    bar.close()
+    mlp.requires_grad_(False)
+    return param.detach(), {**(last or {}), "iters": it, "loss_curve": curve}
+
+
+@torch.no_grad()
+def start_loss(values: torch.Tensor, occupancy: torch.Tensor, mlp: TinyMLP, sampler: RaySampler,
+               settings: RenderSettings, aabb: torch.Tensor, config: TrainConfig, generator: torch.Generator,
+               batches: int = 4) -> float:
+    """The photometric loss of a fit's starting values [N, 1 + C] before any step: the mean over
+    `batches` batches of rays drawn from `generator` (pass equally seeded generators to compare
+    two starts on the same rays)."""
+    field = SparseField(occupancy, aabb, values.device)
+    total = 0.0
+    for _ in range(batches):
+        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+        jitter = torch.rand(len(origins), device=values.device, generator=generator)
+        out, _ = field.render(values, mlp, origins, dirs, settings, jitter)
+        total += float(losses.photometric(out["rgb"], target))
+    return total / batches

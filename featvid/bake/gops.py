@@ -1,0 +1,84 @@
+"""How the trainer groups frames into GOPs, each with one mapping from the union of its frames'
+occupancies.
+
+Two moments decide a GOP boundary:
+1. the coarse pass (`GopBuilder`): fixed length, or "auto" -- a new GOP once the union of the
+   group's occupancies has `gop_growth` more blocks than its first frame, or after `max_gop`
+   frames;
+2. the fine pass (`split_gop`): a keyframe refresh starts a new GOP at the refreshed frame. The
+   GOP's first part keeps its mapping (its frames are trained on it already, and it covers them);
+   the new GOP gets the union of its own frames' occupancies.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from featvid.bake.config import TrainConfig
+from featvid.bake.run import RunGop
+from featvid.errors import TrainingError
+from featvid.field.gop import Gop
+from featvid.field.mapping import Mapping
+
+
+def mapping_name(start: int) -> str:
+    """The mapping file of the GOP that starts at frame `start` (unique within a run)."""
+    return f"gop_{start:05d}.fvmap"
+
+
+class GopBuilder:
+    """Groups frames into GOPs as their occupancies arrive, keeping only the current GOP's union."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.gops: list[tuple[Gop, Mapping]] = []
+        self._start = 0
+        self._count = 0
+        self._union: torch.Tensor | None = None
+        self._first_blocks = 0
+
+    def add(self, t: int, occupancy: torch.Tensor) -> None:
+        """Frame t's fine-grid occupancy [nx, ny, nz] bool (frames must come in order)."""
+        occupancy = occupancy.cpu()
+        if self._union is not None and self._should_close(occupancy):
+            self._close()
+        if self._union is None:
+            self._start, self._count, self._union = t, 0, occupancy.clone()
+            self._first_blocks = Mapping.from_occupancy(occupancy).num_blocks
+        else:
+            self._union |= occupancy
+        self._count += 1
+
+    def _should_close(self, occupancy: torch.Tensor) -> bool:
+        gop = self.config.gop
+        if gop != "auto":
+            return self._count >= int(gop)
+        if self._count >= self.config.max_gop:
+            return True
+        blocks = Mapping.from_occupancy(self._union | occupancy).num_blocks
+        return blocks > (1 + self.config.gop_growth) * max(1, self._first_blocks)
+
+    def _close(self) -> None:
+        self.gops.append((Gop(self._start, self._count), Mapping.from_occupancy(self._union)))
+        self._union = None
+
+    def finish(self) -> list[tuple[Gop, Mapping]]:
+        if self._union is not None:
+            self._close()
+        return self.gops
+
+
+def split_gop(gops: list[RunGop], g: int, t: int, occupancy_of: Callable[[int], torch.Tensor]) -> tuple[list[RunGop], Mapping]:
+    """GOP g of `gops` split at frame t (start < t < end): (the new GOP list, the new GOP's mapping,
+    built from occupancy_of(s) [nx, ny, nz] for its frames s)."""
+    old = gops[g]
+    if not old.start < t < old.end:
+        raise TrainingError(f"frame {t} does not split GOP {old.start}..{old.end - 1}")
+    union = occupancy_of(t).clone()
+    for s in range(t + 1, old.end):
+        union |= occupancy_of(s)
+    mapping = Mapping.from_occupancy(union)
+    head = RunGop(old.start, t - old.start, old.mapping, old.blocks)
+    tail = RunGop(t, old.end - t, mapping_name(t), mapping.num_blocks)
+    return gops[:g] + [head, tail] + gops[g + 1:], mapping

@@ -1,0 +1,302 @@
+"""The job planner: a job file becomes outputs (a baked folder, streams), each a small state
+machine that hands the runner its next tasks as the last ones finish.
+
+    bake of a run:  open (resume or start over) -> one task per GOP -> finish (baked.json last)
+    stream:         open (plan, fit the basis; resume or start over) -> one task per GOP -> finish
+                    (manifest last); it waits for its sequence's bake
+    either, when the sequence names a dataset: score (held-out PSNR / SSIM, OUTPUT.eval.json)
+
+An output that is already finished is kept as it is, never rewritten: a stream whose manifest is
+there (and was made with the same preset, options, basis and back end: otherwise that output
+fails, saying so), a bake whose baked.json is there.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from featvid.bake.atlas import Baked
+from featvid.bake.run import Run
+from featvid.batch import tasks
+from featvid.batch.jobfile import EncodeSpec, Job, Sequence
+from featvid.codecs.basis import BASIS_NAME
+from featvid.codecs.manifest import MANIFEST, Manifest
+from featvid.codecs.presets import resolve_preset
+from featvid.errors import FeatvidError
+
+
+@dataclass
+class Task:
+    """One unit of work of an output."""
+
+    output: "Output"
+    step: str  # "open", "gop", "finish", "score"
+    fn: Callable[..., Any]
+    args: tuple
+    gop: int | None = None
+    attempts: int = 0  # failed attempts so far
+
+    @property
+    def label(self) -> str:
+        """Names the sequence, the output and the GOP, e.g. "dancer / web.fvv: encode GOP 3"."""
+        what = f"GOP {self.gop}" if self.gop is not None else self.step
+        return f"{self.output.label}: {self.output.verb} {what}" if self.step == "gop" else \
+            f"{self.output.label}: {what}"
+
+
+class Output:
+    """One thing a job makes, with what the summary reports of it."""
+
+    kind = ""
+    verb = ""
+
+    def __init__(self, sequence: str, name: str, path: Path, gops_total: int = 0,
+                 deps: list["Output"] | None = None, data: Path | None = None) -> None:
+        self.sequence = sequence
+        self.name = name
+        self.path = path
+        self.gops_total = gops_total
+        self.deps = deps or []
+        self.data = data  # the dataset to score on, or None
+        self.status = "waiting"  # -> running -> done | kept | failed | skipped
+        self.gops_done = 0
+        self.seconds = 0.0  # task time, summed over workers
+        self.failures = 0  # failed attempts, retried or not
+        self.error: str | None = None
+        self.score: dict[str, float] | None = None
+        self.entries: dict[int, Any] = {}  # GOP -> its entry, for the finishing task
+        self.share: Callable[[Any], Any] = lambda v: v  # the executor's, set by the runner
+
+    @property
+    def label(self) -> str:
+        return f"{self.sequence} / {self.name}"
+
+    @property
+    def finished(self) -> bool:
+        """Its files are complete (its score may still be running)."""
+        return self.status in ("done", "kept")
+
+    def begin(self) -> list[Task]:
+        """Its first tasks, once every output it depends on is finished."""
+        raise NotImplementedError
+
+    def take(self, task: Task, value: Any) -> list[Task]:
+        """A task of this output returned `value`: the tasks that follow (open -> every GOP not
+        done yet -> finish -> score)."""
+        if task.step == "open":
+            self.entries = self._opened(value)
+            self.gops_done = len(self.entries)
+            todo = [self._gop_task(g) for g in range(self.gops_total) if g not in self.entries]
+            return todo or [self._finish()]
+        if task.step == "gop":
+            self.entries[task.gop] = value
+            self.gops_done = len(self.entries)
+            return [self._finish()] if self.gops_done == self.gops_total else []
+        if task.step == "finish":
+            self.status = "done"
+            return self._score_tasks()
+        return self._took_score(value)
+
+    def _opened(self, value: Any) -> dict[int, Any]:
+        """What the open task returned: the GOPs already done {g: entry}."""
+        raise NotImplementedError
+
+    def _gop_task(self, g: int) -> Task:
+        raise NotImplementedError
+
+    def _finish(self) -> Task:
+        raise NotImplementedError
+
+    def fail(self, task: Task | None, why: str) -> None:
+        """`task` failed for good (None: before any task ran)."""
+        if task is not None and task.step == "score":  # the output itself is complete
+            self.error = f"score: {why}"
+        else:
+            self.status, self.error = "failed", why
+
+    def skip(self, why: str) -> None:
+        self.status, self.error = "skipped", why
+
+    # scores
+    @property
+    def score_file(self) -> Path:
+        return self.path.parent / f"{self.path.name}.eval.json"
+
+    def score_source(self) -> Path:
+        return self.path
+
+    def _score_tasks(self) -> list[Task]:
+        if self.data is None:
+            return []
+        try:
+            d = json.loads(self.score_file.read_text())
+            self.score = {"psnr": float(d["mean_psnr"]), "ssim": float(d["mean_ssim"])}
+            return []  # scored by an earlier job
+        except (OSError, ValueError, KeyError, TypeError):
+            return [Task(self, "score", tasks.score, (self.score_source(), self.data, self.score_file))]
+
+    def _took_score(self, value: dict[str, float]) -> list[Task]:
+        self.score = value
+        return []
+
+
+class BakeOutput(Output):
+    """A run baked into OUT/<sequence>/baked, GOP by GOP."""
+
+    kind = "bake"
+    verb = "bake"
+
+    def __init__(self, seq: Sequence) -> None:
+        assert seq.run is not None
+        self.run_dir = seq.run
+        super().__init__(seq.name, "baked", seq.baked, len(Run(seq.run).gops), data=seq.data)
+
+    @property
+    def score_file(self) -> Path:
+        return self.path.parent / "run.eval.json"  # the float model: what every stream is measured against
+
+    def score_source(self) -> Path:
+        return self.run_dir
+
+    def begin(self) -> list[Task]:
+        if (self.path / "baked.json").is_file():
+            try:
+                baked = Baked(self.path)
+            except FeatvidError as e:
+                self.fail(None, f"holds an unreadable bake ({e}); remove it to bake again")
+                return []
+            if len(baked.gops) != self.gops_total:
+                self.fail(None, f"holds a bake of {len(baked.gops)} GOPs, the run has {self.gops_total}; "
+                                "remove it to bake again")
+                return []
+            self.status, self.gops_done = "kept", self.gops_total
+            return self._score_tasks()
+        self.status = "running"
+        return [Task(self, "open", tasks.open_bake, (self.run_dir, self.path))]
+
+    def _opened(self, value: dict[int, Any]) -> dict[int, Any]:
+        return dict(value)
+
+    def _gop_task(self, g: int) -> Task:
+        return Task(self, "gop", tasks.bake_gop_task, (self.run_dir, g, self.path), gop=g)
+
+    def _finish(self) -> Task:
+        entries = [self.entries[g] for g in range(self.gops_total)]
+        return Task(self, "finish", tasks.finish_bake_task, (self.run_dir, self.path, entries))
+
+
+class StreamOutput(Output):
+    """One stream OUT/<sequence>/<name>.fvv of a bake, GOP by GOP."""
+
+    kind = "stream"
+    verb = "encode"
+
+    def __init__(self, seq: Sequence, spec: EncodeSpec, backend: str, gops_total: int,
+                 deps: list[Output]) -> None:
+        super().__init__(seq.name, f"{spec.name}.fvv", seq.stream_dir(spec), gops_total, deps, seq.data)
+        self.baked, self.spec, self.backend = seq.baked, spec, backend
+        self.plan: Any = None  # the EncodePlan, as the executor shares it
+
+    def begin(self) -> list[Task]:
+        if (self.path / MANIFEST).is_file():
+            why = self._differs()
+            if why:
+                self.fail(None, f"holds a finished stream made {why}; it is never rewritten: remove it or "
+                                "give this encode another name")
+                return []
+            self.status, self.gops_done = "kept", self.gops_total
+            return self._score_tasks()
+        self.status = "running"
+        s = self.spec
+        return [Task(self, "open", tasks.plan_stream,
+                     (self.baked, self.path, s.preset, s.crf, self.backend, s.basis, s.ladder))]
+
+    def _opened(self, value: tuple[Any, dict[int, Any]]) -> dict[int, Any]:
+        plan, kept = value
+        self.gops_total = len(plan.baked.gops)
+        self.plan = self.share(plan)  # sent to every GOP task: Ray puts it in its object store once
+        return dict(kept)
+
+    def _gop_task(self, g: int) -> Task:
+        return Task(self, "gop", tasks.encode_gop_task, (self.plan, g), gop=g)
+
+    def _finish(self) -> Task:
+        return Task(self, "finish", tasks.finish_stream, (self.plan, [self.entries[g] for g in range(self.gops_total)]))
+
+    def _differs(self) -> str | None:
+        """How the finished stream there differs from this encode ("with preset x", ...), or None."""
+        try:
+            m = Manifest.read(self.path)
+        except FeatvidError as e:
+            return f"by something else (unreadable manifest: {e})"
+        try:
+            presets = [resolve_preset(name) for name in self.spec.presets]
+        except FeatvidError as e:
+            return f"by presets this machine cannot check ({e})"
+        made = [r.codec.preset for r in m.renditions]
+        if made != [p.name for p in presets]:
+            return f"with preset {made[0]!r}" if len(made) == 1 else f"with the renditions {', '.join(made)}"
+        for r, p in zip(m.renditions, presets):
+            if r.codec.options != p.encoder_options(self.spec.crf):
+                return f"with other encoder options ({r.codec.options})"
+            if r.codec.backend and r.codec.backend != self.backend:  # older manifests name none
+                return f"with back end {r.codec.backend!r}"
+        choices = {p.feature_basis for p in presets} if self.spec.basis is None else {self.spec.basis}
+        had = m.mlp.get("feature_basis", "none")
+        if len(choices) == 1 and had != (BASIS_NAME if choices.pop() else "none"):
+            return f"with feature basis {had!r}"
+        return None
+
+
+class SingleTask(Output):
+    """One task of its own (what `featvid bench` runs through an executor: one point each)."""
+
+    kind = "task"
+
+    def __init__(self, name: str, fn: Callable[..., Any], args: tuple) -> None:
+        super().__init__("", name, Path(name), gops_total=1)  # one unit on the progress bar
+        self.fn, self.args = fn, args
+        self.value: Any = None
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def begin(self) -> list[Task]:
+        self.status = "running"
+        return [Task(self, "run", self.fn, self.args)]
+
+    def take(self, task: Task, value: Any) -> list[Task]:
+        self.value, self.status, self.gops_done = value, "done", 1
+        return []
+
+
+def plan_job(job: Job) -> list[Output]:
+    """The outputs of a job, in the job file's order (each sequence's bake before its streams).
+    An input that cannot be read makes its outputs failed ones, reported with the rest."""
+    outputs: list[Output] = []
+    for seq in job.sequences:
+        deps: list[Output] = []
+        gops = 0
+        if seq.run is not None:
+            try:
+                bake: Output = BakeOutput(seq)
+                gops = bake.gops_total
+            except FeatvidError as e:
+                bake = Output(seq.name, "baked", seq.baked)
+                bake.fail(None, str(e))
+            outputs.append(bake)
+            deps = [bake]
+        unreadable = None
+        if seq.run is None:
+            try:
+                gops = len(Baked(seq.baked).gops)
+            except FeatvidError as e:
+                unreadable = str(e)
+        for spec in seq.encodes:
+            outputs.append(StreamOutput(seq, spec, job.backend, gops, deps))
+            if unreadable:
+                outputs[-1].fail(None, unreadable)
+    return outputs

@@ -1,0 +1,140 @@
+"""The tasks a batch job runs on its workers: plain module functions of picklable arguments.
+
+Per baked folder:  open_bake -> bake_gop (one per GOP, any order, anywhere) -> finish_bake
+Per stream:        plan_stream -> encode_gop (one per GOP) -> finish_stream
+Per scored output: score
+
+Every task reads its inputs from and writes its outputs to paths all workers see, each file
+atomically (featvid.atomic); a GOP task records itself in the output's staging folder
+(featvid.batch.staging) after its files, so a killed job resumes with what was finished.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from featvid.atomic import write_json
+from featvid.bake.atlas import BakedGop, bake_gop, check_bakeable, finish_bake
+from featvid.bake.run import Run
+from featvid.batch.staging import (
+    Staging,
+    entry_from_dict,
+    entry_to_dict,
+    gop_files,
+    round_trips,
+    run_fingerprint,
+    stream_fingerprint,
+    sweep_temporaries,
+)
+from featvid.codecs.encode import EncodePlan, encode_gop, finish_encode, plan_encode, prepare_out
+from featvid.codecs.manifest import MANIFEST, GopEntry
+from featvid.errors import StreamError
+
+log = logging.getLogger(__name__)
+
+BAKE_FILES = ("baked.json", "mlp.safetensors")  # with gop_* files: what a baked folder holds
+
+
+def warm_up() -> int:
+    """Nothing but the imports every task needs (a pool's start-up cost, measured apart)."""
+    import os
+
+    return os.getpid()
+
+
+# ---- bake ------------------------------------------------------------------------------------------
+
+def prepare_bake_out(out: Path) -> None:
+    """Empty a baked folder for a fresh bake; refuse a folder that holds anything else."""
+    if out.exists() and not out.is_dir():
+        raise StreamError(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if not (p.name in BAKE_FILES or p.name.startswith("gop_")
+                                                         or p.name.endswith(".tmp"))]
+        if foreign:
+            raise StreamError(f"{out}: holds {foreign[0]!r}, not a baked folder; refusing to bake into it")
+        for p in out.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def open_bake(run_dir: Path, out: Path) -> dict[int, BakedGop]:
+    """Get `out` ready to bake the run: resume what an earlier job of the same run left staged,
+    or start over. Returns the GOPs already done."""
+    run = Run(run_dir)
+    check_bakeable(run)
+    staging = Staging(out)
+    fingerprint = run_fingerprint(run)
+    if staging.fingerprint() == fingerprint and out.is_dir():
+        kept = {g: entry_from_dict(BakedGop, d) for g, d in staging.kept(len(run.gops)).items()}
+        log.info("%s: resuming, %d of %d GOPs kept", out, len(kept), len(run.gops))
+        return kept
+    prepare_bake_out(out)
+    staging.start(fingerprint)
+    return {}
+
+
+def bake_gop_task(run_dir: Path, g: int, out: Path) -> BakedGop:
+    """Bake GOP g of the run into `out` and record it."""
+    entry = bake_gop(Run(run_dir), g, out)
+    if round_trips(entry):
+        Staging(out).record(g, entry_to_dict(entry), [entry.mapping, entry.planes, entry.samples])
+    return entry
+
+
+def finish_bake_task(run_dir: Path, out: Path, entries: list[BakedGop]) -> Path:
+    """Write the bake's MLP and baked.json (last); the staging folder goes."""
+    sweep_temporaries(out)
+    finish_bake(Run(run_dir), out, entries)
+    Staging(out).remove()
+    return out
+
+
+# ---- encode -----------------------------------------------------------------------------------------
+
+def plan_stream(baked: Path, out: Path, preset: str | None, crf: float | None, backend: str,
+                basis: bool | None, ladder: tuple[str, ...] | None = None) -> tuple[EncodePlan, dict[int, GopEntry]]:
+    """Plan the stream (featvid.codecs.encode.plan_encode: reads, checks, fits the feature basis)
+    of one preset or of a ladder of presets (then `preset` is None), and get `out` ready: resume
+    what an earlier job of the same plan left staged, or start over. Returns the plan and the GOPs
+    already done."""
+    plan = plan_encode(baked, out, preset, crf, backend, basis, ladder=None if ladder is None else list(ladder))
+    staging = Staging(out)
+    fingerprint = stream_fingerprint(plan)
+    if staging.fingerprint() == fingerprint and out.is_dir() and not (out / MANIFEST).exists():
+        kept = {g: entry_from_dict(GopEntry, d) for g, d in staging.kept(len(plan.baked.gops)).items()}
+        log.info("%s: resuming, %d of %d GOPs kept", out, len(kept), len(plan.baked.gops))
+        return plan, kept
+    prepare_out(out)
+    staging.start(fingerprint)
+    return plan, {}
+
+
+def encode_gop_task(plan: EncodePlan, g: int) -> GopEntry:
+    """Encode GOP g of the plan (its folder is written anew) and record it."""
+    shutil.rmtree(plan.out / f"gop_{g:05d}", ignore_errors=True)  # what a killed attempt left
+    entry = encode_gop(plan, g)
+    if round_trips(entry):
+        Staging(plan.out).record(g, entry_to_dict(entry), gop_files(plan.out, entry.dir))
+    return entry
+
+
+def finish_stream(plan: EncodePlan, entries: list[GopEntry]) -> Path:
+    """Write the stream's MLP and manifest (last); the staging folder goes."""
+    sweep_temporaries(plan.out)
+    finish_encode(plan, entries)
+    Staging(plan.out).remove()
+    return plan.out
+
+
+# ---- scores -----------------------------------------------------------------------------------------
+
+def score(source: Path, data: Path, out_json: Path) -> dict[str, Any]:
+    """Held-out PSNR (dB) / SSIM of a run or stream folder on the dataset `data`, written to `out_json`."""
+    from featvid.pipeline import evaluate_source
+
+    report = evaluate_source(source, data)
+    write_json(out_json, report.to_json())
+    return {"psnr": report.mean_psnr, "ssim": report.mean_ssim}
