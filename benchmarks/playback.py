@@ -4,7 +4,7 @@
     python benchmarks/playback.py [--stream NAME.fvv] [--out DIR] [--device cpu,cuda] [--quick]
 
 Without --stream it makes one from the built-in scene through the library (featvid.pipeline:
-synth -> train --preset fast -> bake -> encode), cached under benchmarks/cache/ so a second run
+synth -> train --preset demo -> bake -> encode), cached under benchmarks/cache/ so a second run
 reuses it. Writes playback.json and playback.md under benchmarks/results/ (or --out).
 
 - decode:     what `featvid play STREAM --decode-only` does: every GOP decoded to dequantized

@@ -98,7 +98,7 @@ class SceneSpec:
     frames: int = 8
     views: int = 12
     size: int = 64
-    train_preset: str = "fast"
+    train_preset: str = "demo"  # the slow demo scene's preset: codec results stay comparable over trainer changes
     scene: str | None = None  # None: featvid.data.synth's default scene
     train_overrides: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields changed from the preset
 
