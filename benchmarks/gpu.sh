@@ -46,7 +46,8 @@ for rc in sorted(work.glob("*.rc")):
     code, seconds = rc.read_text().split()
     log = (work / f"{rc.stem}.log").read_text(errors="replace")
     steps[rc.stem] = {"exit": int(code), "seconds": round(float(seconds), 1), "tail": log.strip().splitlines()[-3:]}
-result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": steps}
+result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none", "torch": torch.__version__,
+          "steps": steps}
 log = work / "run" / "log.jsonl"
 if log.is_file():
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
