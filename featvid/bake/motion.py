@@ -45,7 +45,6 @@ def descriptor(coarse: torch.Tensor, step_ratio: float) -> torch.Tensor:
 # windows: no better). Held-out PSNR of frame 1 after 60 iterations: 28.47 dB without motion,
 # 30.68 with it -- the same as the true motion of the balls gives (30.62).
 SATURATION = 8  # fine steps over which opacity is taken for matching
-BLUR = True  # smooth both descriptors by [1, 2, 1] / 4 along each axis before matching
 
 
 def _blur(v: torch.Tensor) -> torch.Tensor:
@@ -73,9 +72,8 @@ def estimate_motion(prev: torch.Tensor, cur: torch.Tensor, step_ratio: float, se
     pooled energy of both frames' descriptors), so ties and flat regions keep d = 0; empty: pooled
     opacity below which a voxel has no content to match.
     """
-    f_prev, f_cur = descriptor(prev, step_ratio), descriptor(cur, step_ratio)  # [4, cx, cy, cz]
-    if BLUR:
-        f_prev, f_cur = _blur(f_prev), _blur(f_cur)
+    # blurred: a coarse fit's voxel noise would otherwise decide the match
+    f_prev, f_cur = _blur(descriptor(prev, step_ratio)), _blur(descriptor(cur, step_ratio))  # [4, cx, cy, cz]
     _, X, Y, Z = f_cur.shape
     S = search
     W = 2 * S + 1

@@ -337,11 +337,10 @@ def _warm_start(scene: _Scene, t: int, prev_grid: SparseGrid, occupancy: torch.T
     shape = tuple(occupancy.shape)
     cur = _load_coarse(scene.out, t, scene.aabb, scene.dev)
     prev = _load_coarse(scene.out, t - 1, scene.aabb, scene.dev)
-    prev_coarse = prev.density_on(shape)[None]  # [1, nx, ny, nz]: frame t-1's geometry as the coarse pass saw it
+    field = None  # [3, cx, cy, cz] coarse voxels, when motion is estimated
     if c.motion:
         field = motion.estimate_motion(prev.data, cur.data, c.step_ratio, c.motion_search, c.motion_window)
         dense = motion.warp(dense, field)
-        prev_coarse = motion.warp(prev_coarse, field)
         moving = field.abs().amax(0) > 0
         ratio = (dense.shape[1] - 1) / (field.shape[1] - 1)  # fine voxels per coarse voxel
         stats["motion_voxels"] = float(field.norm(dim=0)[moving].mean() * ratio) if bool(moving.any()) else 0.0
@@ -350,6 +349,9 @@ def _warm_start(scene: _Scene, t: int, prev_grid: SparseGrid, occupancy: torch.T
         # appeared or vanished space: where the coarse pass itself changed from frame t-1 (carried
         # along the motion) to frame t. Not where the fine grid and the coarse one differ: the fine
         # grid is sharper than the coarse pass everywhere on a surface
+        prev_coarse = prev.density_on(shape)[None]  # [1, nx, ny, nz]: frame t-1 as the coarse pass saw it
+        if field is not None:
+            prev_coarse = motion.warp(prev_coarse, field)
         coarse_density = cur.density_on(shape)  # [nx, ny, nz]
         changed = (motion.opacity(prev_coarse[0], c.step_ratio) - motion.opacity(coarse_density, c.step_ratio)).abs() \
             > c.geometry_refresh
