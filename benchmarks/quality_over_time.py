@@ -56,12 +56,12 @@ def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str
 
     config = train_preset(preset, **overrides)
     t0 = time.perf_counter()
-    run, _ = ensure_run(data, cache / f"qot-run-{tag}-{preset}-{name}", config)
+    run, retrained = ensure_run(data, cache / f"qot-run-{tag}-{preset}-{name}", config)
     train_s = time.perf_counter() - t0
     video = load_dataset(data)
     log = run.log()
     float_report = evaluate(run.frames(), run.mlp(), run.render_settings, video)
-    baked, _ = ensure_bake(run.path, cache / f"qot-baked-{tag}-{preset}-{name}")
+    baked, _ = ensure_bake(run.path, cache / f"qot-baked-{tag}-{preset}-{name}", fresh=retrained)
     ladder = []
     with tempfile.TemporaryDirectory(prefix="featvid-qot-") as tmp:
         for crf in LADDER:

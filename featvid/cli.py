@@ -588,18 +588,28 @@ def info(path: Path, as_json: bool, aabb: str, device: str, data_format: str | N
 @click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line, not one line per file.")
 def verify(stream: Path, quiet: bool) -> None:
-    """Check every file of the stream STREAM against the size and SHA-256 its manifest records.
+    """Check every file of STREAM against the size and SHA-256 its manifest records.
 
-    Prints one line per file that matches and a summary; on the first file that does not, one
-    line naming it and exit status 2 (as for a stream whose manifest records no hashes).
+    STREAM may also be a run folder (checked against its files.json) or a baked folder (its
+    baked.json). Prints one line per file that matches and a summary; on the first file that
+    does not, one line naming it and exit status 2 (as for a folder that records no hashes).
     """
-    from featvid.codecs import open_stream
+    if (stream / "run.json").is_file():
+        from featvid.bake.run import Run
 
-    checked = list(open_stream(stream, hwaccel="none").verify())  # all or nothing: a mismatch is one line
+        checked, against = list(Run(stream).verify()), "files.json"
+    elif (stream / "baked.json").is_file():
+        from featvid.bake.atlas import Baked
+
+        checked, against = list(Baked(stream).verify()), "baked.json"
+    else:
+        from featvid.codecs import open_stream
+
+        checked, against = list(open_stream(stream, hwaccel="none").verify()), "the manifest"  # all or nothing
     if not quiet:
         for name, size in checked:
             click.echo(f"OK {size:>12} {name}")
-    click.echo(f"featvid: {stream}: {len(checked)} files, {sum(s for _, s in checked)} bytes match the manifest")
+    click.echo(f"featvid: {stream}: {len(checked)} files, {sum(s for _, s in checked)} bytes match {against}")
 
 
 @main.command(name="eval")

@@ -100,7 +100,7 @@ def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, 
         run = Run(source)
         frames = run.frames()
         mlp, settings, box = run.mlp(dev), run.render_settings, run.aabb
-        offset = int(run.meta.get("frame_start", 0) or 0)
+        offset = run.frame_start
     video = load_dataset(data, aabb=aabb if aabb is not None else box, **dataset_options)
     return evaluate(frames, mlp, settings, video, device=dev, frame_offset=offset)
 

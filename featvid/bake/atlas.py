@@ -17,6 +17,10 @@ BAKED/
                            (its feature basis) without reading every GOP twice
 ```
 
+baked.json's "files" records the size and SHA-256 of every other file (featvid.field.files); the
+reader checks each file against it before use. A bake from before the records reads unverified,
+with a warning.
+
 The unit of work is one GOP (`bake_gop`), then `finish_bake` writes the MLP and baked.json last;
 `bake_run` does both. GOPs are independent, so they can run in any order or on other machines.
 A GOP's files are written atomically and kept when a re-run finds them complete, so an
@@ -28,7 +32,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -40,6 +44,7 @@ from tqdm import tqdm
 from featvid.atomic import write_bytes, write_json
 from featvid.bake.run import Run
 from featvid.errors import StreamError
+from featvid.field.files import FileRecord, canonical_safetensors, read_checked, read_records, records_dict
 from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
@@ -100,15 +105,16 @@ def draw_samples(planes: torch.Tensor, mapping: Mapping, count: int, generator: 
 
 
 def _planes_bytes(planes: torch.Tensor, meta: dict[str, str]) -> bytes:
-    raw = _st_save({"planes": planes.contiguous().numpy()}, metadata=meta)
+    raw = canonical_safetensors(_st_save({"planes": planes.contiguous().numpy()}, metadata=meta))  # stable bytes
     return zstandard.ZstdCompressor(level=9).compress(raw)
 
 
-def _read_planes(path: Path) -> tuple[np.ndarray, dict[str, str]]:
-    if not path.is_file():
+def _read_planes(path: Path, data: bytes | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """A planes file's array and metadata, from `data` (its bytes, already read) or from `path`."""
+    if data is None and not path.is_file():
         raise StreamError(f"{path}: baked GOP file is missing")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes() if data is None else data)
         header_len = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8:8 + header_len]).get("__metadata__", {})
         planes = _st_load(raw)["planes"]
@@ -168,14 +174,17 @@ def check_bakeable(run: Run) -> None:
 def finish_bake(run: Run, out: Path, entries: list[BakedGop]) -> Path:
     """Write the MLP and, last, baked.json over the baked GOPs `entries` (one per GOP, in order)."""
     check_tiling(entries, run.num_frames, str(out))
-    mlp = run.mlp()  # loads and checks it (StreamError when unreadable)
-    # the file itself, not a re-save: safetensors orders header metadata differently run to run
-    write_bytes(out / "mlp.safetensors", (run.path / "mlp.safetensors").read_bytes())
+    mlp_bytes = run.read_file("mlp.safetensors", "MLP file")  # checked against the run's record
+    mlp = TinyMLP.from_bytes(mlp_bytes, str(run.path / "mlp.safetensors"), run.mlp_config)
+    write_bytes(out / "mlp.safetensors", mlp_bytes)  # the file itself, as the run recorded it
+    # every file's size and SHA-256, hashed as it lies in the folder now (GOPs may have been baked elsewhere)
+    names = ["mlp.safetensors"] + [n for e in entries for n in (e.mapping, e.planes, e.samples)]
+    files = {n: FileRecord.of(mlp_bytes) if n == "mlp.safetensors" else FileRecord.of_file(out / n) for n in names}
     write_json(out / "baked.json", {
         "format": BAKED_FORMAT, "version": BAKED_VERSION, "frames": run.num_frames, "fps": run.fps,
         "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": 1 + run.num_channels,
         "render": run.render_settings.to_dict(), "mlp": {"file": "mlp.safetensors", **mlp.config.to_dict()},
-        "gops": [e.to_dict() for e in entries]})
+        "gops": [e.to_dict() for e in entries], "files": records_dict(files)})
     return out
 
 
@@ -186,7 +195,8 @@ def bake_run(run_dir: str | Path, out: str | Path) -> Path:
     check_bakeable(run)
     out.mkdir(parents=True, exist_ok=True)
     (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
-    entries = [bake_gop(run, g, out) for g in tqdm(range(len(run.gops)), desc="bake", unit="GOP", leave=False)]
+    with tqdm(range(len(run.gops)), desc="bake", unit="GOP", leave=False) as bar:  # closed on an error too
+        entries = [bake_gop(run, g, out) for g in bar]
     return finish_bake(run, out, entries)
 
 
@@ -227,11 +237,37 @@ class Baked:
                                       safe_name(e.get("planes"), f"GOP {i} planes", src),
                                       safe_name(e.get("samples"), f"GOP {i} samples", src), atlas, ranges))
         check_tiling(self.gops, self.num_frames, src)
+        self.files = read_records(m.get("files"), src)  # {}: a bake from before the records
+        if not self.files:
+            log.warning("%s: baked.json records no file hashes (a bake from an older featvid): its files are "
+                        "read unverified", self.path)
+        else:
+            missing = [n for n in self.named_files() if n not in self.files]
+            if missing:
+                raise StreamError(f"{src}: files lists no size and SHA-256 for {', '.join(missing[:3])}")
+
+    def named_files(self) -> list[str]:
+        """Every file baked.json names: the MLP, then each GOP's mapping, planes and samples."""
+        return [self._mlp_name()] + [n for e in self.gops for n in (e.mapping, e.planes, e.samples)]
+
+    def read_file(self, name: str, what: str) -> bytes:
+        """The bytes of the folder's file `name`, checked against baked.json's record of it."""
+        return read_checked(self.path, name, self.files, "baked.json", what)
+
+    def verify(self) -> Iterator[tuple[str, int]]:
+        """Check every file baked.json names against its size and SHA-256, yielding (name, bytes)
+        for each that matches; StreamError on the first that does not (or when there are none)."""
+        if not self.files:
+            raise StreamError(f"{self.path}: baked.json records no file hashes (a bake from an older featvid): "
+                              "nothing to verify against; bake it again")
+        for name in self.named_files():
+            self.read_file(name, "baked file")
+            yield name, self.files[name].bytes
 
     def mapping(self, g: int) -> Mapping:
         """GOP g's mapping, checked against the folder's grid and the GOP's atlas size."""
         path = self.path / self.gops[g].mapping
-        mapping = Mapping.load(path)
+        mapping = Mapping.from_bytes(self.read_file(self.gops[g].mapping, "mapping file"), str(path))
         if tuple(mapping.grid_shape) != self.grid_shape or mapping.atlas_size != self.gops[g].atlas:
             raise StreamError(f"{path}: mapping (grid {mapping.grid_shape}, atlas {mapping.atlas_size}) "
                               f"does not match baked.json")
@@ -240,7 +276,7 @@ class Baked:
     def atlas(self, g: int) -> Atlas:
         """GOP g's planes [F, P, H, W] and float ranges."""
         e = self.gops[g]
-        arr, _ = _read_planes(self.path / e.planes)
+        arr, _ = _read_planes(self.path / e.planes, self.read_file(e.planes, "baked GOP file"))
         if arr.shape != (e.frames, self.channels, *e.atlas):
             raise StreamError(f"{self.path}: GOP {g} planes {arr.shape} do not match baked.json")
         if not np.isfinite(arr).all():
@@ -252,9 +288,10 @@ class Baked:
         out = []
         for e in self.gops:
             path = self.path / e.samples
+            data = self.read_file(e.samples, "samples file")
             try:
-                values = _st_load(path.read_bytes())["values"]
-            except Exception as err:  # missing file, safetensors errors
+                values = _st_load(data)["values"]
+            except Exception as err:  # safetensors errors
                 raise StreamError(f"{path}: not a readable samples file ({err})") from err
             if values.ndim != 2 or values.shape[1] != self.channels or not np.isfinite(values).all():
                 raise StreamError(f"{path}: samples of shape {values.shape}, expected [S, {self.channels}] finite values")
@@ -269,11 +306,11 @@ class Baked:
 
     def mlp_bytes(self) -> bytes:
         """The MLP file's bytes (read once by an encoder, which also checks them: `mlp`)."""
-        path = self.path / safe_name((self.meta.get("mlp") or {}).get("file", "mlp.safetensors"), "MLP file",
-                                     str(self.path / "baked.json"))
-        if not path.is_file():
-            raise StreamError(f"{path}: MLP file is missing")
-        return path.read_bytes()
+        return self.read_file(self._mlp_name(), "MLP file")
+
+    def _mlp_name(self) -> str:
+        return safe_name((self.meta.get("mlp") or {}).get("file", "mlp.safetensors"), "MLP file",
+                         str(self.path / "baked.json"))
 
     def mlp(self) -> TinyMLP:
         """The run's tiny MLP, loaded and checked against baked.json."""

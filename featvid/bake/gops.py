@@ -80,5 +80,5 @@ def split_gop(gops: list[RunGop], g: int, t: int, occupancy_of: Callable[[int], 
         union |= occupancy_of(s)
     mapping = Mapping.from_occupancy(union)
     head = RunGop(old.start, t - old.start, old.mapping, old.blocks)
-    tail = RunGop(t, old.end - t, mapping_name(t), mapping.num_blocks)
+    tail = RunGop(t, old.end - t, mapping_name(t), mapping.num_blocks, refresh=True)  # undone if t is not finished
     return gops[:g] + [head, tail] + gops[g + 1:], mapping

@@ -7,6 +7,8 @@ RUN/
   gop_00000.fvmap          one Mapping per GOP (featvid.field.mapping)
   frames/00000.safetensors one SparseGrid per finished frame (written atomically, last)
   log.jsonl                one JSON line per finished frame (PSNR, loss terms, seconds)
+  files.json               size and SHA-256 of every file above but run.json and log.jsonl
+                           (featvid.field.files), each recorded as the file is written
 ```
 
 A frame file exists only once the frame is finished, so "which frames are done" is "which frame
@@ -14,19 +16,22 @@ files exist": that is what makes training resumable.
 
 `Run` reads run.json once and checks what every reader relies on (frame count, box, grid shape,
 channels, render settings, GOPs tiling the frames, file names inside the folder); a frame file is
-checked against it when it is read.
+checked against it when it is read, and every file against its record in files.json (a run from
+an older featvid has no files.json: it reads unverified, with a warning).
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from featvid.atomic import write_json
+from featvid.atomic import write_bytes, write_json
 from featvid.errors import StreamError
+from featvid.field.files import FileRecord, read_checked, read_records, records_dict
 from featvid.field.gop import Gop, check_tiling, gop_index, span_from
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
@@ -35,9 +40,14 @@ from featvid.field.schema import int_field, number_field, read_aabb, read_grid_s
 from featvid.field.volume import RenderSettings
 from featvid.names import safe_name
 
+log = logging.getLogger(__name__)
+
 RUN_FORMAT = "featvid-run"
 RUN_VERSION = 1
 MAX_FRAMES = 1_000_000  # a bound on what run.json may claim, so an edited number cannot run away
+FILES = "files.json"  # the run's file records
+FILES_FORMAT = "featvid-files"
+COARSE_DIR = "coarse"  # the coarse pass's grids, one a frame (written by the trainer)
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,10 @@ class RunGop(Gop):
 
     mapping: str = ""
     blocks: int = 0  # mapped 4^3 blocks (for logs and `featvid info`)
+    refresh: bool = False  # started by a keyframe refresh (split from the GOP before), not by the coarse pass
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.span(), "mapping": self.mapping, "blocks": self.blocks}
+        return {**self.span(), "mapping": self.mapping, "blocks": self.blocks, **({"refresh": True} if self.refresh else {})}
 
 
 class Run:
@@ -69,6 +80,8 @@ class Run:
         src = str(meta_path)
         m = self.meta
         self.num_frames = int_field(m, "num_frames", src, lo=1, hi=MAX_FRAMES)
+        # the dataset frame of run frame 0 (runs trained on a part of a capture)
+        self.frame_start = int_field(m, "frame_start", src, lo=0, hi=MAX_FRAMES) if "frame_start" in m else 0
         self.fps = number_field(m, "fps", src, 0, 1000, lo_open=True)
         self.aabb = read_aabb(m.get("aabb"), src)  # [2, 3]
         self.grid_shape = read_grid_shape(m.get("grid_shape"), src)
@@ -81,12 +94,34 @@ class Run:
         for i, g in enumerate(gops):
             start, frames = span_from(g, f"{src}: GOP {i}")
             self.gops.append(RunGop(start, frames, safe_name(g.get("mapping"), f"GOP {i} mapping", src),
-                                    int(g.get("blocks", 0)) if isinstance(g.get("blocks", 0), int) else 0))
+                                    int(g.get("blocks", 0)) if isinstance(g.get("blocks", 0), int) else 0,
+                                    g.get("refresh") is True and i > 0))
         if self.gops:  # an unfinished coarse pass writes run.json without GOPs first
             check_tiling(self.gops, self.num_frames, src)
+        records = read_run_records(self.path)
+        if records is None:
+            log.warning("%s: the run records no file hashes (a run from an older featvid): its files are read "
+                        "unverified", self.path)
+        self.files: dict[str, FileRecord] = records or {}
 
     def gop_of(self, t: int) -> int:
         return gop_index(self.gops, t, str(self.path))
+
+    def resume_at(self, first: int) -> "Run":
+        """The run as it stood before its first unfinished frame `first` began: a keyframe refresh
+        splits the GOP (run.json, a new mapping) before the refitted frame is written, so a kill
+        in that refit left the split of a frame that is not finished. It is undone here (the
+        GOPs joined again) and the frame decides it again, as the uninterrupted run did."""
+        g = next((i for i, x in enumerate(self.gops) if x.start == first and x.refresh), None)
+        if g is None:
+            return self
+        head, tail = self.gops[g - 1], self.gops[g]
+        log.info("%s: frame %d's keyframe refresh was not finished: its GOP split is undone", self.path, first)
+        gops = [*self.gops[:g - 1], RunGop(head.start, head.frames + tail.frames, head.mapping, head.blocks, head.refresh),
+                *self.gops[g + 1:]]
+        meta = {k: v for k, v in self.meta.items() if k not in ("format", "version")}
+        write_run_meta(self.path, {**meta, "gops": [x.to_dict() for x in gops]})
+        return Run(self.path)
 
     @property
     def mlp_config(self) -> MLPConfig | None:
@@ -103,7 +138,19 @@ class Run:
 
     # files
     def frame_path(self, t: int) -> Path:
-        return self.path / "frames" / f"{t:05d}.safetensors"
+        return self.path / frame_name(t)
+
+    def read_file(self, name: str, what: str) -> bytes:
+        """The bytes of the run's file `name`, checked against its record in files.json."""
+        try:
+            return read_checked(self.path, name, self.files, FILES, what)
+        except StreamError:
+            # files.json is read once, and a run in training records a file as it writes it: look again
+            fresh = read_run_records(self.path)
+            if fresh is None or fresh == self.files:
+                raise
+            self.files = fresh
+            return read_checked(self.path, name, self.files, FILES, what)
 
     def finished_frames(self) -> list[int]:
         frames = self.path / "frames"
@@ -123,7 +170,7 @@ class Run:
         if not 0 <= t < self.num_frames:
             raise StreamError(f"{self.path}: frame {t} out of range 0..{self.num_frames - 1}")
         path = self.frame_path(t)
-        grid = SparseGrid.load(path)
+        grid = SparseGrid.from_bytes(self.read_file(frame_name(t), "grid file"), str(path))
         if tuple(grid.shape) != self.grid_shape or grid.num_channels != self.num_channels \
                 or not torch.allclose(grid.aabb.float(), self.aabb, atol=1e-6):
             raise StreamError(f"{path}: grid {tuple(grid.shape)} with {grid.num_channels} channels in box "
@@ -138,13 +185,26 @@ class Run:
     def mapping(self, gop: int) -> Mapping:
         """GOP `gop`'s mapping, checked against the run's grid shape."""
         path = self.path / self.gops[gop].mapping
-        mapping = Mapping.load(path)
+        mapping = Mapping.from_bytes(self.read_file(self.gops[gop].mapping, "mapping file"), str(path))
         if tuple(mapping.grid_shape) != self.grid_shape:
             raise StreamError(f"{path}: mapping is for grid {mapping.grid_shape}, the run has {self.grid_shape}")
         return mapping
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
-        return TinyMLP.load(self.path / "mlp.safetensors", device, expect=self.mlp_config)
+        data = self.read_file("mlp.safetensors", "MLP file")
+        return TinyMLP.from_bytes(data, str(self.path / "mlp.safetensors"), self.mlp_config).to(device)
+
+    def verify(self) -> Iterator[tuple[str, int]]:
+        """Check every file files.json records against its size and SHA-256, yielding (name, bytes)
+        for each that matches; StreamError on the first that does not (or when there are none)."""
+        if not self.files:
+            raise StreamError(f"{self.path}: the run records no file hashes (a run from an older featvid): "
+                              "nothing to verify against")
+        for name in sorted(self.files):
+            if name.startswith("frames/") and not (self.path / name).is_file():
+                continue  # recorded, then killed before it was written: an unfinished frame
+            self.read_file(name, "recorded file")
+            yield name, self.files[name].bytes
 
     def summary(self) -> dict[str, Any]:
         """What `featvid info RUN` shows: frames done, GOPs, grid, sizes in bytes."""
@@ -162,19 +222,39 @@ class Run:
         }
 
     def log(self) -> list[dict]:
-        """log.jsonl's records; a line that is not a JSON object (a cut write, an edit) is skipped."""
+        """log.jsonl's records; a line that is not a frame record (a JSON object with an integer
+        "frame"; a cut write, an edit) is skipped with a warning."""
         p = self.path / "log.jsonl"
         if not p.is_file():
             return []
-        out = []
-        for line in p.read_text(errors="replace").splitlines():
+        out, junk = [], []
+        for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
             try:
                 rec = json.loads(line)
             except ValueError:
-                continue
-            if isinstance(rec, dict):
+                rec = None
+            if _is_frame_record(rec, self.num_frames):
                 out.append(rec)
+            elif line.strip():
+                junk.append(i)
+        if junk:
+            log.warning("%s: %d line(s) that are not frame records skipped (line %s)", p, len(junk),
+                        ", ".join(map(str, junk[:5])))
         return out
+
+
+def _is_frame_record(rec: Any, num_frames: int) -> bool:
+    """Whether `rec` is a frame's log record as far as the trainer reads it on resume: an integer
+    frame of the run, `keyframe` a bool and the quality scores numbers (or null) where present."""
+    if not isinstance(rec, dict):
+        return False
+    frame = rec.get("frame")
+    if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < num_frames:
+        return False
+    if not isinstance(rec.get("keyframe", False), bool):
+        return False
+    return all(rec.get(k) is None or (isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool))
+               for k in ("psnr_val", "psnr_fit", "psnr_train", "psnr_test"))
 
 
 def recorded_config(path: str | Path) -> dict[str, Any] | None:
@@ -188,5 +268,62 @@ def recorded_config(path: str | Path) -> dict[str, Any] | None:
 
 
 def write_run_meta(path: str | Path, meta: dict[str, Any]) -> None:
-    """Write run.json (format and version added) atomically."""
-    write_json(Path(path) / "run.json", {"format": RUN_FORMAT, "version": RUN_VERSION, **meta})
+    """Write run.json (format and version added) atomically; a new run folder also gets its (empty)
+    file records, so that every file written into it is recorded."""
+    path = Path(path)
+    if read_run_records(path) is None and not _run_files_on_disk(path):
+        _write_records(path, {})
+    write_json(path / "run.json", {"format": RUN_FORMAT, "version": RUN_VERSION, **meta})
+
+
+def frame_name(t: int) -> str:
+    """Frame t's grid file, relative to the run folder."""
+    return f"frames/{t:05d}.safetensors"
+
+
+def write_run_file(path: str | Path, name: str, data: bytes) -> None:
+    """Write the run's file `name` (relative, e.g. frame_name(t)) and record its size and SHA-256
+    in files.json. The record is written first: a kill in between leaves a record of a file that
+    is not there yet (an unfinished frame, trained again on resume), never a file without one."""
+    path = Path(path)
+    records = read_run_records(path)
+    if records is None:  # a run of an older featvid, resumed: its files as they are, recorded once
+        records = {n: FileRecord.of_file(path / n) for n in _run_files_on_disk(path)}
+        log.warning("%s: recording the size and SHA-256 of the %d files already in this older run", path,
+                    len(records))
+    records[name] = FileRecord.of(data)
+    _write_records(path, records)
+    write_bytes(path / name, data)
+
+
+def read_run_file(path: str | Path, name: str, what: str) -> bytes:
+    """The bytes of file `name` of the run folder `path`, checked against files.json (for readers
+    that hold no `Run`, e.g. the trainer's coarse grids)."""
+    return read_checked(Path(path), name, read_run_records(path) or {}, FILES, what)
+
+
+def read_run_records(path: str | Path) -> dict[str, FileRecord] | None:
+    """files.json's records of the run folder `path`; None when it has none (an older featvid)."""
+    p = Path(path) / FILES
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise StreamError(f"{p}: unreadable ({e})") from e
+    if not isinstance(d, dict) or d.get("format") != FILES_FORMAT or not isinstance(d.get("files"), dict):
+        raise StreamError(f"{p}: not a featvid file table")
+    return read_records(d["files"], str(p)) if d["files"] else {}
+
+
+def _write_records(path: Path, records: dict[str, FileRecord]) -> None:
+    write_json(path / FILES, {"format": FILES_FORMAT, "version": 1, "files": records_dict(records)})
+
+
+def _run_files_on_disk(path: Path) -> list[str]:
+    """The trainer's files present in `path` (what files.json records), sorted."""
+    names = ["mlp.safetensors"] if (path / "mlp.safetensors").is_file() else []
+    names += sorted(p.name for p in path.glob("gop_*.fvmap"))
+    for sub in ("frames", COARSE_DIR):
+        names += sorted(f"{sub}/{p.name}" for p in (path / sub).glob("*.safetensors")) if (path / sub).is_dir() else []
+    return names

@@ -39,13 +39,13 @@ from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
-from featvid.atomic import write_bytes, write_text
+from featvid.atomic import write_text
 from featvid.bake import motion
 from featvid.bake.coarse import CoarseGrid, coarse_pass
 from featvid.bake.config import TrainConfig
 from featvid.bake.fit import FitSchedule, fit_frame, start_loss
 from featvid.bake.gops import GopBuilder, mapping_name, split_gop
-from featvid.bake.run import Run, RunGop, write_run_meta
+from featvid.bake.run import Run, RunGop, frame_name, read_run_file, write_run_file, write_run_meta
 from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError, TrainingError
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 COARSE_DIR = "coarse"  # one coarse density a frame: the fine keyframes' start, and the motion estimate's input
 # Files the trainer owns in a run folder; --force removes exactly these.
-_RUN_FILES = ("run.json", "mlp.safetensors", "log.jsonl")
+_RUN_FILES = ("run.json", "mlp.safetensors", "log.jsonl", "files.json")
 
 # Called after each finished frame with (frame, log record); tests use it to stop a run midway.
 FrameCallback = Callable[[int, dict], None]
@@ -131,14 +131,15 @@ def _coarse_path(out: Path, t: int) -> Path:
 
 def _save_coarse(out: Path, t: int, grid: CoarseGrid) -> None:
     """Frame t's coarse grid (raw density + colour logits [4, cx, cy, cz]) as float16."""
-    write_bytes(_coarse_path(out, t), _st_save({"data": grid.data.detach().half().cpu().numpy()}))
+    write_run_file(out, f"{COARSE_DIR}/{t:05d}.safetensors", _st_save({"data": grid.data.detach().half().cpu().numpy()}))
 
 
 def _load_coarse(out: Path, t: int, aabb: torch.Tensor, dev: torch.device) -> CoarseGrid:
     """Frame t's coarse grid, as the coarse pass left it."""
     path = _coarse_path(out, t)
+    raw = read_run_file(out, f"{COARSE_DIR}/{t:05d}.safetensors", "coarse grid file")  # checked against files.json
     try:
-        data = torch.from_numpy(_st_load(path.read_bytes())["data"].astype(np.float32))
+        data = torch.from_numpy(_st_load(raw)["data"].astype(np.float32))
     except Exception as e:  # missing or corrupt: the folder cannot go on
         raise StreamError(f"{path}: unreadable coarse grid ({e}); rerun with --force") from e
     return CoarseGrid(data.to(dev), aabb.to(dev))
@@ -243,10 +244,15 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     first = min(t for t in range(scene.num_frames) if t not in finished)
     if any(t > first for t in finished):
         raise TrainingError(f"{out}: frame {first} is missing but later frames exist; rerun with --force")
+    run = run.resume_at(first)  # a refresh split left by a kill during frame `first` is undone
     mlp = _new_mlp(config, dev) if first == 0 else run.mlp(dev)
     # the previous frame is kept in memory: read back from disk only when resuming
     prev_grid = run.frame(first - 1) if first > 0 else None
-    records = [r for r in run.log() if r.get("frame", first) < first]
+    records = [r for r in run.log() if r["frame"] < first]  # frame records (Run.log skips junk lines, warning)
+    missing = sorted(set(range(first)) - {r["frame"] for r in records})
+    if missing:  # later frames are judged against earlier frames' scores: without them it is another run
+        raise StreamError(f"{out / 'log.jsonl'}: no record of finished frame {missing[0]}, so the run cannot "
+                          "resume as it would have gone on; rerun with --force")
     bar = tqdm(total=scene.num_frames, initial=first, desc="fine pass", unit="frame")
     for t in range(first, scene.num_frames):
         reference = _reference_psnr(records, bool(scene.val_views))
@@ -296,7 +302,7 @@ def _coarse_and_gops(scene: _Scene, fine_shape: tuple[int, int, int]) -> list[di
         if mapping.num_blocks == 0:
             raise TrainingError(f"the coarse pass found no occupied space in frames {gop.start}..{gop.end - 1}: "
                                 "check the scene box (aabb) and cameras, or raise coarse_iters")
-        mapping.save(scene.out / mapping_name(gop.start))
+        write_run_file(scene.out, mapping_name(gop.start), mapping.to_bytes())
         gops.append(RunGop(gop.start, gop.frames, mapping_name(gop.start), mapping.num_blocks).to_dict())
         log.info("GOP: frames %d..%d, %d blocks", gop.start, gop.end - 1, mapping.num_blocks)
     return gops
@@ -448,7 +454,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
             record["refreshed_from_psnr"] = round(quality, 4)
             if t > run.gops[g].start:  # a new GOP from here on, with its own mapping
                 gops, new_mapping = split_gop(run.gops, g, t, lambda s: _fine_occupancy(scene, s, tuple(occupancy.shape)))
-                new_mapping.save(scene.out / gops[g + 1].mapping)
+                write_run_file(scene.out, gops[g + 1].mapping, new_mapping.to_bytes())
                 write_run_meta(scene.out, {**{k: v for k, v in run.meta.items() if k not in ("format", "version")},
                                            "gops": [x.to_dict() for x in gops]})
                 run = Run(scene.out)
@@ -474,6 +480,6 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
     # order matters for resume: the log line and the MLP first, the frame file (the marker) last
     _append_log(scene.out, record)
     if t == 0 or c.lr_mlp_frame > 0:
-        mlp.save(scene.out / "mlp.safetensors")
-    grid.save(run.frame_path(t), meta={"frame": t, "gop": g})
+        write_run_file(scene.out, "mlp.safetensors", mlp.to_bytes())
+    write_run_file(scene.out, frame_name(t), grid.to_bytes(meta={"frame": t, "gop": g}))  # recorded in files.json
     return record, grid, run

@@ -20,7 +20,6 @@ are independent: a batch executor runs them anywhere, and the bytes are the same
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -227,17 +226,6 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
                     len(mapping_bytes), videos)
 
 
-def _canonical_safetensors(data: bytes) -> bytes:
-    """`data` (a safetensors file) with its JSON header's keys sorted: the writer emits its metadata
-    map in hash order, which changes from call to call, and the manifest records the file's SHA-256.
-    The header keeps its length (the same keys and values), so the tensors' offsets are unchanged."""
-    n = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    if len(header) > n:
-        raise StreamError("the MLP's safetensors header could not be written in a stable order")
-    return data[:8] + header.ljust(n) + data[8 + n:]
-
-
 def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     """Write the stream's MLP (float16, the basis folded in) and, last, its manifest over the
     encoded GOPs `gops` (one per GOP, in order, each with every rendition): from here on the
@@ -247,7 +235,7 @@ def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
         mlp_bytes = plan.mlp.to_bytes(half=True)
     else:
         mlp_bytes = basis.fold_into_mlp(plan.mlp, A).to_bytes(half=True, extra={basis.BASIS_TENSOR: A})
-    mlp_bytes = _canonical_safetensors(mlp_bytes)  # hashed below: the same MLP must give the same bytes
+    # (to_bytes writes the header in a stable order: the same MLP gives the same bytes and SHA-256)
     write_bytes(plan.out / "mlp.safetensors", mlp_bytes)
     mlp_meta = {"file": "mlp.safetensors", **plan.mlp.config.to_dict(), "dtype": "float16",
                 "feature_basis": basis.BASIS_NAME if A is not None else "none"}

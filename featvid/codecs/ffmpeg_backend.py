@@ -7,12 +7,14 @@ frames on stdout in the decoder's own pixel format, which its log on stderr name
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -124,24 +126,62 @@ class FFmpegBackend:
             log.warning("the FFmpeg CLI decoder path decodes in software")
         if not path.is_file():
             raise StreamError(f"{path}: video file is missing")
-        # one demux: raw frames in the decoder's own pixel format (asking for another would let
-        # swscale range-convert the codes), whose name and size the output stream's log line gives
-        r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
-                            "-xerror", "-i", str(path), "-map", "0:v:0", "-f", "rawvideo", "pipe:"],
-                           capture_output=True)
-        err = r.stderr.decode(errors="replace")
-        out_log = err.split("Output #0", 1)
-        m = _STREAM.search(out_log[1]) if len(out_log) == 2 else None
-        if r.returncode != 0 or m is None:
-            raise StreamError(f"{path}: unreadable or corrupt video ({err.strip()[-300:]})")
-        shapes, dtype = plane_shapes(m.group(2), int(m.group(3)), int(m.group(4)))
-        per_frame = sum(h * w for h, w in shapes)
-        if len(r.stdout) % (per_frame * dtype.itemsize):
-            raise StreamError(f"{path}: the decoder returned a partial frame (corrupt video?)")
-        data = np.frombuffer(r.stdout, dtype=dtype)
-        for f in range(len(data) // per_frame):
-            chunk, off, planes = data[f * per_frame:(f + 1) * per_frame], 0, []
-            for h, w in shapes:
-                planes.append(chunk[off:off + h * w].reshape(h, w))
-                off += h * w
-            yield planes
+        yield from _frames(_run_decoder(str(path)), path)
+
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+        """Every frame of the MP4 held in `data` (read and checked once by the caller; `source`
+        names it in errors): ffmpeg reads these bytes, not the file again."""
+        if hwaccel == "cuda":
+            log.warning("the FFmpeg CLI decoder path decodes in software")
+        with _memory_file(data) as (name, fds):
+            r = _run_decoder(name, fds)
+        yield from _frames(r, Path(source))
+
+
+@contextlib.contextmanager
+def _memory_file(data: bytes) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """`data` as a file ffmpeg can open and seek: (its name, the descriptors the child needs). Not
+    stdin: an MP4 whose index (moov) follows its media data needs seeking back, which a pipe cannot.
+    An anonymous in-memory file (memfd) where the system has one, a private temporary file elsewhere."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("featvid-video")
+        try:
+            with open(fd, "wb", closefd=False) as f:
+                f.write(data)
+            yield f"/dev/fd/{fd}", (fd,)  # the child opens its own description of it (its own offset)
+        finally:
+            os.close(fd)
+    else:
+        with tempfile.TemporaryDirectory(prefix="featvid-") as d:
+            path = Path(d) / "video.mp4"
+            path.write_bytes(data)
+            yield str(path), ()
+
+
+def _run_decoder(name: str, fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+    """One demux of the video `name`: raw frames in the decoder's own pixel format on stdout (asking
+    for another would let swscale range-convert the codes), its log on stderr."""
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+                           "-xerror", "-i", name, "-map", "0:v:0", "-f", "rawvideo", "pipe:"],
+                          capture_output=True, pass_fds=fds)
+
+
+def _frames(r: subprocess.CompletedProcess, path: Path) -> Iterator[Frame]:
+    """The frames of a finished `_run_decoder` of video `path`, cut by the pixel format and size the
+    output stream's log line gives; StreamError naming `path` when ffmpeg failed."""
+    err = r.stderr.decode(errors="replace")
+    out_log = err.split("Output #0", 1)
+    m = _STREAM.search(out_log[1]) if len(out_log) == 2 else None
+    if r.returncode != 0 or m is None:
+        raise StreamError(f"{path}: unreadable or corrupt video ({err.strip()[-300:]})")
+    shapes, dtype = plane_shapes(m.group(2), int(m.group(3)), int(m.group(4)))
+    per_frame = sum(h * w for h, w in shapes)
+    if len(r.stdout) % (per_frame * dtype.itemsize):
+        raise StreamError(f"{path}: the decoder returned a partial frame (corrupt video?)")
+    data = np.frombuffer(r.stdout, dtype=dtype)
+    for f in range(len(data) // per_frame):
+        chunk, off, planes = data[f * per_frame:(f + 1) * per_frame], 0, []
+        for h, w in shapes:
+            planes.append(chunk[off:off + h * w].reshape(h, w))
+            off += h * w
+        yield planes

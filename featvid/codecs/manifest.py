@@ -21,7 +21,6 @@ unverified, with a warning.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -30,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from featvid.atomic import write_json
-from featvid.codecs.pack import PACKINGS
+from featvid.codecs.basis import BASIS_NAME
+from featvid.codecs.pack import PACKINGS, num_cells
 from featvid.codecs.quantize import MAX_RANGE
 from featvid.errors import StreamError
+from featvid.field.files import FileRecord, read_records  # FileRecord: re-exported for the encoder and reader
 from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mlp import MLPConfig
 from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
@@ -47,28 +48,9 @@ MANIFEST = "manifest.json"
 MAX_FRAMES = 1_000_000  # what a manifest may claim: an edited number cannot make a reader run away
 MAX_MOSAIC = 16384  # pixels a side of a codec frame
 MAX_RENDITIONS = 16
+MLP_DTYPES = ("float16", "float32")  # what mlp.safetensors may hold
+FEATURE_BASES = ("none", BASIS_NAME)  # how the GOPs' feature planes are coded (featvid.codecs.basis)
 _RENDITION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # it names files: gop_00000/NAME.mp4
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_FILE_BYTES = 1 << 40
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """What a stream's file must be: its size in bytes and the SHA-256 of its bytes (hex)."""
-
-    bytes: int
-    sha256: str
-
-    @classmethod
-    def of(cls, data: bytes) -> "FileRecord":
-        return cls(len(data), hashlib.sha256(data).hexdigest())
-
-    @classmethod
-    def of_file(cls, path: Path) -> "FileRecord":
-        """The record of the file at `path`, hashed in chunks (a video can be large)."""
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256")
-        return cls(path.stat().st_size, digest.hexdigest())
 
 
 @dataclass
@@ -280,12 +262,10 @@ class Manifest:
                 renditions = _renditions(d["renditions"], source)
                 names = [r.name for r in renditions]
                 gops = [_gop_entry_v2(g, i, channels, names, source) for i, g in enumerate(d["gops"])]
-            mlp = dict(d["mlp"])
-            safe_name(mlp.get("file"), "MLP file", source)
-            MLPConfig.from_dict(mlp, source)
+            mlp = _mlp(d["mlp"], source)
             m = cls(frames, float(fps), read_aabb(d["aabb"], source).tolist(), read_grid_shape(d["grid_shape"], source),
                     channels, RenderSettings.from_dict(d["render"], source), mlp, renditions, gops,
-                    {k: int(v) for k, v in d.get("bytes", {}).items()}, str(d.get("created_by", "")),
+                    _counts(d.get("bytes", {}), f"{source}: bytes"), str(d.get("created_by", "")),
                     version=version, files=_files(d.get("files"), source))
         except StreamError:
             raise
@@ -318,6 +298,13 @@ class Manifest:
             if list(g.videos) != names:
                 raise StreamError(f"{source}: GOP {i} lists videos of {sorted(g.videos)}, the stream's renditions "
                                   f"are {names}")
+            for r in self.renditions:  # the codec frame holds every plane of the channel count, atlas-sized
+                m, cells = g.videos[r.name].mosaic, num_cells(self.channels, r.codec.packing)
+                if m["cols"] * m["rows"] < cells or m["rows"] * g.atlas[0] > m["height"] \
+                        or m["cols"] * g.atlas[1] > m["width"]:
+                    raise StreamError(f"{source}: GOP {i}, rendition {r.name}: mosaic {m} cannot hold {cells} "
+                                      f"cells of {self.channels} channels ({r.codec.packing}) of the "
+                                      f"{g.atlas[0]}x{g.atlas[1]} atlas")
         if self.files:
             missing = [n for n in self.named_files() if n not in self.files]
             if missing:
@@ -356,19 +343,22 @@ class Manifest:
 
 def _files(d: Any, source: str) -> dict[str, FileRecord]:
     """The manifest's `files` table: plain names -> {"bytes": int, "sha256": 64 lower-case hex}."""
-    if d is None:
-        return {}
-    if not isinstance(d, dict) or not d:
-        raise StreamError(f"{source}: files must be an object of file name -> {{bytes, sha256}}")
-    out = {}
-    for name, rec in d.items():
-        safe_name(name, "hashed file", source)
-        where = f"{source}: files[{str(name)[:80]!r}]"
-        sha = rec.get("sha256") if isinstance(rec, dict) else None
-        if not isinstance(sha, str) or not _SHA256.match(sha):
-            raise StreamError(f"{where}: sha256 must be 64 lower-case hex digits, got {str(sha)[:70]!r}")
-        out[name] = FileRecord(int_field(rec, "bytes", where, hi=MAX_FILE_BYTES), sha)
-    return out
+    return read_records(d, source)
+
+
+def _mlp(d: Any, source: str) -> dict[str, Any]:
+    """The manifest's `mlp` block: its file (a plain name), architecture, weight dtype and feature basis."""
+    if not isinstance(d, dict):
+        raise StreamError(f"{source}: mlp must be an object (file, architecture, dtype, feature_basis)")
+    mlp = dict(d)
+    safe_name(mlp.get("file"), "MLP file", source)
+    MLPConfig.from_dict(mlp, source)
+    if mlp.get("dtype", MLP_DTYPES[0]) not in MLP_DTYPES:
+        raise StreamError(f"{source}: mlp.dtype must be one of {', '.join(MLP_DTYPES)}, got {str(mlp['dtype'])[:40]!r}")
+    if mlp.get("feature_basis", "none") not in FEATURE_BASES:
+        raise StreamError(f"{source}: mlp.feature_basis must be one of {', '.join(FEATURE_BASES)}, "
+                          f"got {str(mlp['feature_basis'])[:40]!r}")
+    return mlp
 
 
 def _codec_dict(c: CodecInfo) -> dict[str, Any]:
@@ -377,11 +367,28 @@ def _codec_dict(c: CodecInfo) -> dict[str, Any]:
     return d
 
 
+def _text(c: Any, key: str, where: str, default: str | None = None) -> str:
+    """c[key] as a string of at most 200 characters (a number or a list there is a damaged file)."""
+    v = c.get(key, default) if isinstance(c, dict) else None
+    if not isinstance(v, str) or len(v) > 200:
+        raise StreamError(f"{where}: {key} must be a string, got {str(v)[:40]!r}")
+    return v
+
+
 def _codec_info(c: Any, where: str) -> CodecInfo:
-    return CodecInfo(str(c["preset"]), str(c["codec"]), str(c.get("backend", "")), str(c.get("ffmpeg", "")),
-                     {str(k): str(v) for k, v in c.get("options", {}).items()}, str(c["pix_fmt"]),
-                     int_field(c, "bit_depth", where, lo=8, hi=16), str(c["packing"]),
-                     (int(c["levels"][0]), int(c["levels"][1])))
+    if not isinstance(c, dict):
+        raise StreamError(f"{where} must be an object")
+    levels = c.get("levels")
+    if not (isinstance(levels, list) and len(levels) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in levels)):
+        raise StreamError(f"{where}: levels must be two integers [lowest, highest code], got {str(levels)[:40]}")
+    options = c.get("options", {})
+    if not isinstance(options, dict):
+        raise StreamError(f"{where}: options must be an object")
+    return CodecInfo(_text(c, "preset", where), _text(c, "codec", where), _text(c, "backend", where, ""),
+                     _text(c, "ffmpeg", where, ""), {str(k): str(v) for k, v in options.items()},
+                     _text(c, "pix_fmt", where), int_field(c, "bit_depth", where, lo=8, hi=16),
+                     _text(c, "packing", where), (levels[0], levels[1]))
 
 
 def valid_rendition_name(name: Any) -> bool:
@@ -412,7 +419,10 @@ def _renditions(items: Any, source: str) -> list[Rendition]:
 def _gop_common(g: Any, i: int, channels: int, source: str) -> tuple[str, tuple[int, int], list[tuple[float, float]]]:
     """A GOP's atlas size and ranges, checked (both versions)."""
     where = f"{source}: GOP {i}"
-    atlas = (int(g["atlas"][0]), int(g["atlas"][1]))
+    atlas = g["atlas"]
+    if not (isinstance(atlas, list) and len(atlas) == 2 and all(_is_int(x) for x in atlas)):
+        raise StreamError(f"{where}: atlas must be two integers [height, width], got {str(atlas)[:40]}")
+    atlas = (atlas[0], atlas[1])
     if not (0 < atlas[0] <= MAX_MOSAIC and 0 < atlas[1] <= MAX_MOSAIC) or atlas[0] % 8 or atlas[1] % 8:
         raise StreamError(f"{where}: atlas {list(atlas)} must be positive multiples of 8 up to {MAX_MOSAIC}")
     ranges = [(float(lo), float(hi)) for lo, hi in g["ranges"]]
@@ -422,8 +432,19 @@ def _gop_common(g: Any, i: int, channels: int, source: str) -> tuple[str, tuple[
     return where, atlas, ranges
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _counts(d: Any, where: str, hi: int = 1 << 50) -> dict[str, int]:
+    """An object of name -> integer in 0..hi (byte counts, mosaic sizes)."""
+    if not isinstance(d, dict) or not all(_is_int(v) and 0 <= v <= hi for v in d.values()):
+        raise StreamError(f"{where} must be an object of integers in 0..{hi}, got {str(d)[:60]}")
+    return {str(k): v for k, v in d.items()}
+
+
 def _mosaic(m: Any, where: str) -> dict[str, int]:
-    mosaic = {k: int(v) for k, v in m.items()}
+    mosaic = _counts(m, f"{where}: mosaic", hi=MAX_MOSAIC)
     if not all(0 < mosaic.get(k, 0) <= MAX_MOSAIC for k in ("cols", "rows", "height", "width")):
         raise StreamError(f"{where}: mosaic {mosaic} needs cols, rows, height, width in 1..{MAX_MOSAIC}")
     return mosaic
@@ -433,7 +454,7 @@ def _gop_entry_v1(g: Any, i: int, channels: int, name: str, source: str) -> GopE
     """One version-1 GOP, checked: names inside the folder, atlas and mosaic sizes, finite ranges."""
     start, frames = span_from(g, f"{source}: GOP {i}")
     where, atlas, ranges = _gop_common(g, i, channels, source)
-    sizes = {k: int(v) for k, v in g.get("bytes", {}).items()}
+    sizes = _counts(g.get("bytes", {}), f"{source}: GOP {i}: bytes")
     video = GopVideo(safe_name(g["video"], "video file", source), _mosaic(g["mosaic"], where), sizes.get("video", 0))
     return GopEntry(start, frames, safe_name(g["dir"], "GOP folder", source),
                     safe_name(g["mapping"], "mapping file", source), atlas, ranges, sizes.get("mapping", 0),

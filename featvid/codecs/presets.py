@@ -26,6 +26,25 @@ DEFAULT_PRESET = "h264-crf16.5"
 PACKING_KEYS = {"luma": "luma-mosaic", "444": "yuv444-triplets"}  # short names used by presets and the bench
 
 
+def pin_threads(codec: str, options: dict[str, str]) -> dict[str, str]:
+    """`options` with the encoder's threading fixed, so a GOP is the same bytes on every machine.
+
+    Left to itself an encoder sizes its threads by the machine's cores, and x264, x265 and VP9
+    then code differently: 384x384 test frames gave other bytes at 1, 3 and 4 threads than at 2
+    (x264), at 2+ frame threads or another pool size (x265), at 1 thread than at 2+ (VP9) -- a
+    Ray cluster of mixed machines would have made a stream whose GOPs depend on where each ran.
+    One thread each: a GOP is a batch job's unit of work, so parallelism comes from GOPs (one per
+    core), not from threads inside one encode. SVT-AV1's bytes did not change with its thread
+    count (lp 1-4), so it keeps its own; NVENC is hardware."""
+    opts = dict(options)
+    if codec in ("libx264", "libvpx-vp9"):
+        opts["threads"] = "1"
+    elif codec == "libx265":
+        params = [p for p in opts.get("x265-params", "").split(":") if p and not p.startswith(("pools=", "frame-threads="))]
+        opts["x265-params"] = ":".join([*params, "pools=1", "frame-threads=1"])
+    return opts
+
+
 @dataclass(frozen=True)
 class Encoder:
     """One FFmpeg encoder as featvid drives it: what every preset and benchmark variant of it shares.
@@ -91,7 +110,7 @@ class Preset:
                 opts[self.rate_option] = f"{value:g}"
         elif crf is not None:
             raise ConfigError(f"preset {self.name} has no rate to override (it is lossless)")
-        return opts
+        return pin_threads(self.codec, opts)
 
     def with_rate(self, crf: float | None) -> "Preset":
         return self if crf is None else replace(self, rate=crf)

@@ -8,6 +8,7 @@ decoded frame (no copy): the hot path of playback gathers its codes straight out
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 from fractions import Fraction
@@ -124,15 +125,24 @@ class PyAVBackend:
             raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
 
     def decode(self, path: Path, hwaccel: str = "none") -> Iterator[Frame]:
-        import av
-
         path = Path(path)
         if not path.is_file():
             raise StreamError(f"{path}: video file is missing")
-        container = _open_hw(path, hwaccel) if hwaccel in ("auto", "cuda") else None
+        yield from self._decode(str(path), path, hwaccel)
+
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+        """Every frame of the MP4 held in `data`, decoded from memory: the caller read (and checked)
+        these bytes once, and no file is opened again. `source` names the video in errors."""
+        yield from self._decode(data, Path(source), hwaccel)
+
+    def _decode(self, source: str | bytes, path: Path, hwaccel: str) -> Iterator[Frame]:
+        """Decode `source` (a file name, or the file's bytes) of the video `path`."""
+        import av
+
+        container = _open_hw(source, hwaccel) if hwaccel in ("auto", "cuda") else None
         try:
             if container is None:
-                container = av.open(str(path))
+                container = av.open(_input(source))
             with container:
                 if not container.streams.video:
                     raise StreamError(f"{path}: holds no video stream")
@@ -147,14 +157,20 @@ class PyAVBackend:
             raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
 
 
-def _open_hw(path: Path, hwaccel: str):
-    """Open `path` with a CUDA hwaccel; None when it cannot be had (the caller decodes in software)."""
+def _input(source: str | bytes):
+    """What av.open reads: a file name, or a fresh in-memory file over the bytes (each open its own)."""
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def _open_hw(source: str | bytes, hwaccel: str):
+    """Open `source` (a file name or bytes) with a CUDA hwaccel; None when it cannot be had (the
+    caller decodes in software)."""
     import av
 
     try:
         from av.codec.hwaccel import HWAccel
 
-        return av.open(str(path), hwaccel=HWAccel(device_type="cuda", allow_software_fallback=True))
+        return av.open(_input(source), hwaccel=HWAccel(device_type="cuda", allow_software_fallback=True))
     except Exception as e:  # no CUDA device, FFmpeg built without it, old PyAV
         if hwaccel == "cuda":
             log.warning("hardware decode (cuda) is not available (%s): decoding in software", e)

@@ -7,9 +7,12 @@ decode of the hole falls back to the nearest rendition by bitrate with a logged 
 `holes()` / `summary()` report it.
 
 Integrity: every file is checked against the manifest's size and SHA-256 before it is used (a
-GOP's mapping and video when that GOP is first decoded, the MLP when it is loaded) and a mismatch
-is a StreamError naming the file; `verify()` checks the whole stream, `summary()` refuses files
-whose size on disk is not the recorded one. A stream without hashes reads with a warning.
+GOP's mapping when that GOP is first decoded, its video at every decode, the MLP when it is
+loaded) and a mismatch is a StreamError naming the file; `verify()` checks the whole stream,
+`summary()` refuses files whose size on disk is not the recorded one. A stream without hashes
+reads with a warning. Each file is read once per use: the bytes that were hashed are the bytes
+parsed or handed to the decoder (`Backend.decode_bytes`), so a file swapped on disk after its
+check is never used.
 
 Decoding runs a codec back end (PyAV in process by default: threaded; CUDA hwaccel when asked and
 present, software otherwise, never a crash). Every GOP's video starts with a keyframe, so a random
@@ -91,7 +94,6 @@ class Stream:
         if not m.files:
             log.warning("%s: the manifest records no file hashes (a stream from an older featvid): its files "
                         "are read unverified; re-encode it to make it verifiable", self.path)
-        self._verified: set[str] = set()  # videos whose bytes matched the manifest (hashed once per Stream)
         self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
         self._index: dict[tuple, CodeIndex] = {}  # (g, packing, mosaic) -> where its codes sit in a decoded frame
 
@@ -156,19 +158,6 @@ class Stream:
             raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
         self.manifest.verify_bytes(name, data, self.path)
         return data
-
-    def _verify_video(self, name: str) -> None:
-        """Hash video `name` (in chunks) against the manifest, once per Stream: the decoder reads the
-        file by its path, so it is checked before the first decode of its GOP."""
-        if name in self._verified or not self.manifest.files:
-            return
-        path = self.path / name
-        try:
-            found = FileRecord.of_file(path)
-        except OSError as e:
-            raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
-        self.manifest.check_record(name, found, self.path)
-        self._verified.add(name)
 
     def check_sizes(self) -> None:
         """StreamError naming the first file present on disk whose size is not the manifest's (a
@@ -268,8 +257,8 @@ class Stream:
         mosaic = self._mosaic(g, rendition)
         n = 0
         if want > 0:
-            self._verify_video(e.videos[rendition].file)
-            for planes in self.backend.decode(video, self.hwaccel):
+            data = self.read_verified(e.videos[rendition].file)  # read once: the decoder gets these bytes
+            for planes in self.backend.decode_bytes(data, video, self.hwaccel):
                 if (planes[0].dtype.itemsize == 1) != (codec.bit_depth == 8):  # codes must fit what is decoded
                     raise StreamError(f"{video}: decodes to {planes[0].dtype.itemsize * 8}-bit samples, the manifest "
                                       f"says {codec.bit_depth}-bit codes (levels {list(codec.levels)})")

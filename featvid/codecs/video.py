@@ -60,6 +60,11 @@ class Backend(Protocol):
         StreamError for a missing, truncated or corrupt file."""
         ...
 
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+        """As `decode`, of the MP4 file's bytes `data` (read once, e.g. to check their hash, and
+        never read from disk again); `source` names the file in errors."""
+        ...
+
     def probe(self, path: Path) -> VideoInfo:
         """Codec, pixel format, size and frame count of `path`'s first video stream."""
         ...

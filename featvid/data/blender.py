@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
-from featvid.data.files import json_number, json_pose, read_frames_json
+from featvid.data.files import (MAX_FOCAL, MAX_TIME, check_image_size, check_intrinsics, extension_aabb,
+                                extension_background, extension_fps, json_angle, json_number, json_pose, json_size,
+                                read_frames_json)
 from featvid.data.frames import image_size, read_rgba
 from featvid.data.video import MultiViewVideo, check_downscale, composite, resize
 from featvid.errors import DatasetError
@@ -81,12 +83,13 @@ def _resolve_image(folder: Path, json_path: Path, file_path: object) -> Path:
 def _intrinsics(meta: dict, frame: dict, json_path: Path, image: Path) -> tuple[torch.Tensor, int, int]:
     """K [3, 3] and (height, width) of one image, from the JSON keys and the image itself."""
     h_img, w_img = image_size(image)
-    h, w = json_number(meta, frame, "h", json_path), json_number(meta, frame, "w", json_path)
-    if (h is not None and int(h) != h_img) or (w is not None and int(w) != w_img):
+    check_image_size(h_img, w_img, str(image))
+    h, w = json_size(meta, frame, "h", json_path), json_size(meta, frame, "w", json_path)
+    if (h is not None and h != h_img) or (w is not None and w != w_img):
         raise DatasetError(f"{json_path}: {image} is {w_img}x{h_img} pixels but the JSON says w={w}, h={h}")
-    fx, fy = json_number(meta, frame, "fl_x", json_path), json_number(meta, frame, "fl_y", json_path)
-    angle_x = json_number(meta, frame, "camera_angle_x", json_path)
-    angle_y = json_number(meta, frame, "camera_angle_y", json_path)
+    fx = json_number(meta, frame, "fl_x", json_path, 0.0, MAX_FOCAL, open_range=True)
+    fy = json_number(meta, frame, "fl_y", json_path, 0.0, MAX_FOCAL, open_range=True)
+    angle_x, angle_y = json_angle(meta, frame, "camera_angle_x", json_path), json_angle(meta, frame, "camera_angle_y", json_path)
     if fx is None and angle_x is not None:
         fx = 0.5 * w_img / math.tan(0.5 * angle_x)
     if fy is None and angle_y is not None:
@@ -95,12 +98,11 @@ def _intrinsics(meta: dict, frame: dict, json_path: Path, image: Path) -> tuple[
         raise DatasetError(f"{json_path}: no focal length for {image.name}: need \"camera_angle_x\" or \"fl_x\"")
     fx = fy if fx is None else fx
     fy = fx if fy is None else fy
-    if not (fx > 0 and fy > 0):
-        raise DatasetError(f"{json_path}: focal length must be positive, got fl_x={fx}, fl_y={fy}")
     cx = json_number(meta, frame, "cx", json_path)
     cy = json_number(meta, frame, "cy", json_path)
     cx = w_img / 2.0 if cx is None else cx
     cy = h_img / 2.0 if cy is None else cy
+    check_intrinsics(fx, fy, cx, cy, h_img, w_img, f"{json_path}: {image.name}")
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
     return K, h_img, w_img
 
@@ -120,7 +122,7 @@ def _read_split(folder: Path, split: str) -> tuple[list[_Entry], dict]:
             raise DatasetError(f"{json_path}: frame {i} is not an object")
         image = _resolve_image(folder, json_path, frame.get("file_path"))
         m = json_pose(frame, json_path, image)
-        time = json_number({}, frame, "time", json_path)
+        time = json_number({}, frame, "time", json_path, -MAX_TIME, MAX_TIME)
         time = 0.0 if time is None else time
         K, h, w = _intrinsics(meta, frame, json_path, image)
         entries.append(_Entry(json_path, split, i, image, round(time, _TIME_DECIMALS), opengl_to_opencv(m), K, h, w))
@@ -135,8 +137,12 @@ def _check_no_gaps(times: list[float], json_path: Path) -> None:
     step = float(diffs.min())
     ratio = diffs / step
     if np.allclose(ratio, np.round(ratio), atol=1e-3) and (np.round(ratio) > 1).any():
-        expected = np.round(np.arange(times[0], times[-1] + step / 2, step), _TIME_DECIMALS)
-        missing = sorted(set(expected.tolist()) - set(times))
+        # the first few missing times, gap by gap: the times may span far more steps than there are images
+        missing: list[float] = []
+        for t0, k in zip(times, np.round(ratio).astype(np.int64).tolist()):
+            missing += [round(t0 + j * step, _TIME_DECIMALS) for j in range(1, min(k, 6))]
+            if len(missing) >= 5:
+                break
         raise DatasetError(f"{json_path}: no images at time(s) {missing[:5]} (the other times step by {step:.6g})")
 
 
@@ -244,26 +250,13 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
     out_h, out_w = cameras[0].height, cameras[0].width
 
     metas = [train_meta, test_meta]
-    fps = _extension(metas, "fps", DEFAULT_FPS)
-    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise DatasetError(f"{train_json}: \"fps\" must be a positive number, got {fps!r}")
-    background = _extension(metas, "background", DEFAULT_BACKGROUND)
-    try:
-        background = tuple(float(x) for x in background)
-    except (TypeError, ValueError):
-        background = ()
-    if len(background) != 3 or not all(0.0 <= x <= 1.0 for x in background):
-        raise DatasetError(f"{train_json}: \"background\" must be three numbers in [0, 1]")
+    fps = extension_fps(_extension(metas, "fps", DEFAULT_FPS), train_json)
+    background = extension_background(_extension(metas, "background", DEFAULT_BACKGROUND), train_json)
     box_source = "option" if aabb is not None else "dataset"
     if aabb is None:
         box = _extension(metas, "aabb", None)
         if box is not None:
-            try:
-                aabb = torch.tensor(box, dtype=torch.float32)
-            except (TypeError, ValueError) as e:
-                raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]]") from e
-            if aabb.shape != (2, 3):
-                raise DatasetError(f"{train_json}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]], got shape {tuple(aabb.shape)}")
+            aabb = extension_aabb(box, train_json)
 
     files = [[e.image for e in g] for g in groups]
 

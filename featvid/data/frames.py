@@ -31,6 +31,7 @@ import av
 import cv2
 import numpy as np
 
+from featvid.data.files import MAX_FPS, MAX_FRAMES, check_image_size
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,10 @@ def probe_video(path: Path) -> SourceInfo:
         height, width = stream.codec_context.height, stream.codec_context.width
     if frames == 0 or fps <= 0 or height <= 0 or width <= 0:
         raise DatasetError(f"{path}: video has no frames, no frame rate or no size")
+    if frames > MAX_FRAMES or fps > MAX_FPS:
+        raise DatasetError(f"{path}: video claims {frames} frames at {fps:g} fps (at most {MAX_FRAMES} frames "
+                           f"and {MAX_FPS:g} fps)")
+    check_image_size(height, width, str(path))
     return SourceInfo(frames, fps, height, width)
 
 
@@ -411,6 +416,7 @@ def check_sources(sources: list[FrameSource], what: str = "video") -> SourceInfo
     frame rate or size differs from the first's is an error naming its file."""
     infos = [s.info() for s in sources]
     ref, ref_src = infos[0], sources[0]
+    check_image_size(ref.height, ref.width, str(ref_src.path))
     for s, info in zip(sources[1:], infos[1:]):
         if info.frames != ref.frames:
             raise DatasetError(f"{s.path}: {what} has {info.frames} frames, {ref_src.path.name} has {ref.frames}: "

@@ -28,6 +28,7 @@ import torch
 
 from featvid.data.cameras import Cameras, llff_to_opencv
 from featvid.data.capture import CameraStream, stream_readers
+from featvid.data.files import MAX_FOCAL, MAX_IMAGE_SIDE, MAX_WORLD, check_pose
 from featvid.data.frames import check_sources, find_camera_sources, is_video
 from featvid.data.masks import check_masks, find_masks
 from featvid.data.video import MultiViewVideo, check_downscale
@@ -60,7 +61,7 @@ def read_poses_bounds(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         raise DatasetError(f"{path}: cannot read as a numeric .npy array: {e}") from e
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
         raise DatasetError(f"{path}: expected an array of shape [cameras, 17] (3x5 pose + near, far), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise DatasetError(f"{path}: non-numeric values ({arr.dtype})")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
@@ -71,10 +72,16 @@ def read_poses_bounds(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     c2w = llff_to_opencv(block[:, :, :4])  # [N, 4, 4]
     hwf = torch.as_tensor(block[:, :, 4], dtype=torch.float32)  # [N, 3]
     bounds = torch.as_tensor(arr[:, 15:17], dtype=torch.float32)  # [N, 2]
-    if (hwf <= 0).any():
-        raise DatasetError(f"{path}: image height, width and focal length must be positive")
-    if not ((bounds[:, 0] >= 0) & (bounds[:, 1] > bounds[:, 0])).all():
-        raise DatasetError(f"{path}: near and far bounds must satisfy 0 <= near < far")
+    for i in range(len(arr)):
+        h, w, f = hwf[i].tolist()
+        if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE and 0 < f <= MAX_FOCAL):
+            raise DatasetError(f"{path}: camera {i} (row {i}): image height and width must be in 1..{MAX_IMAGE_SIDE} "
+                               f"pixels and the focal length in (0, {MAX_FOCAL:g}], got hwf {[h, w, f]}")
+        check_pose(c2w[i].numpy(), f"{path}: camera {i} (row {i}) pose")
+        near, far = bounds[i].tolist()
+        if not 0 <= near < far <= MAX_WORLD:
+            raise DatasetError(f"{path}: camera {i} (row {i}): near and far bounds must satisfy "
+                               f"0 <= near < far <= {MAX_WORLD:g}, got {near:g}, {far:g}")
     return c2w, hwf, bounds
 
 

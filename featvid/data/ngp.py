@@ -36,7 +36,8 @@ import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
 from featvid.data.capture import CameraStream, stream_readers
-from featvid.data.files import json_number, json_pose, read_frames_json
+from featvid.data.files import (MAX_FOCAL, check_image_size, check_intrinsics, extension_aabb, extension_background,
+                                extension_fps, json_angle, json_number, json_pose, json_size, read_frames_json)
 from featvid.data.frames import FrameSource, ImageFrames, image_size, natural_key, trailing_number
 from featvid.data.masks import check_masks, find_masks
 from featvid.data.undistort import Distortion, Undistorter
@@ -65,11 +66,13 @@ def _view_camera(meta: dict, view: dict, path: Path, image: Path) -> tuple[torch
                                                                             Distortion | None]:
     """(c2w [4, 4] OpenCV, K [3, 3], height, width, distortion or None) of one view entry."""
     m = json_pose(view, path, image)
-    w, h = json_number(meta, view, "w", path), json_number(meta, view, "h", path)
+    w, h = json_size(meta, view, "w", path), json_size(meta, view, "h", path)
     if w is None or h is None:
         h_img, w_img = image_size(image)
+        check_image_size(h_img, w_img, str(image))
         w, h = w or w_img, h or h_img
-    fx, fy = json_number(meta, view, "fl_x", path), json_number(meta, view, "fl_y", path)
+    fx = json_number(meta, view, "fl_x", path, 0.0, MAX_FOCAL, open_range=True)
+    fy = json_number(meta, view, "fl_y", path, 0.0, MAX_FOCAL, open_range=True)
     cx, cy = json_number(meta, view, "cx", path), json_number(meta, view, "cy", path)
     if fx is None and "K" in view:
         try:
@@ -77,16 +80,15 @@ def _view_camera(meta: dict, view: dict, path: Path, image: Path) -> tuple[torch
             fx, fy, cx, cy = float(Kv[0, 0]), float(Kv[1, 1]), float(Kv[0, 2]), float(Kv[1, 2])
         except (TypeError, ValueError, IndexError) as e:
             raise DatasetError(f"{path}: {image.name}: \"K\" must be a 3x3 matrix") from e
-    angle = json_number(meta, view, "camera_angle_x", path)
+    angle = json_angle(meta, view, "camera_angle_x", path)
     if fx is None and angle is not None:
         fx = 0.5 * w / math.tan(0.5 * angle)
     if fx is None:
         raise DatasetError(f"{path}: no focal length for {image.name}: need \"fl_x\", \"K\" or \"camera_angle_x\"")
     fy = fx if fy is None else fy
-    if not (fx > 0 and fy > 0 and math.isfinite(fx) and math.isfinite(fy)):
-        raise DatasetError(f"{path}: {image.name}: focal length must be positive and finite, got {fx}, {fy}")
     cx = w / 2.0 if cx is None else cx
     cy = h / 2.0 if cy is None else cy
+    check_intrinsics(fx, fy, cx, cy, h, w, f"{path}: {image.name}")
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
     k = {name: json_number(meta, view, name, path) or 0.0 for name in ("k1", "k2", "k3", "k4", "p1", "p2")}
     if view.get("is_fisheye", meta.get("is_fisheye", False)):
@@ -182,22 +184,12 @@ def load_ngp(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float
     mask_sources = _masks(masks, folder, keys, mask_files, sources)
     white = _extension(metas, "white_transparent", True)
     background = _extension(metas, "background", (1.0, 1.0, 1.0) if white is not False else (0.0, 0.0, 0.0))
-    try:
-        background = tuple(float(x) for x in background)
-    except (TypeError, ValueError):
-        background = ()
-    if len(background) != 3 or not all(0.0 <= x <= 1.0 for x in background):
-        raise DatasetError(f"{folders[0] / JSON_NAME}: \"background\" must be three numbers in [0, 1]")
-    fps = _extension(metas, "fps", DEFAULT_FPS)
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise DatasetError(f"{folders[0] / JSON_NAME}: \"fps\" must be a positive number, got {fps!r}")
+    background = extension_background(background, folders[0] / JSON_NAME)
+    fps = extension_fps(_extension(metas, "fps", DEFAULT_FPS), folders[0] / JSON_NAME)
     box = _extension(metas, "aabb", None)
     box_source = "option" if aabb is not None else "dataset"
     if aabb is None and box is not None:
-        try:
-            aabb = torch.tensor(box, dtype=torch.float32)
-        except (TypeError, ValueError) as e:
-            raise DatasetError(f"{folders[0] / JSON_NAME}: \"aabb\" must be [[x0,y0,z0],[x1,y1,z1]]") from e
+        aabb = extension_aabb(box, folders[0] / JSON_NAME)
 
     V = len(keys)
     test = [0] if test_views is None else list(test_views)

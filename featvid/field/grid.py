@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as _load_np
+from safetensors.numpy import load as _load_np
 from safetensors.numpy import save as _save_np
 
 from featvid.atomic import write_bytes
 from featvid.errors import StreamError
+from featvid.field.files import canonical_safetensors
+from featvid.field.schema import MAX_GRID
 
 
 def grid_shape_for(aabb: torch.Tensor, resolution: int) -> tuple[int, int, int]:
@@ -58,7 +60,13 @@ class SparseGrid:
         return max(e / (n - 1) for e, n in zip(ext, self.shape))
 
     def validate(self) -> "SparseGrid":
-        """Raise StreamError on NaN/inf, out-of-range coordinates or mismatched lengths."""
+        """Raise StreamError on NaN/inf, out-of-range or duplicate coordinates, mismatched lengths."""
+        if tuple(self.aabb.shape) != (2, 3) or not torch.isfinite(self.aabb).all() or not (self.aabb[0] < self.aabb[1]).all():
+            raise StreamError(f"grid aabb must be [2, 3] finite numbers with min < max, got shape {tuple(self.aabb.shape)}")
+        if len(self.shape) != 3 or not all(2 <= n <= MAX_GRID for n in self.shape):
+            raise StreamError(f"grid shape must be three integers in 2..{MAX_GRID}, got {self.shape}")
+        if self.coords.is_floating_point() or self.density.dtype != torch.float32 or self.features.dtype != torch.float32:
+            raise StreamError("grid coords must be integers, its density and features float32")
         n = self.coords.shape[0]
         if self.coords.ndim != 2 or self.coords.shape[1] != 3:
             raise StreamError(f"grid coords must be [N, 3], got {tuple(self.coords.shape)}")
@@ -68,6 +76,9 @@ class SparseGrid:
             raise StreamError("grid holds NaN or infinite values")
         if n and ((self.coords < 0).any() or (self.coords >= torch.tensor(self.shape)).any()):
             raise StreamError("grid coordinates fall outside the grid")
+        distinct = torch.unique(self.flat_index()).numel() if n else 0
+        if distinct != n:  # a vertex stored twice has two values: which one is the frame?
+            raise StreamError(f"grid stores {n - distinct} vertices twice (duplicate coordinates)")
         return self
 
     def flat_index(self) -> torch.Tensor:
@@ -102,8 +113,9 @@ class SparseGrid:
                    v[1:].T.contiguous().float().cpu())
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path: str | Path, half: bool = False, meta: dict | None = None) -> None:
-        """Write a safetensors file atomically; `half` stores features as float16."""
+    def to_bytes(self, half: bool = False, meta: dict | None = None) -> bytes:
+        """The grid file's bytes (safetensors, header in a stable order: the same grid always gives
+        the same bytes); `half` stores features as float16."""
         # safetensors.numpy writes a non-contiguous array's raw buffer: make every array C-contiguous
         tensors = {
             "aabb": np.ascontiguousarray(self.aabb.float().cpu().numpy()),
@@ -112,7 +124,11 @@ class SparseGrid:
             "features": np.ascontiguousarray(self.features.float().cpu().numpy().astype(np.float16 if half else np.float32)),
         }
         metadata = {"format": "featvid-grid", "shape": json.dumps(list(self.shape)), **(meta or {})}
-        write_bytes(path, _save_np(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+        return canonical_safetensors(_save_np(tensors, metadata={k: str(v) for k, v in metadata.items()}))
+
+    def save(self, path: str | Path, half: bool = False, meta: dict | None = None) -> None:
+        """Write the grid file (`to_bytes`) atomically."""
+        write_bytes(path, self.to_bytes(half, meta))
 
     @staticmethod
     def file_vertices(path: str | Path) -> int:
@@ -132,22 +148,29 @@ class SparseGrid:
         return num_vertices * (2 * (1 + num_channels) + 3 * 4)
 
     @classmethod
+    def from_bytes(cls, data: bytes, source: str = "grid") -> "SparseGrid":
+        """A grid from its file's bytes (safetensors: no pickle), checked (`validate`); StreamError
+        naming `source` when they are not a readable, valid grid."""
+        try:
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+            t = _load_np(data)
+            shape = tuple(int(s) for s in json.loads(meta["shape"]))
+            if len(shape) != 3:
+                raise ValueError(f"shape {shape} is not three numbers")
+            grid = cls(torch.from_numpy(t["aabb"]), shape, torch.from_numpy(t["coords"]),
+                       torch.from_numpy(t["density"]), torch.from_numpy(t["features"].astype(np.float32)))
+        except Exception as e:  # safetensors and json raise several types on corrupt files
+            raise StreamError(f"{source}: not a readable featvid grid ({e})") from e
+        try:
+            return grid.validate()
+        except StreamError as e:
+            raise StreamError(f"{source}: {e}") from e
+
+    @classmethod
     def load(cls, path: str | Path) -> "SparseGrid":
-        """Read a grid written by `save` (safetensors: no pickle)."""
+        """Read a grid written by `save` (see `from_bytes`)."""
         path = Path(path)
         if not path.is_file():
             raise StreamError(f"{path}: grid file is missing")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="numpy") as f:
-                meta = f.metadata() or {}
-            t = _load_np(str(path))
-            shape = tuple(int(s) for s in json.loads(meta["shape"]))
-            grid = cls(torch.from_numpy(t["aabb"]), shape, torch.from_numpy(t["coords"]),
-                       torch.from_numpy(t["density"]), torch.from_numpy(t["features"].astype(np.float32)))
-        except StreamError:
-            raise
-        except Exception as e:  # safetensors raises several types on corrupt files
-            raise StreamError(f"{path}: not a readable featvid grid ({e})") from e
-        return grid.validate()
+        return cls.from_bytes(path.read_bytes(), str(path))

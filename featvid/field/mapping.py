@@ -29,6 +29,7 @@ import torch
 
 from featvid.atomic import write_bytes
 from featvid.errors import StreamError
+from featvid.field.schema import read_grid_shape
 
 BLOCK = 4  # vertices per block side
 TILE = 8  # pixels per tile side: BLOCK**3 == TILE**2
@@ -247,8 +248,16 @@ class Mapping:
                 raise ValueError("header does not match the data")
         except Exception as e:
             raise StreamError(f"{source}: not a readable featvid mapping ({e})") from e
-        blocks = demorton3(np.cumsum(deltas, dtype=np.uint64))
-        return cls(tuple(int(n) for n in header["grid_shape"]), blocks)
+        shape = read_grid_shape(header.get("grid_shape") if isinstance(header, dict) else None, source)
+        if len(deltas) > 1 and not (deltas[1:] > 0).all():  # codes strictly increase: a block listed once
+            raise StreamError(f"{source}: the mapping lists a block twice (duplicate coordinates)")
+        codes = np.cumsum(deltas, dtype=np.uint64)
+        if len(codes) and int(codes[-1]) >= 1 << 30:  # 10 bits an axis (`morton3`); a sum of deltas may run past it
+            raise StreamError(f"{source}: the mapping's block codes run past the 10-bit grid")
+        blocks = demorton3(codes)
+        if len(blocks) and (blocks >= np.array([math.ceil(n / BLOCK) for n in shape])).any():
+            raise StreamError(f"{source}: the mapping has blocks outside its grid {shape}")
+        return cls(shape, blocks)
 
     def save(self, path: str | Path) -> None:
         write_bytes(path, self.to_bytes())

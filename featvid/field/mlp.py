@@ -15,6 +15,7 @@ from safetensors.torch import load, save
 
 from featvid.atomic import write_bytes
 from featvid.errors import ConfigError, StreamError
+from featvid.field.files import canonical_safetensors
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ class TinyMLP(torch.nn.Module):
         dtype = torch.float16 if half else torch.float32
         tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in self.state_dict().items()}
         tensors.update({k: v.detach().float().cpu().contiguous() for k, v in (extra or {}).items()})
-        return save(tensors, metadata={"format": "featvid-mlp", "config": json.dumps(asdict(self.config))})
+        # the header in a stable order: the same weights always give the same bytes (and SHA-256)
+        return canonical_safetensors(save(tensors, metadata={"format": "featvid-mlp",
+                                                             "config": json.dumps(asdict(self.config))}))
 
     def save(self, path: str | Path, half: bool = False) -> None:
         """Write weights + architecture as safetensors, atomically."""

@@ -300,3 +300,165 @@ def test_a_missing_rendition_file_falls_back_and_says_so(browser, abr_stream, tm
     finally:
         pg.close()
         server.close()
+
+
+# ---- integrity: every fetched file checked against the manifest's SHA-256 (crypto.subtle) ----------
+
+def _flip(path: Path, offset: int, n: int = 16) -> None:
+    """Invert n bytes of `path` at `offset` (same size: only the hash can tell)."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + n] = bytes(b ^ 0xFF for b in data[offset:offset + n])
+    path.write_bytes(bytes(data))
+
+
+def _load(browser, stream: Path, query: str = "?paused=1", after_start=None):
+    """A page on `stream` once the player is up or has failed: (page, server, console messages).
+    `after_start()` runs once the server has checked the stream and started."""
+    server = serve(stream, port=0)
+    server.start()
+    if after_start:
+        after_start()
+    pg = browser.new_page(viewport={"width": 64, "height": 48})
+    console: list[str] = []
+    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    pg.goto(server.url + query)
+    pg.wait_for_function("window.featvid && (window.featvid.error || (window.featvid.player && "
+                         "window.featvid.player.frame >= 0))", timeout=60_000)
+    return pg, server, console
+
+
+def test_a_video_with_16_flipped_bytes_is_refused_naming_the_file(browser, web_stream, tmp_path):
+    copy = Path(shutil.copytree(web_stream, tmp_path / "bad.fvv"))
+    video = copy / "gop_00000" / "atlas.mp4"
+    assert video.is_file()
+    _flip(video, video.stat().st_size // 2)  # inside the coded frames (the test probe used offset 20000)
+    pg, server, _ = _load(browser, copy)
+    try:
+        err = pg.evaluate("window.featvid.error")
+        assert err == ("stream/gop_00000/atlas.mp4: SHA-256 differs from the manifest's (corrupt or altered "
+                       "file); not played"), err
+        assert pg.is_visible("#message") and "gop_00000/atlas.mp4" in pg.inner_text("#message")
+        assert pg.evaluate("featvid.player.frame") == -1  # nothing of it reached the atlas texture
+        assert pg.evaluate("featvid.player.decoded.size") == 0  # nor the decoder
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_a_mapping_cut_short_while_served_is_refused_by_its_size(browser, web_stream, tmp_path):
+    """`serve` refuses a stream whose sizes are off when it starts; a file cut short after that (or
+    on a CDN) is refused by the player."""
+    copy = Path(shutil.copytree(web_stream, tmp_path / "cut.fvv"))
+    mapping = copy / "gop_00000" / "mapping.fvmap"
+    pg, server, _ = _load(browser, copy, after_start=lambda: mapping.write_bytes(mapping.read_bytes()[:-7]))
+    try:
+        err = pg.evaluate("window.featvid.error")
+        n = mapping.stat().st_size
+        assert err == (f"stream/gop_00000/mapping.fvmap: {n} bytes, the manifest records {n + 7} (truncated or "
+                       "altered file); not played"), err
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_a_corrupt_rendition_is_refused_and_nothing_of_it_is_drawn(browser, ladder_stream, tmp_path):
+    """A ladder whose GOP 1 web-crf29 video is corrupt: the player fetches it ahead (the lowest
+    rendition, nothing measured yet) and stops there, naming it; nothing of GOP 1 is decoded or
+    drawn, it is not fetched again, and asking for GOP 1 gives the same error."""
+    copy = Path(shutil.copytree(ladder_stream, tmp_path / "ladder.fvv"))
+    video = copy / "gop_00001" / "web-crf29.mp4"
+    _flip(video, video.stat().st_size // 2)
+    pg, server, _ = _load(browser, copy)
+    try:
+        pg.wait_for_function("window.featvid.error", timeout=30_000)
+        want = "stream/gop_00001/web-crf29.mp4: SHA-256 differs from the manifest's (corrupt or altered file); not played"
+        assert pg.evaluate("window.featvid.error") == want
+        assert pg.evaluate("featvid.player.frame") in (-1, 0)  # GOP 0 at most
+        assert pg.evaluate("[...featvid.player.segments.keys(), ...featvid.player.decoded.keys()]").count(1) == 0
+        fetched = pg.evaluate("featvid.player.log.length")
+        pg.wait_for_timeout(1500)  # longer than the retry delay after an ordinary fetch failure
+        assert pg.evaluate("featvid.player.log.length") == fetched and pg.evaluate("featvid.player.fetching") is None
+        cams = _camera(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), 8, 8)
+        with pytest.raises(Exception, match=r"stream/gop_00001/web-crf29\.mp4: SHA-256 differs"):
+            _browser_image_in(pg, cams, 3, "web")
+        assert pg.evaluate("featvid.player.frame") in (-1, 0)
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_a_pristine_stream_is_verified_file_by_file(page, web_stream):
+    """Every file the player read besides the manifest was hashed and matched; the cost is printed
+    (ms per GOP here, and the browser's SHA-256 rate for GOPs of real size)."""
+    from featvid.codecs.manifest import Manifest
+
+    m = Manifest.read(web_stream)
+    page.wait_for_function("featvid.player.frame >= 0", timeout=30_000)
+    verified = page.evaluate("featvid.player.stream.verified")
+    assert m.mlp["file"] in verified and m.gops[0].mapping in verified and m.gops[0].video in verified
+    assert all(verified[n] == m.files[n].bytes for n in verified), verified
+    log = page.evaluate("featvid.player.log")
+    assert log and all(f["verifyMs"] >= 0 for f in log)
+    # a files table the player cannot check against is refused with the manifest (serve refuses it too)
+    refused = page.evaluate("""async () => {
+        const { parseManifest } = await import("./stream.js");
+        const text = await (await fetch("stream/manifest.json")).text();
+        const changes = [(f) => { delete f["mlp.safetensors"]; }, (f) => { f["mlp.safetensors"].sha256 = "ab"; },
+                         (f) => { f["mlp.safetensors"].bytes = -1; }, (f) => { f["mlp.safetensors"] = null; }];
+        return changes.map((change) => {
+            const m = JSON.parse(text);
+            change(m.files);
+            try { parseManifest(JSON.stringify(m)); return null; } catch (e) { return e.message; }
+        });
+    }""")
+    assert refused == ['manifest: files lists no valid {bytes, sha256} for "mlp.safetensors"'] * 4, refused
+    rate = page.evaluate("""async () => {
+        const buf = new Uint8Array(8 << 20).map((_, i) => (i * 2654435761) >>> 24);
+        const t0 = performance.now();
+        await crypto.subtle.digest("SHA-256", buf);
+        return (buf.byteLength / 1e6) / ((performance.now() - t0) / 1000);
+    }""")
+    print(f"web player verification: {[round(f['verifyMs'], 2) for f in log]} ms per GOP "
+          f"({[f['bytes'] for f in log]} bytes); crypto.subtle SHA-256 {rate:.0f} MB/s on 8 MB")
+
+
+def test_a_stream_without_hashes_plays_with_a_console_warning(browser, web_stream, tmp_path):
+    import json
+
+    copy = Path(shutil.copytree(web_stream, tmp_path / "old.fvv"))
+    d = json.loads((copy / "manifest.json").read_text())
+    del d["files"]  # a stream from before featvid recorded hashes
+    (copy / "manifest.json").write_text(json.dumps(d))
+    pg, server, console = _load(browser, copy)
+    try:
+        assert pg.evaluate("window.featvid.error") is None and pg.evaluate("featvid.player.frame") == 0
+        warnings = [c for c in console if c.startswith("warning:") and "no file hashes" in c]
+        assert len(warnings) == 1, console
+        assert pg.evaluate("featvid.player.stream.verified") == {}
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_outside_a_secure_context_a_stream_with_hashes_is_refused(browser, web_stream):
+    """Plain http from a host that is not loopback (here a name playwright routes to the server):
+    crypto.subtle is undefined there, and the player refuses to play unverified."""
+    server = serve(web_stream, port=0)
+    server.start()
+    pg = browser.new_page(viewport={"width": 64, "height": 48})
+
+    def forward(route):
+        path = route.request.url.split("http://featvid.test/", 1)[1]
+        route.fulfill(response=route.fetch(url=server.url + path))
+
+    try:
+        pg.route("http://featvid.test/**", forward)
+        pg.goto("http://featvid.test/?paused=1")
+        pg.wait_for_function("window.featvid && window.featvid.error", timeout=60_000)
+        assert pg.evaluate("window.isSecureContext") is False
+        err = pg.evaluate("window.featvid.error")
+        assert err.startswith("stream/mlp.safetensors: cannot be verified") and "crypto.subtle" in err, err
+        assert pg.is_visible("#message")
+    finally:
+        pg.close()
+        server.close()

@@ -11,7 +11,7 @@
 import { AbrRule, MAX_BUFFER_S } from "./abr.js";
 import { decodeGop } from "./decode.js";
 import { Renderer } from "./renderer.js";
-import { FetchError, RemoteStream, blockLookup } from "./stream.js";
+import { FetchError, IntegrityError, RemoteStream, blockLookup } from "./stream.js";
 
 // Decoded GOPs kept in memory: the current one and the next. A GOP is decoded whole (frames *
 // mosaic bytes, e.g. 30 * 2048^2 = 120 MB), so this bounds the player's memory.
@@ -111,6 +111,7 @@ class Player {
     this.segments = new Map(); // visit -> fetched files {index, rendition, info, mapping, video, bytes, seconds}
     this.fetching = null; // {visit, promise} of the request in flight
     this.retryAfter = 0; // after a failed fetch, the next try waits until then (ms)
+    this.failed = null; // an IntegrityError: a file is not what the manifest records, nothing more is fetched
     this.samples = []; // measured throughputs, bit/s
     this.log = []; // one record per fetch: {visit, gop, rendition, wanted, bytes, seconds, kbps, buffer}
     this.notes = []; // fallbacks taken ("GOP 3: rendition X is missing ...")
@@ -140,7 +141,7 @@ class Player {
 
   // Start the next fetch when the buffer has room for it (called on every media tick).
   pump() {
-    if (this.fetching || performance.now() < this.retryAfter) return;
+    if (this.failed || this.fetching || performance.now() < this.retryAfter) return;
     const cur = this.visitOf(Math.floor(this.position()));
     let v = cur; // the first visit from the playhead on that is not fetched (a seek or a manual choice leaves gaps)
     while (this.segments.has(v)) v++;
@@ -164,11 +165,15 @@ class Player {
     const promise = this._fetchWithFallback(i, wanted, names).then((files) => {
       this.samples.push((8 * files.bytes) / files.seconds);
       this.log.push({ visit: v, gop: i, rendition: files.rendition, wanted, bytes: files.bytes, seconds: files.seconds,
-                      kbps: (8 * files.bytes) / files.seconds / 1000, buffer, at: performance.now() / 1000 });
+                      kbps: (8 * files.bytes) / files.seconds / 1000, buffer, at: performance.now() / 1000,
+                      verifyMs: files.verifyMs });
       this.segments.set(v, files);
       this._decodeAhead();
     }).catch((e) => {
       this.retryAfter = performance.now() + 1000;
+      // A corrupt or altered file is not retried, nor replaced by another rendition: the stream
+      // as served is not the one encoded, so playback stops and says which file differs.
+      if (e instanceof IntegrityError && !this.failed) { this.failed = e; this.playing = false; }
       throw e;
     }).finally(() => { if (this.fetching && this.fetching.visit === v) this.fetching = null; });
     promise.catch((e) => showError(e));
@@ -201,6 +206,7 @@ class Player {
   // where that rendition's file is missing, in the one the fallback found).
   async segment(v, rendition = null) {
     for (;;) {
+      if (this.failed) throw this.failed;
       const seg = this.segments.get(v);
       if (seg && (!rendition || seg.rendition === rendition)) return seg;
       if (this.fetching) { await this.fetching.promise.catch(() => {}); continue; }
@@ -350,7 +356,8 @@ class Player {
         `switches ${this.switches()}`,
       `frame ${Math.max(0, this.frame) + 1}/${m.frames}  GOP ${g + 1}/${m.gops.length}  ` +
         `stalls ${this.stalls.length} (${stalled.toFixed(2)} s)` + (this.buffering ? "  buffering..." : ""),
-      `fetched ${(this.stream.bytesFetched / 1024).toFixed(0)} KB  decode: WebCodecs`,
+      `fetched ${(this.stream.bytesFetched / 1024).toFixed(0)} KB  decode: WebCodecs  ` +
+        (this.manifest.files ? "SHA-256 verified" : "unverified (no hashes)"),
       ...(this.stream.skipped.length ? [`not playable here: ${this.stream.skipped.join(", ")}`] : []),
       ...this.notes.slice(-3),
     ].join("\n");

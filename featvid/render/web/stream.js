@@ -3,8 +3,16 @@
 // are read into one shape: `manifest.renditions` [{name, codec, bitrate: {average, peak}}] and, per
 // GOP, `videos` {name: {file, mosaic, bytes}}. The player asks for one GOP in one rendition at a
 // time (`fetchGop`) and measures how long it took.
+//
+// Integrity: the manifest's `files` table records {bytes, sha256} of every file it names (the MLP,
+// each GOP's mapping and videos; docs/stream-format.md). Each of those files is checked as it
+// arrives, before it is parsed or decoded (`verifyFile`): its size, then its SHA-256 with the
+// browser's own crypto.subtle.digest; a mismatch is an IntegrityError naming the file and nothing
+// of it is used. A stream from before the table existed plays unverified, with a console warning.
+// The manifest itself is the root of trust: serve it over https (or from loopback).
 
 export class StreamError extends Error {}
+export class IntegrityError extends StreamError {} // a fetched file is not the one the manifest records
 
 const BLOCK = 4; // vertices per block side (featvid/field/mapping.py)
 const MAPPING_MAGIC = "FVMAP1\n";
@@ -23,6 +31,57 @@ export class FetchError extends StreamError {
     super(message);
     this.status = status; // HTTP status, or 0 when the request itself failed
   }
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+// The manifest's `files` table, checked: name -> {bytes, sha256} for every file in `names`; null
+// for a stream without one (an older featvid wrote none, or an empty one; as the Python reader).
+function parseFiles(files, names) {
+  if (files === undefined || files === null) return null;
+  if (typeof files !== "object" || Array.isArray(files)) {
+    throw new StreamError("manifest: files must be an object of file name -> {bytes, sha256}");
+  }
+  if (!Object.keys(files).length) return null;
+  for (const name of names) {
+    const rec = files[name];
+    if (!rec || !Number.isSafeInteger(rec.bytes) || rec.bytes < 0 || typeof rec.sha256 !== "string" ||
+        !SHA256_HEX.test(rec.sha256)) {
+      throw new StreamError(`manifest: files lists no valid {bytes, sha256} for ${JSON.stringify(name)}`);
+    }
+  }
+  return files;
+}
+
+// Lower-case hex SHA-256 of an ArrayBuffer.
+async function sha256Hex(buffer) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buffer));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Check `buffer` (a file fetched from `url`) against its manifest record `rec` ({bytes, sha256}):
+// IntegrityError naming the URL when it differs; resolves with the milliseconds the hash took.
+//
+// crypto.subtle exists only in a secure context: https, or http://127.0.0.1 / localhost (where
+// `featvid serve` binds). Opened over plain http from any other host it is undefined, and then a
+// stream that records hashes is refused, never played unverified (such a page could not decode it
+// anyway: WebCodecs is secure-context only too). Serve the player over https to play it remotely.
+export async function verifyFile(rec, buffer, url) {
+  if (buffer.byteLength !== rec.bytes) {
+    throw new IntegrityError(`${url}: ${buffer.byteLength} bytes, the manifest records ${rec.bytes} ` +
+                             "(truncated or altered file); not played");
+  }
+  if (!(globalThis.crypto && crypto.subtle)) {
+    throw new IntegrityError(`${url}: cannot be verified against the manifest's SHA-256: this page is not a ` +
+                             "secure context, so the browser offers no crypto.subtle; open the player via https, " +
+                             "http://127.0.0.1 or http://localhost");
+  }
+  const t0 = performance.now();
+  const hex = await sha256Hex(buffer);
+  if (hex !== rec.sha256) {
+    throw new IntegrityError(`${url}: SHA-256 differs from the manifest's (corrupt or altered file); not played`);
+  }
+  return performance.now() - t0;
 }
 
 async function fetchBytes(url) {
@@ -85,6 +144,8 @@ export function parseManifest(text) {
     }
     g.mappingBytes = (g.bytes && g.bytes.mapping) || 0;
   }
+  const names = [m.mlp.file, ...m.gops.flatMap((g) => [g.mapping, ...Object.values(g.videos).map((v) => v.file)])];
+  m.files = parseFiles(m.files, names);
   return m;
 }
 
@@ -198,6 +259,17 @@ export class RemoteStream {
   constructor(base) {
     this.base = base.endsWith("/") ? base : base + "/";
     this.bytesFetched = 0;
+    this.verified = {}; // name -> bytes of each file whose bytes matched the manifest's record
+  }
+
+  // Verify the fetched bytes of stream file `name` (see verifyFile); resolves with the hashing
+  // time in ms (0 for a stream without hashes: nothing to check against).
+  async check(name, buffer) {
+    const files = this.manifest.files;
+    if (!files) return 0;
+    const ms = await verifyFile(files[name], buffer, this.base + name);
+    this.verified[name] = buffer.byteLength;
+    return ms;
   }
 
   async open() {
@@ -208,7 +280,13 @@ export class RemoteStream {
       .sort((a, b) => a.bitrate.average - b.bitrate.average);
     if (!this.playable.length) throw new StreamError(unsupportedReason(m.renditions[0].codec));
     this.skipped = m.renditions.filter((r) => unsupportedReason(r.codec)).map((r) => r.name);
-    this.mlp = parseMlp(await fetchBytes(this.base + m.mlp.file), m.mlp);
+    if (!m.files) {
+      console.warn(`${this.base}manifest.json records no file hashes (a stream from an older featvid): its files ` +
+                   "play unverified; re-encode it to make it verifiable");
+    }
+    const mlp = await fetchBytes(this.base + m.mlp.file);
+    await this.check(m.mlp.file, mlp);
+    this.mlp = parseMlp(mlp, m.mlp);
     return m;
   }
 
@@ -229,18 +307,23 @@ export class RemoteStream {
     return 8 * (g.videos[name].bytes + g.mappingBytes);
   }
 
-  // Fetch GOP i in rendition `name`: {index, rendition, info, mapping, video, bytes, seconds}, where
-  // seconds run from the request to the last byte of the later of the two files.
+  // Fetch GOP i in rendition `name`, both files verified before either is parsed: {index,
+  // rendition, info, mapping, video, bytes, seconds, verifyMs}, where seconds run from the request
+  // to the last byte of the later of the two files (the hashing not included) and verifyMs is the
+  // time spent hashing them.
   async fetchGop(i, name) {
     const g = this.manifest.gops[i];
     const t0 = performance.now();
     const [mapBytes, video] = await Promise.all([fetchBytes(this.base + g.mapping),
                                                  fetchBytes(this.base + g.videos[name].file)]);
     const seconds = Math.max(1e-4, (performance.now() - t0) / 1000);
+    const t1 = performance.now();
+    await Promise.all([this.check(g.mapping, mapBytes), this.check(g.videos[name].file, video)]);
+    const verifyMs = this.manifest.files ? performance.now() - t1 : 0;
     const mapping = await parseMapping(mapBytes, g.mapping);
     const bytes = mapBytes.byteLength + video.byteLength;
     this.bytesFetched += bytes;
-    return { index: i, rendition: name, info: g, mapping, video, bytes, seconds };
+    return { index: i, rendition: name, info: g, mapping, video, bytes, seconds, verifyMs };
   }
 
   // Which GOP holds stream frame t.
