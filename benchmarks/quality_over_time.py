@@ -61,7 +61,11 @@ def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str
     video = load_dataset(data)
     log = run.log()
     float_report = evaluate(run.frames(), run.mlp(), run.render_settings, video)
-    baked, _ = ensure_bake(run.path, cache / f"qot-baked-{tag}-{preset}-{name}", fresh=retrained)
+    baked_dir = cache / f"qot-baked-{tag}-{preset}-{name}"
+    # baked again when the run was trained after it (a run retrained, or finished by a later call)
+    stale = retrained or ((baked_dir / "baked.json").is_file()
+                          and (baked_dir / "baked.json").stat().st_mtime < (run.path / "log.jsonl").stat().st_mtime)
+    baked, _ = ensure_bake(run.path, baked_dir, fresh=stale)
     ladder = []
     with tempfile.TemporaryDirectory(prefix="featvid-qot-") as tmp:
         for crf in LADDER:
