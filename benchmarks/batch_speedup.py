@@ -63,32 +63,12 @@ def cpu_lock(path: str):
 
 def synthetic_run(path: Path, frames: int, gop: int, size: int, channels: int) -> Path:
     """A finished run folder of the drifting blob, its drift looping (t mod 8) so it stays in the box."""
-    import torch
-
-    from featvid.bake.run import write_run_meta
-    from featvid.field.mapping import Mapping
-    from featvid.field.mlp import MLPConfig, TinyMLP
-    from tests.codecs.synthetic import make_grid
+    from tests.codecs.synthetic import make_run
 
     if (path / "run.json").is_file():
         return path
-    shape = (size, size, size)
-    (path / "frames").mkdir(parents=True, exist_ok=True)
-    grids = [make_grid(shape, channels, (t % 8) - 4) for t in range(frames)]
-    gops = []
-    for g, start in enumerate(range(0, frames, gop)):
-        n = min(gop, frames - start)
-        Mapping.from_union([grids[t].occupancy() for t in range(start, start + n)]).save(path / f"gop_{g:05d}.fvmap")
-        gops.append({"start": start, "frames": n, "mapping": f"gop_{g:05d}.fvmap"})
-    for t, grid in enumerate(grids):
-        grid.save(path / "frames" / f"{t:05d}.safetensors")
-    torch.manual_seed(0)
-    arch = MLPConfig(in_features=channels, hidden=32, layers=2, view_freqs=2)
-    TinyMLP(arch).save(path / "mlp.safetensors")
-    write_run_meta(path, {"num_frames": frames, "fps": 30.0, "aabb": [[-1, -1, -1], [1, 1, 1]],
-                          "grid_shape": list(shape), "num_channels": channels, "mlp": arch.to_dict(),
-                          "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]}, "gops": gops})
-    return path
+    return make_run(path, frames=frames, gop=gop, shape=(size, size, size), channels=channels, seed=0, loop=8,
+                    fps=30.0, mlp_hidden=32, view_freqs=2)
 
 
 def write_job_file(path: Path, baked: Path, out: Path) -> Path:

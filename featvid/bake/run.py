@@ -281,6 +281,11 @@ def frame_name(t: int) -> str:
     return f"frames/{t:05d}.safetensors"
 
 
+def coarse_name(t: int) -> str:
+    """Frame t's coarse grid file, relative to the run folder."""
+    return f"{COARSE_DIR}/{t:05d}.safetensors"
+
+
 def write_run_file(path: str | Path, name: str, data: bytes) -> None:
     """Write the run's file `name` (relative, e.g. frame_name(t)) and record its size and SHA-256
     in files.json. The record is written first: a kill in between leaves a record of a file that

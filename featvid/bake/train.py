@@ -45,7 +45,8 @@ from featvid.bake.coarse import CoarseGrid, coarse_pass
 from featvid.bake.config import TrainConfig
 from featvid.bake.fit import FitSchedule, fit_frame, start_loss
 from featvid.bake.gops import GopBuilder, mapping_name, split_gop
-from featvid.bake.run import Run, RunGop, frame_name, read_run_file, write_run_file, write_run_meta
+from featvid.bake.run import (COARSE_DIR, Run, RunGop, coarse_name, frame_name, read_run_file, write_run_file,
+                              write_run_meta)
 from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError, TrainingError
@@ -57,7 +58,6 @@ from featvid.field.volume import RenderSettings
 
 log = logging.getLogger(__name__)
 
-COARSE_DIR = "coarse"  # one coarse density a frame: the fine keyframes' start, and the motion estimate's input
 # Files the trainer owns in a run folder; --force removes exactly these.
 _RUN_FILES = ("run.json", "mlp.safetensors", "log.jsonl", "files.json")
 
@@ -125,19 +125,15 @@ def _trim_log(out: Path, finished: set[int]) -> None:
         write_text(p, "".join(ln + "\n" for ln in keep))
 
 
-def _coarse_path(out: Path, t: int) -> Path:
-    return out / COARSE_DIR / f"{t:05d}.safetensors"
-
-
 def _save_coarse(out: Path, t: int, grid: CoarseGrid) -> None:
     """Frame t's coarse grid (raw density + colour logits [4, cx, cy, cz]) as float16."""
-    write_run_file(out, f"{COARSE_DIR}/{t:05d}.safetensors", _st_save({"data": grid.data.detach().half().cpu().numpy()}))
+    write_run_file(out, coarse_name(t), _st_save({"data": grid.data.detach().half().cpu().numpy()}))
 
 
 def _load_coarse(out: Path, t: int, aabb: torch.Tensor, dev: torch.device) -> CoarseGrid:
     """Frame t's coarse grid, as the coarse pass left it."""
-    path = _coarse_path(out, t)
-    raw = read_run_file(out, f"{COARSE_DIR}/{t:05d}.safetensors", "coarse grid file")  # checked against files.json
+    path = out / coarse_name(t)
+    raw = read_run_file(out, coarse_name(t), "coarse grid file")  # checked against files.json
     try:
         data = torch.from_numpy(_st_load(raw)["data"].astype(np.float32))
     except Exception as e:  # missing or corrupt: the folder cannot go on

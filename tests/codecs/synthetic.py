@@ -46,14 +46,17 @@ def make_grid(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0)
 
 
 def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), channels: int = 4,
-             seed: int = 0, nan_frame: int | None = None, constant_channel: int | None = None) -> Path:
+             seed: int = 0, nan_frame: int | None = None, constant_channel: int | None = None,
+             loop: int | None = None, fps: float = 10.0, mlp_hidden: int = 16, view_freqs: int = 1) -> Path:
     """Write a finished run folder (featvid/bake/run.py layout) and return it.
 
     nan_frame: that frame gets one NaN feature; constant_channel: that feature is 0 everywhere
-    (a zero-range channel, quantized with the hi = lo + 1 rule)."""
+    (a zero-range channel, quantized with the hi = lo + 1 rule); loop: the blob's drift repeats
+    every `loop` frames, centred (t mod loop - loop / 2), so a long run stays in the box."""
     path = Path(path)
     (path / "frames").mkdir(parents=True, exist_ok=True)
-    grids = [make_grid(shape, channels, t, seed) for t in range(frames)]
+    drift = (lambda t: t) if loop is None else (lambda t: (t % loop) - loop // 2)
+    grids = [make_grid(shape, channels, drift(t), seed) for t in range(frames)]
     gops = []
     for g, start in enumerate(range(0, frames, gop)):
         n = min(gop, frames - start)
@@ -66,9 +69,9 @@ def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), chan
             grid.features[:, constant_channel] = 0.0
         grid.save(path / "frames" / f"{t:05d}.safetensors")  # save does not validate: NaN gets to disk
     torch.manual_seed(seed)
-    arch = MLPConfig(in_features=channels, hidden=16, layers=2, view_freqs=1)
+    arch = MLPConfig(in_features=channels, hidden=mlp_hidden, layers=2, view_freqs=view_freqs)
     TinyMLP(arch).save(path / "mlp.safetensors")
-    write_run_meta(path, {"num_frames": frames, "fps": 10.0, "aabb": [[-1, -1, -1], [1, 1, 1]],
+    write_run_meta(path, {"num_frames": frames, "fps": fps, "aabb": [[-1, -1, -1], [1, 1, 1]],
                           "grid_shape": list(shape), "num_channels": channels, "mlp": arch.to_dict(),
                           "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]}, "gops": gops})
     return path
