@@ -3,6 +3,7 @@ without each of the trainer's switches (issue #13).
 
     python benchmarks/quality_over_time.py [--frames 30] [--views 12] [--size 96] [--preset fast]
                                            [--variants before,motion,refresh,default] [--out DIR]
+                                           [--from EARLIER.json]
 
 The scene is the built-in fast-motion scene (`featvid synth --scene crossing`: balls moving a third
 of their radius per frame, moving shadows, a spinning box, mixed lenses), rendered once and cached
@@ -16,7 +17,9 @@ Variants (each a TrainConfig of the preset with some switches changed):
 - default: the preset as it ships (all of the above and adaptive iterations).
 Per variant: held-out PSNR of every frame of the float model and of the default-preset stream,
 seconds per frame, bytes per frame, GOPs and why each began; the BD-rate of each variant's H.264
-crf ladder against `before`'s. Writes quality_over_time.json, .md and .png under
+crf ladder against every other variant's. `--from` takes variants from an earlier results file of
+the same setup instead of training them again (their configs are checked against this checkout's).
+Writes quality_over_time.json, .md and .png under
 benchmarks/results/ (or --out).
 """
 from __future__ import annotations
@@ -92,6 +95,45 @@ def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str
     }
 
 
+def earlier_rows(paths: list[Path], setup: dict) -> dict[str, dict]:
+    """Variant rows of earlier results files, by name; FeatvidError when a file is not one of this
+    benchmark's or measured another setup (scene, frames, views, size, preset), or when a variant's
+    config is not the one this checkout would train (its preset or switches changed since)."""
+    from featvid.bake.config import preset as train_preset
+    from featvid.errors import FeatvidError
+
+    rows: dict[str, dict] = {}
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise FeatvidError(f"--from {path}: not readable JSON ({e})") from e
+        if not isinstance(earlier, dict) or earlier.get("benchmark") != "quality_over_time":
+            raise FeatvidError(f"--from {path}: not a quality_over_time result")
+        other = {k: earlier.get(k) for k in setup}
+        if other != setup:
+            raise FeatvidError(f"--from {path}: measured {other}, not {setup}")
+        for row in earlier.get("variants", []):
+            name = row.get("variant")
+            if name in VARIANTS and row.get("config") != train_preset(setup["preset"], **VARIANTS[name]).to_dict():
+                raise FeatvidError(f"--from {path}: variant {name!r} was trained with another config than this "
+                                   "checkout's; train it again")
+            rows[name] = {**row, "from": row.get("from") or _measured_at(Path(path))}
+    return rows
+
+
+def _measured_at(path: Path) -> str:
+    """`path`, with the commit that last wrote it when it is a file in this checkout's git history."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", path.name], cwd=path.resolve().parent,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{path} (commit {sha})" if sha else str(path)
+
+
 def markdown(result: dict) -> str:
     rows = result["variants"]
     T = result["frames"]
@@ -99,16 +141,28 @@ def markdown(result: dict) -> str:
              f"Scene `{result['scene']}` ({T} frames, {result['views']} views: {result['views'] - 2} train + 2 held "
              f"out, {result['size']} px), preset `{result['preset']}`. Held-out PSNR (dB) of the float model and of "
              f"the default-preset stream. Command: `{result['command']}`", "",
-             "| variant | keyframe | worst frame (drop) | mean (drop) | stream mean | KiB/frame | s/frame (warm) | GOPs | refreshes | BD-rate vs before |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| variant | keyframe | worst frame (drop) | mean (drop) | stream mean | KiB/frame | s/frame (warm) | GOPs | refreshes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v in rows:
         warm = [s for s, r in zip(v["seconds_per_frame"], v["iters"]) if s is not None][1:]
         refreshes = sum(1 for k in v["keyframes"] if k["frame"] > 0)
-        bd = result["bd_rate_vs_before"].get(v["variant"])
         lines.append(f"| {v['variant']} | {v['float_psnr'][0]:.2f} | {min(v['float_psnr']):.2f} ({v['worst_drop_db']:+.2f}) | "
                      f"{v['float_mean']:.2f} ({v['mean_drop_db']:+.2f}) | {v['stream_mean']:.2f} | "
                      f"{v['stream_bytes_per_frame'] / 1024:.1f} | {sum(warm) / max(1, len(warm)):.1f} | {len(v['gops'])} | "
-                     f"{refreshes} | {'-' if bd is None else f'{bd:+.1f} %'} |")
+                     f"{refreshes} |")
+    names = [v["variant"] for v in rows]
+    lines += ["", "BD-rate of the row's stream against the column's (H.264 crf ladder "
+              f"{', '.join(f'{c:g}' for c in LADDER)}; negative: fewer bytes at the same held-out PSNR; "
+              "- where the two PSNR ranges do not overlap):", "",
+              "| variant | " + " | ".join(f"vs {n}" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for n in names:
+        cells = ["" if m == n else ("-" if result["bd_rate"][m].get(n) is None else f"{result['bd_rate'][m][n]:+.1f} %")
+                 for m in names]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    earlier = sorted({v["from"] for v in rows if v.get("from")})
+    if earlier:
+        lines += ["", "Rows taken from earlier results (`--from`): "
+                  + "; ".join(f"{', '.join(v['variant'] for v in rows if v.get('from') == e)} from `{e}`" for e in earlier)]
     lines += ["", "Per frame (float model):", "", "| frame | " + " | ".join(v["variant"] for v in rows) + " |",
               "|---:|" + "---:|" * len(rows)]
     for t in range(T):
@@ -145,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "cache")
+    ap.add_argument("--from", dest="earlier", type=Path, action="append", default=[], metavar="JSON",
+                    help="An earlier quality_over_time.json of the same scene and preset: its variants that "
+                         "--variants names are taken from it instead of trained again (repeatable).")
     args = ap.parse_args(argv)
 
     from featvid.errors import FeatvidError
@@ -154,27 +211,33 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"{args.scene}-{args.frames}f-{args.views}v-{args.size}px"
     try:
         data = ensure_synth(args.cache / f"qot-data-{tag}", args.scene, args.frames, args.views, args.size)
+        earlier = earlier_rows(args.earlier, {"scene": args.scene, "frames": args.frames, "views": args.views,
+                                              "size": args.size, "preset": args.preset})
         rows = []
         for name in args.variants.split(","):
             if name not in VARIANTS:
                 raise FeatvidError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-            print(f"[{name}] training and measuring ...", flush=True)
-            rows.append(run_variant(name, VARIANTS[name], data, args.cache, args.preset, tag))
+            if name in earlier:
+                print(f"[{name}] from {earlier[name]['from']}", flush=True)
+                rows.append(earlier[name])
+            else:
+                print(f"[{name}] training and measuring ...", flush=True)
+                rows.append(run_variant(name, VARIANTS[name], data, args.cache, args.preset, tag))
             v = rows[-1]
             print(f"[{name}] float {v['float_psnr'][0]:.2f} -> worst {min(v['float_psnr']):.2f}, mean {v['float_mean']:.2f}; "
                   f"stream {v['stream_mean']:.2f} at {v['stream_bytes_per_frame'] / 1024:.1f} KiB/frame", flush=True)
     except FeatvidError as e:
         print(f"quality_over_time: error: {e}", file=sys.stderr)
         return 2
-    base = next((v for v in rows if v["variant"] == "before"), None)
-    bd = {}
-    if base is not None:
-        for v in rows:
-            bd[v["variant"]] = bd_rate([p["bytes_per_frame"] for p in base["ladder"]], [p["psnr"] for p in base["ladder"]],
-                                       [p["bytes_per_frame"] for p in v["ladder"]], [p["psnr"] for p in v["ladder"]])
+    # the ablation as BD-rate: every variant's crf ladder against every other's (None where their
+    # PSNR ranges do not overlap: the stream of `before` never reaches the others' quality)
+    def curve(v: dict) -> tuple[list[float], list[float]]:
+        return [p["bytes_per_frame"] for p in v["ladder"]], [p["psnr"] for p in v["ladder"]]
+
+    bd = {ref["variant"]: {v["variant"]: bd_rate(*curve(ref), *curve(v)) for v in rows if v is not ref} for ref in rows}
     result = {"benchmark": "quality_over_time", "scene": args.scene, "frames": args.frames, "views": args.views,
               "size": args.size, "preset": args.preset, "variants": rows,
-              "bd_rate_vs_before": {k: (None if v != v else v) for k, v in bd.items()},
+              "bd_rate": {r: {k: (None if x != x else x) for k, x in d.items()} for r, d in bd.items()},
               "command": "python benchmarks/quality_over_time.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "quality_over_time.json", json.loads(json.dumps(result, default=str)))

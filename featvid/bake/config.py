@@ -95,7 +95,11 @@ class TrainConfig:
     # -- motion and quality over time ----------------------------------------------------------------
     motion: bool = True
     """Warm-start each later frame from the previous one carried along the motion estimated between
-    their coarse densities (featvid.bake.motion; training only, streams still hold full grids)."""
+    their coarse densities (featvid.bake.motion; training only, streams still hold full grids).
+    Crossing scene, 30 frames, `fast` with the keyframe refresh (benchmarks/quality_over_time.py):
+    with it the worst frame is 0.86 dB below the keyframe, without it 1.54 (mean 0.16 / 0.18 below),
+    and it takes 3 refreshes instead of 6, but the stream costs 22 % more bytes at equal PSNR (the
+    atlases change more from frame to frame when content is carried along the motion)."""
     motion_search: int = 3
     """Largest motion searched per frame, in coarse voxels along each axis."""
     motion_window: int = 5
@@ -110,7 +114,9 @@ class TrainConfig:
     refresh off. Quality is judged without the dataset's test views: with validation views, their
     PSNR against the last fresh keyframe's; without, the fitted views' PSNR against the first
     warm-started frame's after that keyframe (a keyframe's own fit is ~3 dB tighter than any warm
-    frame's, so the first warm frame is the level to hold)."""
+    frame's, so the first warm frame is the level to hold). Crossing scene, 30 frames, `fast`: without
+    it the held-out PSNR drifts to 1.88 dB below the keyframe (mean 1.02), with it 0.86 (mean 0.16),
+    and the stream is 20 % smaller at equal PSNR despite 3 more GOPs."""
     validation_views: int = 0
     """Training views held out of every fit (coarse and fine) to judge quality (the refresh and the
     log's psnr_val); never more than a quarter of the training views. Crossing scene, 10 training
@@ -205,8 +211,9 @@ class TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
 
 
-# The named presets, in one table. `fast` is the CPU demo (8 frames x 24 views x 64 px in about
-# three and a half minutes on 2 cores); `test` is the smallest that still learns the tiny test scene.
+# The named presets, in one table. `fast` is the CPU preset for captures that move, `demo` what
+# `make demo` trains (8 frames x 24 views x 64 px: 2 min 40 s of fine pass on 2 cores, 217 s for the
+# whole demo); `test` is the smallest that still learns the tiny test scene.
 PRESETS: dict[str, TrainConfig] = {
     "test": TrainConfig(grid_resolution=32, coarse_resolution=16, coarse_iters=150, coarse_frame_iters=30,
                         keyframe_iters=300, keyframe_iters_min=300, refresh_iters=150,

@@ -40,6 +40,7 @@ from featvid.field.volume import (
     cell_occupancy,
     optical_depth,
     ray_aabb,
+    sample_cells,
 )
 
 
@@ -184,26 +185,17 @@ def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings:
     active = ((b_far > b_near) & (t_far > t_near) & (k_end > k_first)).nonzero(as_tuple=True)[0]  # [A]
     k = k_first.clone()
     T = torch.ones(N, device=dev)
-    nx, ny, nz = vol.shape
-    cells_max = torch.tensor([nx - 2, ny - 2, nz - 2], device=dev, dtype=origins.dtype)
-    cell_occ = vol.cell_occ.reshape(-1)  # flat lookup: one gather instead of three index tensors
-    lo, ext = vol.aabb[0], vol.aabb[1] - vol.aabb[0]
+    cell_occ = vol.cell_occ.reshape(-1)
     s = torch.arange(fast.segment, device=dev, dtype=origins.dtype)
     while len(active):
         o, d = origins[active], dirs[active]
         kk = k[active, None] + s  # [A, S] sample slots
         t = t_near[active, None] + kk * step
         valid = (t < t_far[active, None]) & (kk < k_end[active, None])
-        pts = o[:, None] + t[..., None] * d[:, None]  # [A, S, 3]
-        # the reference's cell of each sample, same float formula, fewer temporaries
-        cell = (pts - lo).div_(ext).mul_(cells_max + 1).floor_().clamp_(min=0)
-        cell = torch.minimum(cell, cells_max, out=cell).to(torch.int64)
-        flat = (cell[..., 0] * (ny - 1) + cell[..., 1]) * (nz - 1) + cell[..., 2]  # [A, S]
-        occ = cell_occ[flat].logical_and_(valid)  # [A, S]
-        del cell, flat
+        occ = cell_occ[sample_cells(vol, o, d, t)].logical_and_(valid)  # [A, S], the reference's cells
         r, c = occ.nonzero(as_tuple=True)  # samples ordered by ray, then distance
         if len(r):
-            values = _interpolate(vol, pts[r, c])  # [P, 1 + C]
+            values = _interpolate(vol, o[r] + t[r, c, None] * d[r])  # [P, 1 + C] at the reference's points
             tau = optical_depth(values[:, 0], settings.step_ratio)  # [P]
             dense_tau = torch.zeros(occ.shape, device=dev).index_put_((r, c), tau)
             before = torch.cumsum(dense_tau, dim=1) - dense_tau  # optical depth within the segment

@@ -12,6 +12,8 @@ from featvid.field.volume import (
     ray_aabb,
     render_image,
     render_rays,
+    sample_cells,
+    sample_points,
 )
 
 AABB = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
@@ -31,6 +33,41 @@ def test_ray_aabb():
     tn, tf = ray_aabb(o, d, AABB, 0.0)
     assert torch.allclose(tn[0], torch.tensor(2.0)) and torch.allclose(tf[0], torch.tensor(4.0))
     assert tf[1] <= tn[1]
+
+
+def test_sample_cells_are_the_cells_of_the_points():
+    """The axis-by-axis cell test names the cell floor((p - lo) / extent * (n - 1)) of every sample,
+    clamped into the grid, on a box that is not a cube and for samples outside it; and the points
+    sample_points returns are those samples' o + t d."""
+    g = torch.Generator().manual_seed(3)
+    aabb = torch.tensor([[-0.7, -1.1, 0.2], [0.9, 0.4, 1.3]])
+    shape = (9, 12, 7)
+    occ = torch.rand(shape, generator=g) < 0.3
+    vol = Volume.from_dense(torch.zeros(2, *shape), occ, aabb)
+    origins = (torch.rand(64, 3, generator=g) * 4 - 2)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3, generator=g), dim=-1)
+    t = torch.rand(64, 30, generator=g) * 4
+    flat = sample_cells(vol, origins, dirs, t)  # [64, 30]
+    pts = origins[:, None] + t[..., None] * dirs[:, None]
+    rel = (pts - aabb[0]) / (aabb[1] - aabb[0])
+    cell = torch.minimum((rel * (torch.tensor(shape) - 1)).floor().long().clamp(min=0), torch.tensor(shape) - 2)
+    want = (cell[..., 0] * (shape[1] - 1) + cell[..., 1]) * (shape[2] - 1) + cell[..., 2]
+    assert flat.dtype == torch.int32 and torch.equal(flat.long(), want)
+    assert (rel < 0).any() and (rel > 1).any()  # the clamping was exercised
+
+    # sample_points: every slot t_near + k * step inside the box whose cell is occupied, in order
+    settings = RenderSettings(step_ratio=0.5)
+    ray_id, sample_id, points, K = sample_points(vol, origins, dirs, settings)
+    t_near, t_far = ray_aabb(origins, dirs, aabb, 0.0)
+    t_all = t_near[:, None] + torch.arange(K).float() * settings.step_ratio * vol.voxel_size  # [64, K]
+    p_all = origins[:, None] + t_all[..., None] * dirs[:, None]
+    c_all = ((p_all - aabb[0]) / (aabb[1] - aabb[0]) * (torch.tensor(shape) - 1)).floor().long()
+    c_all = torch.minimum(c_all.clamp(min=0), torch.tensor(shape) - 2)
+    keep = vol.cell_occ[c_all[..., 0], c_all[..., 1], c_all[..., 2]] & (t_all < t_far[:, None])
+    want_ray, want_sample = keep.nonzero(as_tuple=True)
+    assert len(ray_id) > 40  # 58 occupied samples on 6 of the 64 rays
+    assert torch.equal(ray_id, want_ray) and torch.equal(sample_id, want_sample)
+    assert torch.equal(points, p_all[want_ray, want_sample])
 
 
 def test_constant_medium_matches_closed_form():
