@@ -163,7 +163,7 @@ def markdown(result: dict) -> str:
     if earlier:
         lines += ["", "Rows taken from earlier results (`--from`): "
                   + "; ".join(f"{', '.join(v['variant'] for v in rows if v.get('from') == e)} from `{e}`" for e in earlier)]
-    lines += ["", "Per frame (float model):", "", "| frame | " + " | ".join(v["variant"] for v in rows) + " |",
+    lines += ["", "Per frame (float model):", "", "| frame | " + " | ".join(names) + " |",
               "|---:|" + "---:|" * len(rows)]
     for t in range(T):
         lines.append(f"| {t} | " + " | ".join(f"{v['float_psnr'][t]:.2f}" for v in rows) + " |")
