@@ -30,6 +30,7 @@ import torch
 from featvid.data.cameras import Cameras
 from featvid.data.capture import CameraStream, stream_readers
 from featvid.data.colmap_model import ColmapImage, find_model, read_model
+from featvid.data.files import check_pose
 from featvid.data.frames import check_sources, find_camera_sources, natural_key
 from featvid.data.masks import check_masks, find_masks
 from featvid.data.undistort import Undistorter
@@ -110,7 +111,12 @@ def load_colmap(folder: Path, *, aabb: torch.Tensor | None = None, downscale: fl
             K[0] *= ratio[0]
             K[1] *= ratio[1]
         Ks.append(K)
-        c2ws.append(im.c2w())
+        try:
+            c2w = im.c2w()
+        except DatasetError as e:
+            raise DatasetError(f"{images_path}: {e}") from e
+        check_pose(c2w.double().numpy(), f"{images_path}: image {im.name}: pose")
+        c2ws.append(c2w)
         undistorters.append(Undistorter(K, dist, info.height, info.width) if dist is not None else None)
     cams = Cameras(torch.stack(Ks), torch.stack(c2ws), info.height, info.width)
     if downscale != 1.0:

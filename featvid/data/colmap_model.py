@@ -100,9 +100,11 @@ class ColmapImage:
     tvec: tuple[float, float, float]  # world-to-camera translation
 
     def c2w(self) -> torch.Tensor:
-        """Camera-to-world [4, 4], OpenCV axes."""
+        """Camera-to-world [4, 4], OpenCV axes; DatasetError for a zero quaternion (no rotation)."""
         w, x, y, z = self.qvec
         n = math.sqrt(w * w + x * x + y * y + z * z)
+        if n < 1e-12:
+            raise DatasetError(f"image {self.name}: its quaternion (QW QX QY QZ) is zero, not a rotation")
         w, x, y, z = w / n, x / n, y / n, z / n
         R = np.array([
             [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],

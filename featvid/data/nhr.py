@@ -36,7 +36,7 @@ import torch
 
 from featvid.data.cameras import Cameras
 from featvid.data.capture import CameraStream, stream_readers
-from featvid.data.files import parse_floats, read_lines
+from featvid.data.files import check_pose, parse_floats, read_lines
 from featvid.data.frames import (
     FrameSource,
     check_sources,
@@ -80,6 +80,7 @@ def read_campose(path: Path) -> torch.Tensor:
         if not (np.allclose(R.T @ R, np.eye(3), atol=1e-3) and np.linalg.det(R) > 0):
             raise DatasetError(f"{path}: line {i}: columns are not a rotation (det {np.linalg.det(R):.4f}); "
                                f"expected R's columns 3, 1, 2 then T")
+        check_pose(c2w, f"{path}: line {i}")  # and the camera within the world's bounds
         poses.append(c2w)
     if not poses:
         raise DatasetError(f"{path}: no camera poses")

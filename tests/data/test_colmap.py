@@ -107,6 +107,23 @@ def test_truncated_binary_model_and_nan_pose(tmp_path):
         read_model(tmp_path / "txt")
 
 
+@pytest.mark.parametrize("pose, error", [
+    (["0", "0", "0", "0"], r"images\.txt: image cam01\.png: its quaternion \(QW QX QY QZ\) is zero"),
+    (["1", "0", "0", "0", "3e7", "0", "0"], r"images\.txt: image cam01\.png: pose: camera position .* beyond 1e\+06"),
+])
+def test_a_zero_quaternion_or_a_camera_beyond_the_world_is_refused(tmp_path, pose, error):
+    cams = ring_cameras(V, H, W)
+    names = [f"cam{v:02d}" for v in range(V)]
+    write_colmap_text(tmp_path / "sparse" / "0", cams, [f"{n}.png" for n in names])
+    _videos(tmp_path, cams, names)
+    lines = (tmp_path / "sparse" / "0" / "images.txt").read_text().splitlines()
+    tokens = lines[3].split()
+    lines[3] = " ".join(tokens[:1] + pose + tokens[1 + len(pose):])
+    (tmp_path / "sparse" / "0" / "images.txt").write_text("\n".join(lines))
+    with pytest.raises(DatasetError, match=error):
+        load_dataset(tmp_path)
+
+
 def test_two_model_images_of_one_camera_and_another_aspect_ratio(tmp_path):
     cams = ring_cameras(2, H, W)
     write_colmap_text(tmp_path / "sparse", cams, ["cam00/a.png", "cam00/b.png"])

@@ -115,6 +115,11 @@ def test_nan_and_non_rotation_poses(tmp_path):
     (tmp_path / "CamPose.inf").write_text("\n".join(good))
     with pytest.raises(DatasetError, match=r"CamPose\.inf: line 2: columns are not a rotation"):
         load_dataset(tmp_path)
+    far = list(lines)
+    far[0] = " ".join(far[0].split()[:9] + ["3e7", "0", "0"])  # T, the camera's position
+    (tmp_path / "CamPose.inf").write_text("\n".join(far))
+    with pytest.raises(DatasetError, match=r"CamPose\.inf: line 1: camera position .* is beyond 1e\+06 world units"):
+        load_dataset(tmp_path)
 
 
 def test_intrinsics_of_another_camera_count_and_missing_file(tmp_path):
