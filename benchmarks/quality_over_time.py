@@ -2,7 +2,7 @@
 without each of the trainer's switches (issue #13).
 
     python benchmarks/quality_over_time.py [--frames 30] [--views 12] [--size 96] [--preset fast]
-                                           [--variants before,motion,refresh,default] [--out DIR]
+                                           [--variants before,motion,refresh,no-tv,default] [--out DIR]
                                            [--from EARLIER.json]
 
 The scene is the built-in fast-motion scene (`featvid synth --scene crossing`: balls moving a third
@@ -12,13 +12,17 @@ under benchmarks/cache/ with every trained run, so a rerun only measures what is
 Variants (each a TrainConfig of the preset with some switches changed):
 - before:  what featvid did before issue #13: warm start from the previous frame as it was, a fixed
            iteration count, no validation views, no keyframe refresh;
-- motion:  + the motion-compensated warm start and the geometry refresh from the coarse pass;
-- refresh: + the keyframe refresh (new GOPs from a fresh fit), without motion compensation;
-- default: the preset as it ships (all of the above and adaptive iterations).
+- motion:  + the motion-compensated warm start and the geometry refresh from the coarse pass, and
+           adaptive iterations (no keyframe refresh, no density TV);
+- refresh: + the keyframe refresh (new GOPs from a fresh fit), without motion compensation (no
+           density TV);
+- no-tv:   both of the above: the preset without the density TV on warm frames;
+- default: the preset as it ships (all of the above and the density TV).
 Per variant: held-out PSNR of every frame of the float model and of the default-preset stream,
 seconds per frame, bytes per frame, GOPs and why each began; the BD-rate of each variant's H.264
 crf ladder against every other variant's. `--from` takes variants from an earlier results file of
-the same setup instead of training them again (their configs are checked against this checkout's).
+the same setup instead of training them again: a row stands for the variants whose config (this
+checkout's) it was trained with, whatever it was called then.
 Writes quality_over_time.json, .md and .png under
 benchmarks/results/ (or --out).
 """
@@ -39,9 +43,10 @@ from featvid.atomic import write_json, write_text  # noqa: E402
 
 VARIANTS = {
     "before": {"motion": False, "geometry_refresh": 0.0, "refresh_margin": 0.0, "validation_views": 0,
-               "plateau": 0.0, "frame_iters": 60, "frame_iters_min": 60},
-    "motion": {"refresh_margin": 0.0},
-    "refresh": {"motion": False, "geometry_refresh": 0.0},
+               "plateau": 0.0, "frame_iters": 60, "frame_iters_min": 60, "density_tv_weight": 0.0},
+    "motion": {"refresh_margin": 0.0, "density_tv_weight": 0.0},
+    "refresh": {"motion": False, "geometry_refresh": 0.0, "density_tv_weight": 0.0},
+    "no-tv": {"density_tv_weight": 0.0},
     "default": {},
 }
 LADDER = (14.0, 16.5, 20.0, 24.0)
@@ -95,14 +100,21 @@ def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str
     }
 
 
-def earlier_rows(paths: list[Path], setup: dict) -> dict[str, dict]:
-    """Variant rows of earlier results files, by name; FeatvidError when a file is not one of this
-    benchmark's or measured another setup (scene, frames, views, size, preset), or when a variant's
-    config is not the one this checkout would train (its preset or switches changed since)."""
-    from featvid.bake.config import preset as train_preset
+def earlier_rows(paths: list[Path], setup: dict, names: list[str]) -> dict[str, dict]:
+    """The rows of earlier results files that trained what the variants `names` train, by variant.
+
+    A row is taken by its config, not its name: it stands for every named variant whose config
+    (this checkout's preset with the variant's switches) it equals, once config fields added since
+    are filled in at their defaults (a switch added later, off, trained nothing else). FeatvidError
+    when a file is not one of this benchmark's or measured another setup (scene, frames, views, size,
+    preset), or when a variant has a row of its name but none of its config (it changed since).
+    """
+    from featvid.bake.config import TrainConfig, preset as train_preset
     from featvid.errors import FeatvidError
 
+    wanted = {name: train_preset(setup["preset"], **VARIANTS[name]).to_dict() for name in names if name in VARIANTS}
     rows: dict[str, dict] = {}
+    stale: dict[str, Path] = {}
     for path in paths:
         try:
             earlier = json.loads(Path(path).read_text())
@@ -114,11 +126,19 @@ def earlier_rows(paths: list[Path], setup: dict) -> dict[str, dict]:
         if other != setup:
             raise FeatvidError(f"--from {path}: measured {other}, not {setup}")
         for row in earlier.get("variants", []):
-            name = row.get("variant")
-            if name in VARIANTS and row.get("config") != train_preset(setup["preset"], **VARIANTS[name]).to_dict():
-                raise FeatvidError(f"--from {path}: variant {name!r} was trained with another config than this "
-                                   "checkout's; train it again")
-            rows[name] = {**row, "from": row.get("from") or _measured_at(Path(path))}
+            try:
+                config = TrainConfig.from_dict(row.get("config") or {}).to_dict()
+            except FeatvidError as e:
+                raise FeatvidError(f"--from {path}: variant {row.get('variant')!r}: {e}") from e
+            matches = [name for name, c in wanted.items() if c == config]
+            for name in matches:
+                rows[name] = {**row, "variant": name, "from": row.get("from") or _measured_at(Path(path))}
+            if row.get("variant") in wanted and row.get("variant") not in matches:
+                stale[row["variant"]] = Path(path)
+    for name, path in stale.items():
+        if name not in rows:
+            raise FeatvidError(f"--from {path}: variant {name!r} was trained with another config than this "
+                               "checkout's; train it again")
     return rows
 
 
@@ -194,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--views", type=int, default=12)
     ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--scene", default="crossing")
+    ap.add_argument("--scene", default="crossing",
+                    help="Built-in scene: crossing (what the trainer's defaults were chosen on) or another "
+                         "to check them on (orbits: benchmarks/results/orbits/).")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=ROOT / "results")
@@ -210,18 +232,21 @@ def main(argv: list[str] | None = None) -> int:
 
     tag = f"{args.scene}-{args.frames}f-{args.views}v-{args.size}px"
     try:
-        data = ensure_synth(args.cache / f"qot-data-{tag}", args.scene, args.frames, args.views, args.size)
-        earlier = earlier_rows(args.earlier, {"scene": args.scene, "frames": args.frames, "views": args.views,
-                                              "size": args.size, "preset": args.preset})
-        rows = []
-        for name in args.variants.split(","):
+        names = args.variants.split(",")
+        for name in names:
             if name not in VARIANTS:
                 raise FeatvidError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        earlier = earlier_rows(args.earlier, {"scene": args.scene, "frames": args.frames, "views": args.views,
+                                              "size": args.size, "preset": args.preset}, names)
+        rows = []
+        for name in names:
             if name in earlier:
                 print(f"[{name}] from {earlier[name]['from']}", flush=True)
                 rows.append(earlier[name])
             else:
                 print(f"[{name}] training and measuring ...", flush=True)
+                # the scene is rendered only when something is trained (rows from --from need none)
+                data = ensure_synth(args.cache / f"qot-data-{tag}", args.scene, args.frames, args.views, args.size)
                 rows.append(run_variant(name, VARIANTS[name], data, args.cache, args.preset, tag))
             v = rows[-1]
             print(f"[{name}] float {v['float_psnr'][0]:.2f} -> worst {min(v['float_psnr']):.2f}, mean {v['float_mean']:.2f}; "

@@ -171,6 +171,9 @@ def _parse_gop(text: str | None) -> int | str | None:
               help="Weight of the temporal L1 loss; 0 switches it off [default: the preset's].")
 @click.option("--spatial-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the atlas smoothness loss; 0 switches it off [default: the preset's].")
+@click.option("--density-tv", "density_tv", type=click.FloatRange(min=0), default=None,
+              help="Weight of the density total variation on warm frames (fewer floaters); 0 switches "
+                   "it off [default: the preset's].")
 @click.option("--importance", type=click.Choice(["ist", "isg", "none"]), default=None,
               help="Ray importance sampling of later frames [default: the preset's].")
 @click.option("--motion/--no-motion", default=None,
@@ -185,8 +188,8 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.option("--aabb", default="auto", show_default=True, metavar="x0,y0,z0,x1,y1,z1|auto", help=_AABB_HELP)
 @dataset_options
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
-          temporal_weight: float | None, spatial_weight: float | None, importance: str | None,
-          motion: bool | None, refresh_margin: float | None, device: str,
+          temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
+          importance: str | None, motion: bool | None, refresh_margin: float | None, device: str,
           seed: int | None, force: bool, aabb: str, data_format: str | None, downscale: float, masks: str) -> None:
     """Fit DATASET (a multi-view video folder) frame after frame into a run folder.
 
@@ -206,8 +209,8 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
 
     span = _parse_frames(frames)
     config = preset(preset_name, grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
-                    spatial_weight=spatial_weight, importance=importance, seed=seed, motion=motion,
-                    refresh_margin=refresh_margin)
+                    spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
+                    seed=seed, motion=motion, refresh_margin=refresh_margin)
     video = load_dataset(dataset, aabb=parse_aabb(aabb), downscale=downscale, format=data_format, masks=masks)
     # the box is stored in the run: a resumed run keeps its own, a new one checks or estimates it
     resumed = box_for_run(video, out, force)

@@ -1,5 +1,5 @@
 """Fitting one frame: Adam on the frame's vertex values (and the MLP on a keyframe), VideoRF's
-photometric + temporal + spatial losses, until the loss stops improving.
+photometric + temporal + spatial losses (and a density TV on warm frames), until the loss stops improving.
 
 Adaptive iterations: the photometric loss is averaged over windows of `plateau_window`
 iterations; once at least `iters_min` iterations are done and a window improves on the one before
@@ -71,8 +71,9 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     gamma = config.lr_decay ** (1 / max(1, schedule.iters_max))
     use_temporal = previous is not None and config.temporal_weight > 0
     use_spatial = config.spatial_weight > 0
+    use_tv = previous is not None and config.density_tv_weight > 0  # warm frames only (see the config)
     window = max(1, schedule.plateau_window)
-    sums = dict.fromkeys(("loss", "mse", "temporal", "spatial"), 0.0)  # over the current window
+    sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv"), 0.0)  # over the current window
     last: dict[str, float] | None = None  # the previous window's means
     curve: list[float] = []  # every window's mean photometric loss (the log shows how a fit went)
     bar = tqdm(total=schedule.iters_max, desc=desc, leave=False, unit="it")
@@ -83,13 +84,16 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
         out, dense = field.render(param, mlp, origins, dirs, settings, jitter)  # dense [1 + C, nx, ny, nz]
         mse = losses.photometric(out["rgb"], target)
         loss = mse
-        temporal = spatial = torch.zeros((), device=device)
+        temporal = spatial = tv = torch.zeros((), device=device)
         if use_temporal:
             temporal = losses.temporal(param, previous, config.density_reg_scale)
             loss = loss + config.temporal_weight * temporal
         if use_spatial:
             spatial = losses.atlas_smoothness(dense, mapping, config.density_reg_scale)
             loss = loss + config.spatial_weight * spatial
+        if use_tv:
+            tv = losses.density_tv(dense)
+            loss = loss + config.density_tv_weight * tv
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
         losses.optimizer_step(opt, loss, gamma)
@@ -97,7 +101,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
             # bounded ranges: the baker quantizes each channel per GOP over its min..max to 8 bits
             param[:, 0].clamp_(*DENSITY_RANGE)
             param[:, 1:].clamp_(-config.feature_range, config.feature_range)
-        for k, v in (("loss", loss), ("mse", mse), ("temporal", temporal), ("spatial", spatial)):
+        for k, v in (("loss", loss), ("mse", mse), ("temporal", temporal), ("spatial", spatial),
+                     ("density_tv", tv)):
             sums[k] += float(v.detach())
         it += 1
         bar.update(1)

@@ -1,10 +1,12 @@
-"""The fine pass's loss terms (VideoRF): photometric, temporal, spatial.
+"""The fine pass's loss terms (VideoRF): photometric, temporal, spatial, and a density TV.
 
 - photometric: mean squared error of rendered and true colours;
 - temporal: L1 between this frame's vertex values and the previous frame's (after both are put
   on the same GOP occupancy), so consecutive atlas frames differ little: cheap P-frames;
 - spatial: L1 between neighbouring pixels inside each 8 x 8 atlas tile of the GOP's mapping
-  (Mapping.to_atlas, a differentiable gather), so tiles are smooth: cheap transforms.
+  (Mapping.to_atlas, a differentiable gather), so tiles are smooth: cheap transforms;
+- density TV: L1 between neighbouring vertices of the dense raw density volume along each axis, on
+  warm frames: new density a few views explain has to pay for its edges (fewer floaters).
 
 Values are [N, 1 + C]: column 0 raw density, then C features. Both regularisers weigh the
 density channel by `density_scale`, since raw density spans ~35 units against the features' ~4.
@@ -50,6 +52,18 @@ def atlas_smoothness(volume: torch.Tensor, mapping: Mapping, density_scale: floa
     dy = (a[:, :, 1:] - a[:, :, :-1]).abs() * (u[:, :, 1:] * u[:, :, :-1])  # inside a tile column
     pairs = (u[..., 1:] * u[..., :-1]).sum() + (u[:, :, 1:] * u[:, :, :-1]).sum()
     return ((dx * w).sum() + (dy * w).sum()) / (pairs * C1).clamp(min=1)
+
+
+def density_tv(volume: torch.Tensor) -> torch.Tensor:
+    """Mean L1 of neighbour differences of raw density along x, y and z, averaged over the axes.
+
+    volume: [1 + C, nx, ny, nz] dense vertex values (channel 0 raw density). Vertices outside the
+    occupancy hold raw 0 (the initial, nearly transparent alpha), so density at the occupancy's
+    border pays for its step to them too.
+    """
+    d = volume[0]  # [nx, ny, nz]
+    return ((d[1:] - d[:-1]).abs().mean() + (d[:, 1:] - d[:, :-1]).abs().mean()
+            + (d[:, :, 1:] - d[:, :, :-1]).abs().mean()) / 3
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, gamma: float) -> None:

@@ -39,6 +39,19 @@ def test_temporal_is_weighted_l1():
     assert abs(float(losses.temporal(a, b, 0.1)) - (0.1 + 3) / 4) < 1e-6
 
 
+def test_density_tv_is_the_mean_step_of_raw_density_along_each_axis():
+    const = torch.ones(4, 8, 8, 8) * 3.0
+    const[1:] = torch.randn(3, 8, 8, 8)  # features do not count
+    assert float(losses.density_tv(const)) == 0.0
+    step = torch.zeros(4, 8, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        step[0, 4:] = 1.0  # one unit step across x: 64 of the 7 * 64 x-pairs, none along y or z
+    tv = losses.density_tv(step)
+    assert abs(float(tv.detach()) - 1 / 21) < 1e-7
+    tv.backward()
+    assert step.grad[1:].abs().sum() == 0 and step.grad[0, 3:5].abs().sum() > 0 and step.grad[0, :3].abs().sum() == 0
+
+
 def test_sparse_field_dense_matches_stored_values():
     occ = torch.rand(6, 7, 5) > 0.5
     field = SparseField(occ, torch.tensor([[-1.0] * 3, [1.0] * 3]), "cpu")

@@ -152,16 +152,19 @@ def test_cli_train_and_bad_input(tiny_dataset: Path, tmp_path: Path, monkeypatch
     monkeypatch.setitem(config_module.PRESETS, "test", micro())
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(out), "--preset", "test",
-                                       "--frames", "0:2", "--gop", "auto", "--device", "cpu", "--seed", "3"])
+                                       "--frames", "0:2", "--gop", "auto", "--device", "cpu", "--seed", "3",
+                                       "--density-tv", "0.01"])
     assert result.exit_code == 0, result.output
     run = Run(out)
     assert run.num_frames == 2 and run.is_complete() and run.meta["config"]["seed"] == 3
-    assert run.meta["config"]["gop"] == "auto"
+    assert run.meta["config"]["gop"] == "auto" and run.meta["config"]["density_tv_weight"] == 0.01
+    assert run.log()[1]["density_tv"] > 0 and run.log()[0]["density_tv"] == 0  # warm frames only
     runner = CliRunner()
     for args in (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
                  ["train", str(tiny_dataset), "--out", str(tmp_path / "y"), "--frames", "3:1"],
                  ["train", str(tiny_dataset), "--out", str(tmp_path / "z"), "--frames", "a:b"],
-                 ["train", str(tiny_dataset), "--out", str(tmp_path / "w"), "--gop", "0"]):
+                 ["train", str(tiny_dataset), "--out", str(tmp_path / "w"), "--gop", "0"],
+                 ["train", str(tiny_dataset), "--out", str(tmp_path / "v"), "--density-tv", "-1"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output

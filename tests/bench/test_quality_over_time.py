@@ -13,6 +13,7 @@ from featvid.errors import FeatvidError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality_over_time.py"
 SETUP = {"scene": "crossing", "frames": 3, "views": 6, "size": 16, "preset": "test"}
+NAMES = ["default", "motion", "before"]
 
 
 def _module():
@@ -61,20 +62,42 @@ def test_rows_from_an_earlier_result_make_the_tables_and_plot(tmp_path: Path):
     assert "| default |  | -20.0 % | - |" in md and "| motion | +25.0 % |  | - |" in md  # row against column
     assert "| default | 30.00 | 29.80 (+0.20) | 29.90 (+0.10) |" in md
     assert (out / "quality_over_time.png").stat().st_size > 10_000
+    assert not (tmp_path / "cache").exists()  # nothing trained, so no scene rendered either
 
 
 def test_earlier_results_of_another_setup_or_config_are_refused(tmp_path: Path):
     mod = _module()
     other = _earlier(mod, tmp_path / "other.json", size=32)
     with pytest.raises(FeatvidError, match="not .*'size': 16"):
-        mod.earlier_rows([other], SETUP)
+        mod.earlier_rows([other], SETUP, NAMES)
     changed = json.loads(_earlier(mod, tmp_path / "changed.json").read_text())
     changed["variants"][1]["config"]["frame_iters"] += 1
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     with pytest.raises(FeatvidError, match="'motion' was trained with another config"):
-        mod.earlier_rows([tmp_path / "changed.json"], SETUP)
+        mod.earlier_rows([tmp_path / "changed.json"], SETUP, NAMES)
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(FeatvidError, match="not a quality_over_time result"):
-        mod.earlier_rows([tmp_path / "junk.json"], SETUP)
+        mod.earlier_rows([tmp_path / "junk.json"], SETUP, NAMES)
     with pytest.raises(FeatvidError, match="not readable JSON"):
-        mod.earlier_rows([tmp_path / "missing.json"], SETUP)
+        mod.earlier_rows([tmp_path / "missing.json"], SETUP, NAMES)
+
+
+def test_rows_are_taken_by_the_config_they_trained_whatever_their_name(tmp_path: Path):
+    """`default` measured before the density TV existed (no such field, so off) is today's `no-tv`;
+    today's `default` (TV on) is not it, and then needs a row of its own config."""
+    mod = _module()
+    setup = {**SETUP, "preset": "fast"}
+    old = preset("fast", density_tv_weight=0.0).to_dict()
+    del old["density_tv_weight"]
+    earlier = {"benchmark": "quality_over_time", **setup,
+               "variants": [{"variant": "default", "config": old, "from": "old.json"}]}
+    (tmp_path / "old.json").write_text(json.dumps(earlier))
+    rows = mod.earlier_rows([tmp_path / "old.json"], setup, ["no-tv"])
+    assert list(rows) == ["no-tv"] and rows["no-tv"]["variant"] == "no-tv" and rows["no-tv"]["from"] == "old.json"
+    with pytest.raises(FeatvidError, match="'default' was trained with another config"):
+        mod.earlier_rows([tmp_path / "old.json"], setup, ["no-tv", "default"])
+    tv = {"benchmark": "quality_over_time", **setup,
+          "variants": [{"variant": "tv3e-3", "config": preset("fast").to_dict()}]}
+    (tmp_path / "tv.json").write_text(json.dumps(tv))
+    rows = mod.earlier_rows([tmp_path / "old.json", tmp_path / "tv.json"], setup, ["no-tv", "default"])
+    assert rows["default"]["config"]["density_tv_weight"] > 0 and rows["no-tv"]["from"] == "old.json"
