@@ -97,9 +97,10 @@ class TrainConfig:
     """Warm-start each later frame from the previous one carried along the motion estimated between
     their coarse densities (featvid.bake.motion; training only, streams still hold full grids).
     Crossing scene, 30 frames, `fast` with the keyframe refresh, density TV off
-    (benchmarks/quality_over_time.py): with it the worst frame is 0.86 dB below the keyframe, without it 1.54 (mean 0.16 / 0.18 below),
-    and it takes 3 refreshes instead of 6, but the stream costs 22 % more bytes at equal PSNR (the
-    atlases change more from frame to frame when content is carried along the motion)."""
+    (benchmarks/quality_over_time.py): with it the worst frame is 0.86 dB below the keyframe,
+    without it 1.54 (mean 0.16 / 0.18 below), and it takes 3 refreshes instead of 6, but the stream
+    costs 22 % more bytes at equal PSNR (the atlases change more from frame to frame when content is
+    carried along the motion)."""
     motion_search: int = 3
     """Largest motion searched per frame, in coarse voxels along each axis."""
     motion_window: int = 5
@@ -115,8 +116,8 @@ class TrainConfig:
     PSNR against the last fresh keyframe's; without, the fitted views' PSNR against the first
     warm-started frame's after that keyframe (a keyframe's own fit is ~3 dB tighter than any warm
     frame's, so the first warm frame is the level to hold). Crossing scene, 30 frames, `fast`, density
-    TV off: without it the held-out PSNR drifts to 1.88 dB below the keyframe (mean 1.02), with it 0.86 (mean 0.16),
-    and the stream is 20 % smaller at equal PSNR despite 3 more GOPs."""
+    TV off: without it the held-out PSNR drifts to 1.88 dB below the keyframe (mean 1.02), with it
+    0.86 (mean 0.16), and the stream is 20 % smaller at equal PSNR despite 3 more GOPs."""
     validation_views: int = 0
     """Training views held out of every fit (coarse and fine) to judge quality (the refresh and the
     log's psnr_val); never more than a quarter of the training views. Crossing scene, 10 training
