@@ -36,7 +36,7 @@ STEP_LINK = (2000.0, ((10.0, 300.0), (20.0, 2000.0)))  # kbit/s from 0, then (at
 
 def prepare(cache: Path, frames: int, gop: int, ladder: str) -> tuple[Path, Path]:
     """(dataset, ladder stream) of the benchmark scene, each stage made once and kept in `cache`."""
-    from featvid.bake.config import preset
+    from featvid.train.config import preset
     from featvid.codecs import encode_baked
     from featvid.pipeline import ensure_bake, ensure_run, ensure_synth
 

@@ -54,8 +54,8 @@ LADDER = (14.0, 16.5, 20.0, 24.0)
 
 def run_variant(name: str, overrides: dict, data: Path, cache: Path, preset: str, tag: str) -> dict:
     """Train (cached) and measure one variant."""
-    from featvid.bake.config import preset as train_preset
-    from featvid.bake.run import Run
+    from featvid.train.config import preset as train_preset
+    from featvid.formats.run import Run
     from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
     from featvid.data import load_dataset
     from featvid.field.evaluate import evaluate
@@ -109,7 +109,7 @@ def earlier_rows(paths: list[Path], setup: dict, names: list[str]) -> dict[str, 
     when a file is not one of this benchmark's or measured another setup (scene, frames, views, size,
     preset), or when a variant has a row of its name but none of its config (it changed since).
     """
-    from featvid.bake.config import TrainConfig, preset as train_preset
+    from featvid.train.config import TrainConfig, preset as train_preset
     from featvid.errors import FeatvidError
 
     wanted = {name: train_preset(setup["preset"], **VARIANTS[name]).to_dict() for name in names if name in VARIANTS}

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args(argv)
 
-    from featvid.bake.run import Run
+    from featvid.formats.run import Run
     from featvid.codecs import DEFAULT_PRESET
     from featvid.data import load_dataset
     from featvid.errors import FeatvidError

@@ -94,7 +94,7 @@ def _scene_names() -> list[str]:
 
 
 def _train_presets() -> list[str]:
-    from featvid.bake.config import PRESETS
+    from featvid.train.config import PRESETS
 
     return list(PRESETS)
 
@@ -201,9 +201,9 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
     stops improving (log.jsonl: iterations, motion and why each keyframe began).
     Killed? Rerun the same command: it resumes after the last finished frame.
     """
-    from featvid.bake.config import preset
-    from featvid.bake.scene_box import box_for_run, resolve_box
-    from featvid.bake.train import train as run_training
+    from featvid.train.config import preset
+    from featvid.train.scene_box import box_for_run, resolve_box
+    from featvid.train.train import train as run_training
     from featvid.data import load_dataset
     from featvid.data.scene_box import format_box
 
@@ -242,7 +242,7 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
               help="Baked folder to write (lossless atlas planes per GOP; resumes an interrupted bake).")
 def bake(run_dir: Path, out: Path) -> None:
     """Bake a finished RUN_DIR into lossless per-GOP atlas planes (bake once, encode many times)."""
-    from featvid.codecs import bake_run
+    from featvid.bake import bake_run
 
     bake_run(run_dir, out)
     click.echo(f"baked {run_dir} -> {out}")
@@ -598,11 +598,11 @@ def verify(stream: Path, quiet: bool) -> None:
     does not, one line naming it and exit status 2 (as for a folder that records no hashes).
     """
     if (stream / "run.json").is_file():
-        from featvid.bake.run import Run
+        from featvid.formats.run import Run
 
         checked, against = list(Run(stream).verify()), "files.json"
     elif (stream / "baked.json").is_file():
-        from featvid.bake.atlas import Baked
+        from featvid.formats.baked import Baked
 
         checked, against = list(Baked(stream).verify()), "baked.json"
     else:

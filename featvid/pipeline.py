@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,13 +25,9 @@ from typing import Any, Callable
 import torch
 
 from featvid.atomic import write_json
-from featvid.bake.atlas import Baked, bake_run
-from featvid.bake.config import TrainConfig
-from featvid.bake.config import preset as train_preset
-from featvid.bake.run import Run, recorded_config
-from featvid.bake.scene_box import resolve_box
-from featvid.bake.train import train
-from featvid.codecs import DEFAULT_PRESET, encode_baked, open_stream
+from featvid.bake import bake_run
+from featvid.codecs import DEFAULT_PRESET, Preset, encode_baked, open_stream
+from featvid.codecs.backends import DEFAULT_BACKEND
 from featvid.codecs.basis import BASIS_NAME
 from featvid.codecs.presets import get_preset
 from featvid.data import load_dataset
@@ -38,7 +35,13 @@ from featvid.data.synth import DEFAULT_SCENE, write_synth
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError
 from featvid.field.evaluate import EvalReport, evaluate
+from featvid.formats.baked import Baked
+from featvid.formats.run import Run, recorded_config
 from featvid.metrics import bytes_per_frame
+from featvid.train.config import TrainConfig
+from featvid.train.config import preset as train_preset
+from featvid.train.scene_box import resolve_box
+from featvid.train.train import train
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,16 @@ def stream_is_current(stream_dir: Path, preset_name: str) -> bool:
     basis = BASIS_NAME if p.feature_basis else "none"
     return (codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
             and (m.get("mlp") or {}).get("feature_basis", "none") == basis)
+
+
+def encode_run(run_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET, crf: float | None = None,
+               backend: str = DEFAULT_BACKEND, baked_dir: str | Path | None = None,
+               feature_basis: bool | None = None) -> Path:
+    """Bake `run_dir` (into `baked_dir`, or a temporary folder) and encode it into `out`; returns `out`."""
+    if baked_dir is not None:
+        return encode_baked(bake_run(run_dir, baked_dir), out, preset, crf, backend, feature_basis)
+    with tempfile.TemporaryDirectory(prefix="featvid-bake-") as tmp:
+        return encode_baked(bake_run(run_dir, Path(tmp) / "baked"), out, preset, crf, backend, feature_basis)
 
 
 def ensure_stream(baked_dir: Path, stream_dir: Path, preset_name: str, force: bool = False) -> bool:

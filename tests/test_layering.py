@@ -5,7 +5,9 @@ The layers, bottom to top (DESIGN.md, "Layout"):
     base      errors, atomic, names, device, metrics (no featvid imports but each other)
     data      cameras, rays, dataset loaders, synthetic scenes
     field     the representation every stage shares (grids, mappings, MLP, reference renderer)
-    bake      trainer and baker
+    formats   the folders that cross stages: the run folder and the baked folder
+    train     the trainer (coarse pass, GOPs, frame after frame)
+    bake      the baker (run folder -> baked folder)
     codecs    quantization, packing, presets, back ends, manifest, stream reader
     render    fast renderer, camera paths, player, web server
     pipeline  the jobs that chain stages (demo, cached runs and streams, evaluation of a folder)
@@ -14,7 +16,9 @@ The layers, bottom to top (DESIGN.md, "Layout"):
     cli       argument parsing and printing
 
 A module may import its own package and any layer below it, never one above: a loop between
-packages (the trouble issue #12 was filed about) cannot come back without failing here.
+packages (the trouble issue #12 was filed about) cannot come back without failing here. train,
+bake and codecs each stand on formats and import none of each other (SIBLINGS): a player that
+reads streams never loads the trainer.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ LAYERS = [
     {"errors", "atomic", "names", "device", "metrics", "__init__"},
     {"data"},
     {"field"},
+    {"formats"},
+    {"train"},
     {"bake"},
     {"codecs"},
     {"render"},
@@ -35,6 +41,7 @@ LAYERS = [
     {"bench"},
     {"cli"},
 ]
+SIBLINGS = [{"train", "bake", "codecs"}]  # layers in the list above, yet none imports another
 ROOT = Path(featvid.__file__).parent
 
 
@@ -79,6 +86,17 @@ def test_every_import_points_down_or_sideways():
             if other != unit and _layer(other) > mine:
                 upward.append(f"{path.relative_to(ROOT.parent)}:{line} ({unit}) imports featvid.{other}")
     assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
+
+
+def test_trainer_baker_and_codecs_stand_side_by_side():
+    crossing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        unit = _unit(path)
+        for group in SIBLINGS:
+            for line, other in _imports(path):
+                if unit in group and other in group and other != unit:
+                    crossing.append(f"{path.relative_to(ROOT.parent)}:{line} ({unit}) imports featvid.{other}")
+    assert not crossing, "imports between train, bake and codecs:\n" + "\n".join(crossing)
 
 
 def _module_graph() -> dict[str, set[str]]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from featvid.bake.atlas import BAKED_FORMAT
-from featvid.codecs import DEFAULT_PRESET, encode_run
+from featvid.formats.baked import BAKED_FORMAT
+from featvid.pipeline import encode_run
+from featvid.codecs import DEFAULT_PRESET
 from featvid.pipeline import describe, ensure_bake, kind_of, stream_is_current
 from tests.codecs.synthetic import make_run
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from featvid.bake.atlas import Baked
-from featvid.bake.run import Run
+from featvid.formats.baked import Baked
+from featvid.formats.run import Run
 from featvid.batch import tasks
 from featvid.batch.jobfile import EncodeSpec, Job, Sequence
 from featvid.codecs.basis import BASIS_NAME

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from featvid.atomic import write_json
-from featvid.bake.run import Run
+from featvid.formats.run import Run
 from featvid.codecs.encode import EncodePlan
 from featvid.errors import StreamError
 

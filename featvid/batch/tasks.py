@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from featvid.atomic import write_json
-from featvid.bake.atlas import BakedGop, bake_gop, check_bakeable, finish_bake
-from featvid.bake.run import Run
+from featvid.bake.atlas import bake_gop, check_bakeable, finish_bake
+from featvid.formats.baked import BakedGop
+from featvid.formats.run import Run
 from featvid.batch.staging import (
     Staging,
     entry_from_dict,

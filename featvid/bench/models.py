@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featvid.bake.config import TrainConfig, preset
-from featvid.bake.run import Run
+from featvid.train.config import TrainConfig, preset
+from featvid.formats.run import Run
 from featvid.bench.matrix import BenchConfig
 from featvid.errors import ConfigError
 from featvid.field.grid import SparseGrid

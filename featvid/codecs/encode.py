@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,7 +31,6 @@ import torch
 from tqdm import tqdm
 
 from featvid.atomic import atomic_path, write_bytes
-from featvid.bake.atlas import Atlas, Baked, bake_run, plane_ranges
 from featvid.codecs import basis
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, CodecInfo, FileRecord, GopEntry,
@@ -44,6 +42,7 @@ from featvid.codecs.video import Backend, VideoSpec
 from featvid.errors import ConfigError, StreamError
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
+from featvid.formats.baked import Atlas, Baked, plane_ranges
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +282,3 @@ def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | 
     gops = [encode_gop(plan, g) for g in tqdm(range(len(plan.baked.gops)), desc=f"encode {what}",
                                               unit="GOP", leave=False)]
     return finish_encode(plan, gops)
-
-
-def encode_run(run_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET, crf: float | None = None,
-               backend: str = DEFAULT_BACKEND, baked_dir: str | Path | None = None,
-               feature_basis: bool | None = None) -> Path:
-    """Bake `run_dir` (into `baked_dir`, or a temporary folder) and encode it into `out`; returns `out`."""
-    if baked_dir is not None:
-        return encode_baked(bake_run(run_dir, baked_dir), out, preset, crf, backend, feature_basis)
-    with tempfile.TemporaryDirectory(prefix="featvid-bake-") as tmp:
-        return encode_baked(bake_run(run_dir, Path(tmp) / "baked"), out, preset, crf, backend, feature_basis)

@@ -15,7 +15,7 @@ is the held-out test view, as in the paper. Every camera must have the same fram
 frame rate. The focal length in hwf is for images of size (H, W) and is scaled to the videos'
 size; the principal point is the image centre. Without --aabb, the scene box is the space the
 cameras see between the near and far bounds (featvid.data.scene_box), tightened by the masks
-when there are any (else by `featvid.bake.scene_box`'s density pass on the command line).
+when there are any (else by `featvid.train.scene_box`'s density pass on the command line).
 """
 from __future__ import annotations
 

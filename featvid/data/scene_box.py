@@ -10,7 +10,7 @@
    lattice points that fall on foreground in (nearly) every camera that sees them, over a few
    frames spread across the clip (the subject moves), padded by MARGIN on each side.
 
-Without masks, `featvid.bake.scene_box` tightens step 1's box with a quick coarse density fit
+Without masks, `featvid.train.scene_box` tightens step 1's box with a quick coarse density fit
 instead (it needs the trainer's pieces, which live above this package). Every box carries its
 source and a sentence saying how it was found, which `featvid info` prints.
 """

@@ -1,6 +1,6 @@
 """Held-out evaluation: render views of each frame through the reference renderer and score them.
 
-Frames come as (t, SparseGrid) pairs, from a run folder (featvid.bake.run.Run.frames) or from a
+Frames come as (t, SparseGrid) pairs, from a run folder (featvid.formats.run.Run.frames) or from a
 decoded stream, so the same numbers compare a float model with its encoded versions. This module
 never imports the trainer.
 """

@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from featvid.bake.atlas import Baked, bake_run
-from featvid.bake.run import Run
+from featvid.bake.atlas import bake_run
+from featvid.formats.baked import Baked
+from featvid.formats.run import Run
 from featvid.errors import StreamError
 from featvid.field.mapping import Mapping
 from tests.codecs.synthetic import make_grid, make_run
@@ -86,8 +87,8 @@ def test_missing_baked_folder(tmp_path):
 
 def test_recorded_config_of_a_run_folder(tmp_path):
     """What `featvid demo` and the benchmark cache compare to decide that a run is stale."""
-    from featvid.bake.config import preset
-    from featvid.bake.run import recorded_config, write_run_meta
+    from featvid.train.config import preset
+    from featvid.formats.run import recorded_config, write_run_meta
 
     assert recorded_config(tmp_path / "none") is None
     run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)

@@ -17,8 +17,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.bake.atlas import Baked
-from featvid.bake.run import FILES, Run, frame_name, write_run_file
+from featvid.formats.baked import Baked
+from featvid.formats.run import FILES, Run, frame_name, write_run_file
 from featvid.cli import main
 from featvid.errors import StreamError
 from featvid.field.grid import SparseGrid
@@ -95,7 +95,7 @@ def test_a_truncated_coarse_grid_is_refused_on_resume(run):
     path = run / "coarse/00003.safetensors"
     path.write_bytes(path.read_bytes()[:-10])
     (run / frame_name(3)).unlink()
-    from featvid.bake.train import _load_coarse
+    from featvid.train.train import _load_coarse
 
     with pytest.raises(StreamError, match="coarse/00003.safetensors: .* bytes, files.json records"):
         _load_coarse(run, 3, Run(run).aabb, torch.device("cpu"))

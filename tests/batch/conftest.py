@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from featvid.batch import LocalExecutor
-from featvid.codecs import bake_run, encode_baked
+from featvid.bake import bake_run
+from featvid.codecs import encode_baked
 from tests.batch.helpers import PRESETS, content, make_runs
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from featvid.batch import load_job, run_job
-from featvid.codecs import bake_run, encode_baked
+from featvid.bake import bake_run
+from featvid.codecs import encode_baked
 from tests.batch.helpers import PRESETS, content, make_runs, write_job
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from featvid.bake.config import preset
+from featvid.train.config import preset
 from featvid.errors import FeatvidError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality_over_time.py"

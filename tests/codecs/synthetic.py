@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from featvid.bake.run import write_run_meta
+from featvid.formats.run import write_run_meta
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
@@ -48,7 +48,7 @@ def make_grid(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0)
 def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), channels: int = 4,
              seed: int = 0, nan_frame: int | None = None, constant_channel: int | None = None,
              loop: int | None = None, fps: float = 10.0, mlp_hidden: int = 16, view_freqs: int = 1) -> Path:
-    """Write a finished run folder (featvid/bake/run.py layout) and return it.
+    """Write a finished run folder (featvid/formats/run.py layout) and return it.
 
     nan_frame: that frame gets one NaN feature; constant_channel: that feature is 0 everywhere
     (a zero-range channel, quantized with the hi = lo + 1 rule); loop: the blob's drift repeats

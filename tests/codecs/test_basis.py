@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from featvid.bake.atlas import Baked, bake_run
-from featvid.bake.run import Run
+from featvid.bake.atlas import bake_run
+from featvid.formats.baked import Baked
+from featvid.formats.run import Run
 from featvid.codecs import encode_baked, open_stream
 from featvid.codecs.basis import (
     apply_basis,

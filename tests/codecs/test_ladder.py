@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from featvid.bake.atlas import Baked, bake_run
+from featvid.bake.atlas import bake_run
+from featvid.formats.baked import Baked
 from featvid.cli import main
 from featvid.codecs import encode_baked, get_preset, open_stream, presets
 from featvid.codecs.encode import encode_gop, finish_encode, gop_codes, plan_encode, prepare_out, stream_basis

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from featvid.bake.atlas import Baked, bake_run
+from featvid.bake.atlas import bake_run
+from featvid.formats.baked import Baked
 from featvid.codecs import DEFAULT_PRESET, encode_baked, get_preset, open_stream
 from featvid.codecs.backends import get_backend
 from featvid.codecs.encode import gop_codes, quantized_gop, stream_basis

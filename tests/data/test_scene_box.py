@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.bake.scene_box import resolve_box
+from featvid.train.scene_box import resolve_box
 from featvid.cli import main
 from featvid.data import load_dataset
 from featvid.data.scene_box import candidate_region, seen_box
@@ -92,7 +92,7 @@ def test_train_takes_the_box_and_keeps_a_resumed_runs_own(capture, tmp_path, mon
     """--aabb reaches the trainer (which writes video.aabb into run.json); resuming keeps run.json's box."""
     import json
 
-    import featvid.bake.train as trainer
+    import featvid.train.train as trainer
 
     seen = {}
 
@@ -119,9 +119,9 @@ def test_train_takes_the_box_and_keeps_a_resumed_runs_own(capture, tmp_path, mon
     assert seen["aabb"].flatten().tolist() == pytest.approx([float(x) for x in box.split(",")])
     assert seen["size"] == (12, 16)  # --downscale 2 of 24x32
     # resuming: the run's own box, without estimating one; another --aabb is refused
-    monkeypatch.setattr("featvid.bake.run.Run.aabb", property(lambda self: torch.tensor(json.loads(
+    monkeypatch.setattr("featvid.formats.run.Run.aabb", property(lambda self: torch.tensor(json.loads(
         (self.path / "run.json").read_text())["aabb"])), raising=False)
-    monkeypatch.setattr("featvid.bake.run.Run.__init__", lambda self, path: setattr(self, "path", path))
+    monkeypatch.setattr("featvid.formats.run.Run.__init__", lambda self, path: setattr(self, "path", path))
     result = CliRunner().invoke(main, ["train", str(capture), "--out", str(out), "--preset", "test"])
     assert result.exit_code == 0, result.output
     assert "run.json was started with (resuming)" in result.output

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.bake.run import write_run_meta
+from featvid.formats.run import write_run_meta
 from featvid.cli import main
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
@@ -22,7 +22,7 @@ C = 4
 
 def make_stream(folder: Path, num_frames: int = 8, gop: int = 4, R: int = 12) -> Path:
     """A small real stream: a run folder of moving blobs written by hand, baked and encoded."""
-    from featvid.codecs import encode_run
+    from featvid.pipeline import encode_run
 
     run = folder / "run"
     (run / "frames").mkdir(parents=True)

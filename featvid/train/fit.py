@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from featvid.bake import losses
-from featvid.bake.config import TrainConfig
-from featvid.bake.sampling import RaySampler
-from featvid.bake.sparse_field import SparseField
+from featvid.train import losses
+from featvid.train.config import TrainConfig
+from featvid.train.sampling import RaySampler
+from featvid.train.sparse_field import SparseField
 from featvid.errors import TrainingError
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP

@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from featvid.bake.config import TrainConfig
-from featvid.bake.run import RunGop
+from featvid.train.config import TrainConfig
+from featvid.formats.run import RunGop
 from featvid.errors import TrainingError
 from featvid.field.gop import Gop
 from featvid.field.mapping import Mapping

@@ -95,7 +95,7 @@ class TrainConfig:
     # -- motion and quality over time ----------------------------------------------------------------
     motion: bool = True
     """Warm-start each later frame from the previous one carried along the motion estimated between
-    their coarse densities (featvid.bake.motion; training only, streams still hold full grids).
+    their coarse densities (featvid.train.motion; training only, streams still hold full grids).
     Crossing scene, 30 frames, `fast` with the keyframe refresh, density TV off
     (benchmarks/quality_over_time.py): with it the worst frame is 0.86 dB below the keyframe,
     without it 1.54 (mean 0.16 / 0.18 below), and it takes 3 refreshes instead of 6, but the stream
@@ -105,7 +105,7 @@ class TrainConfig:
     """Largest motion searched per frame, in coarse voxels along each axis."""
     motion_window: int = 5
     """Side of the neighbourhood (coarse voxels) a voxel's motion is matched over (3: noisier, 7: no
-    better, measured on the crossing scene; see featvid.bake.motion)."""
+    better, measured on the crossing scene; see featvid.train.motion)."""
     geometry_refresh: float = 0.5
     """Where the warm start's opacity and the current frame's coarse opacity differ by more than this
     (space that appeared or vanished), density restarts from the coarse pass; 0 switches it off."""
@@ -136,7 +136,7 @@ class TrainConfig:
     Demo scene, temporal weight 0.1: 0.001 -> 0.003 gave float 32.42 -> 32.45 dB and ~9 % fewer
     stream bytes at the same stream PSNR; 0.006: float 32.31 dB, stream 0.1 dB worse at equal bytes."""
     density_tv_weight: float = 0.0
-    """Total variation of raw density on warm frames (featvid.bake.losses.density_tv; 0 switches it
+    """Total variation of raw density on warm frames (featvid.train.losses.density_tv; 0 switches it
     off): density that only a few training views ask for has to pay for its edges, so fewer floaters
     reach the held-out views. `fast` and `default` use 3e-3 (measured at both grids, see PRESETS); 0
     here, so a run recorded before the switch existed reads as what it was, trained without it.

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from featvid.bake import losses
-from featvid.bake import train as train_module
+from featvid.train import losses
+from featvid.train import train as train_module
 from featvid.bake.atlas import bake_run
-from featvid.bake.config import preset
-from featvid.bake.fit import FitSchedule, fit_frame
-from featvid.bake.run import Run
-from featvid.bake.sampling import RaySampler
-from featvid.bake.sparse_field import SparseField
-from featvid.bake.train import train
+from featvid.train.config import preset
+from featvid.train.fit import FitSchedule, fit_frame
+from featvid.formats.run import Run
+from featvid.train.sampling import RaySampler
+from featvid.train.sparse_field import SparseField
+from featvid.train.train import train
 from featvid.data import load_dataset
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
 from featvid.field.evaluate import evaluate

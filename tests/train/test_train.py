@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.bake import losses
-from featvid.bake.config import preset
-from featvid.bake.run import Run
-from featvid.bake.train import train
+from featvid.train import losses
+from featvid.train.config import preset
+from featvid.formats.run import Run
+from featvid.train.train import train
 from featvid.cli import main
 from featvid.data import load_dataset
 from featvid.device import resolve_device
@@ -146,7 +146,7 @@ def test_cuda_without_gpu_is_a_clear_error(tiny_dataset: Path, tmp_path: Path):
 
 
 def test_cli_train_and_bad_input(tiny_dataset: Path, tmp_path: Path, monkeypatch):
-    import featvid.bake.config as config_module
+    import featvid.train.config as config_module
 
     # the CLI with the test preset shrunk to the micro size, so this stays a smoke test
     monkeypatch.setitem(config_module.PRESETS, "test", micro())
@@ -170,11 +170,11 @@ def test_cli_train_and_bad_input(tiny_dataset: Path, tmp_path: Path, monkeypatch
         assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("name", sorted(__import__("featvid.bake.config", fromlist=["PRESETS"]).PRESETS))
+@pytest.mark.parametrize("name", sorted(__import__("featvid.train.config", fromlist=["PRESETS"]).PRESETS))
 def test_every_train_preset_runs_shrunk_on_the_cpu(name: str, tiny_dataset: Path, tmp_path: Path):
     """Each named preset with its grid and iteration counts shrunk to a smoke test: its own MLP,
     channels, learning rates, GOPs and regularisers train two frames on the CPU into a complete run."""
-    from featvid.bake.config import PRESETS
+    from featvid.train.config import PRESETS
 
     base = PRESETS[name]
     config = preset(name, grid_resolution=24, coarse_resolution=12, coarse_iters=60, coarse_frame_iters=5,

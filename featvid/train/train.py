@@ -1,15 +1,15 @@
 """Sequential training of a multi-view video into per-frame sparse grids + one tiny MLP (VideoRF).
 
-1. Coarse pass (featvid.bake.coarse): every frame's low-resolution density, kept in the run
+1. Coarse pass (featvid.train.coarse): every frame's low-resolution density, kept in the run
    folder (coarse/NNNNN.safetensors), and from it the frame's occupancy on the fine grid.
-2. GOPs (featvid.bake.gops): fixed length or "auto"; each GOP's Mapping comes from the union of
+2. GOPs (featvid.train.gops): fixed length or "auto"; each GOP's Mapping comes from the union of
    its frames' occupancies, and `mapping.occupancy()` -- exactly the vertices the decoder will
    have -- is the occupancy every frame of the GOP is trained and stored on.
-3. Fine pass, frame after frame (featvid.bake.fit):
+3. Fine pass, frame after frame (featvid.train.fit):
    - the keyframe (frame 0) starts from the coarse density upsampled to the fine grid and learns
      the features and the MLP;
    - every later frame starts from the previous frame's grid carried along the motion estimated
-     between their coarse densities (featvid.bake.motion), with density taken from the current
+     between their coarse densities (featvid.train.motion), with density taken from the current
      frame's coarse pass where the two disagree (space that appeared or vanished); the MLP is
      frozen (or tuned slowly: `lr_mlp_frame`), and VideoRF's temporal loss (towards that warm
      start: the residual is what is regularised) and spatial loss are added;
@@ -40,14 +40,14 @@ from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
 from featvid.atomic import write_text
-from featvid.bake import motion
-from featvid.bake.coarse import CoarseGrid, coarse_pass
-from featvid.bake.config import TrainConfig
-from featvid.bake.fit import FitSchedule, fit_frame, start_loss
-from featvid.bake.gops import GopBuilder, mapping_name, split_gop
-from featvid.bake.run import (COARSE_DIR, Run, RunGop, coarse_name, frame_name, read_run_file, write_run_file,
+from featvid.train import motion
+from featvid.train.coarse import CoarseGrid, coarse_pass
+from featvid.train.config import TrainConfig
+from featvid.train.fit import FitSchedule, fit_frame, start_loss
+from featvid.train.gops import GopBuilder, mapping_name, split_gop
+from featvid.formats.run import (COARSE_DIR, Run, RunGop, coarse_name, frame_name, read_run_file, write_run_file,
                               write_run_meta)
-from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
+from featvid.train.sampling import RaySampler, isg_weights, ist_weights
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, StreamError, TrainingError
 from featvid.field.evaluate import score_frame
@@ -226,7 +226,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
                 "grid_shape": list(fine_shape), "num_channels": config.num_channels,
                 "mlp": mlp_config(config).to_dict(), "render": scene.settings.to_dict(),
                 "views": {"fit": fit_views, "validation": val_views, "test": list(video.test_views)},
-                "gops": [], "trainer": "featvid.bake.train"}
+                "gops": [], "trainer": "featvid.train.train"}
         out.mkdir(parents=True, exist_ok=True)
         write_run_meta(out, meta)
         meta["gops"] = _coarse_and_gops(scene, fine_shape)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from featvid.bake import losses
-from featvid.bake.config import preset
-from featvid.bake.gops import GopBuilder
-from featvid.bake.sampling import RaySampler, isg_weights, ist_weights
-from featvid.bake.sparse_field import SparseField
+from featvid.train import losses
+from featvid.train.config import preset
+from featvid.train.gops import GopBuilder
+from featvid.train.sampling import RaySampler, isg_weights, ist_weights
+from featvid.train.sparse_field import SparseField
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at
 from featvid.field.mapping import Mapping
 from featvid.field.volume import Volume, interpolate

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from featvid.bake.run import FILES, Run, frame_name
+from featvid.formats.run import FILES, Run, frame_name
 from tests.fixtures.train import TINY_RUN_GOP, TINY_RUN_GRID, TINY_RUN_PRESET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_a_run_resumed_after_frame_1_in_another_process_is_bit_identical(tiny_ru
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     _kill_after(run, 1)
     seed = "4242" if os.environ.get("PYTHONHASHSEED") != "4242" else "4343"  # never the parent's
-    code = ("from featvid.bake.config import preset; from featvid.bake.train import train; "
+    code = ("from featvid.train.config import preset; from featvid.train.train import train; "
             f"train({str(tiny_dataset)!r}, {str(run)!r}, preset({TINY_RUN_PRESET!r}, grid_resolution={TINY_RUN_GRID}, "
             f"gop={TINY_RUN_GOP}), device='cpu')")
     env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
@@ -58,9 +58,9 @@ def test_a_kill_during_a_keyframe_refresh_resumes_as_the_run_that_was_not_killed
     """A refresh writes its GOP split (run.json, a new mapping) before the refitted frame: a kill in
     the refit used to leave frame 2 in a GOP of its own, so the resumed run fitted it warm on the
     new mapping and kept that -- another frame than the uninterrupted run's keyframe."""
-    from featvid.bake import train as trainer
-    from featvid.bake.train import train
-    from tests.bake.test_train import micro
+    from featvid.train import train as trainer
+    from featvid.train.train import train
+    from tests.train.test_train import micro
 
     real_judge, real_start = trainer._judge, trainer._keyframe_start
 

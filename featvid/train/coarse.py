@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as Fnn
 from tqdm.auto import tqdm
 
-from featvid.bake.config import TrainConfig
-from featvid.bake.losses import optimizer_step
-from featvid.bake.sampling import RaySampler
+from featvid.train.config import TrainConfig
+from featvid.train.losses import optimizer_step
+from featvid.train.sampling import RaySampler
 from featvid.errors import TrainingError
 from featvid.field.grid import grid_shape_for
 from featvid.field.volume import (

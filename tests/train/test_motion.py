@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from featvid.bake.motion import estimate_motion, opacity, warp
+from featvid.train.motion import estimate_motion, opacity, warp
 
 N = 24  # coarse voxels a side over [-1, 1]
 AXIS = torch.linspace(-1, 1, N)

@@ -2,7 +2,7 @@
 
 featvid.data.scene_box finds the space the cameras see, and tightens it by the foreground when
 the dataset has masks. Without masks this module tightens it: the trainer's coarse model (a dense
-density + colour grid, featvid.bake.coarse) is fitted for a few hundred iterations to a few
+density + colour grid, featvid.train.coarse) is fitted for a few hundred iterations to a few
 frames spread over the clip, on images reduced to at most DENSITY_SIDE pixels, inside the seen
 space; the box holds the fitted density: alpha per step above DENSITY_ALPHA, coloured unlike the
 background, and off the background colour in most cameras that see it (floaters in front of one
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as Fnn
 
-from featvid.bake.coarse import CoarseGrid, fit_coarse_frame
-from featvid.bake.config import TrainConfig
-from featvid.bake.sampling import RaySampler
+from featvid.train.coarse import CoarseGrid, fit_coarse_frame
+from featvid.train.config import TrainConfig
+from featvid.train.sampling import RaySampler
 from featvid.data.scene_box import (
     MARGIN,
     SceneBox,
@@ -211,7 +211,7 @@ def box_for_run(video, out, force: bool = False):
     --aabb that differs from the run's is an error (ConfigError): the frames of one run share one box."""
     from pathlib import Path
 
-    from featvid.bake.run import Run
+    from featvid.formats.run import Run
     from featvid.errors import ConfigError, StreamError
 
     if force or not (Path(out) / "run.json").is_file():
