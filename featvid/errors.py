@@ -17,7 +17,11 @@ class TrainingError(FeatvidError):
     """Training cannot go on (non-finite loss, device missing)."""
 
 
-class StreamError(FeatvidError):
+class FormatError(FeatvidError):
+    """A file or folder on disk is missing, malformed, of another kind or too large to be what it claims."""
+
+
+class StreamError(FormatError):
     """A stream, baked folder or video file is missing, foreign, truncated or corrupt."""
 
 
