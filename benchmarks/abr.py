@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
 
 STEP_LINK = (2000.0, ((10.0, 300.0), (20.0, 2000.0)))  # kbit/s from 0, then (at s, kbit/s)
 
@@ -67,7 +67,7 @@ def session(stream, times: list[int], fps: float, link, scores: dict[str, list[f
             max_buffer_s: float) -> dict:
     """One simulated session: what it chose, how long it stalled, what it showed."""
     from featvid.render.abr import simulate
-    from featvid.render.player import by_bitrate, link_visits
+    from featvid.render.renditions import by_bitrate, link_visits
 
     visits = link_visits(stream, times, fps)
     report = simulate(visits, by_bitrate(stream), link, max_buffer_s=max_buffer_s, forced=forced)
@@ -113,8 +113,9 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
-    from featvid.bench.plot import figure, save_png
+def plot(result: dict):
+    """The figure of abr.png: PSNR and stalls against the link, and the changing link's session."""
+    from featvid.bench.plot import figure
 
     fig, (a, b, c) = figure(13.5, 4.0, ncols=3)
     steady = [s for s in result["sessions"] if not s["steps"]]
@@ -147,7 +148,7 @@ def plot(result: dict, path: Path) -> None:
         c.set_title(f"changing link: {step['stall_s']:.2f} s stalled")
         c.legend(fontsize=7)
         c.grid(True, alpha=0.3)
-    save_png(fig, path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,11 +200,8 @@ def main(argv: list[str] | None = None) -> int:
               "frame_psnr": scores, "seconds": args.seconds, "latency_ms": args.latency_ms, "max_buffer_s": buffer,
               "sessions": sessions, "seconds_taken": time.perf_counter() - started,
               "command": "python benchmarks/abr.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "abr.json", result)
-    write_text(args.out / "abr.md", table(result))
-    plot(result, args.out / "abr.png")
-    print(f"wrote {args.out / 'abr.md'}")
+    files = write_results(args.out, "abr", result, table(result), plot(result))
+    print(f"wrote {files['markdown']}")
     return 0
 
 

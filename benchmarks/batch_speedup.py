@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
 
 PRESETS = ("h264-crf16.5", "h264-crf20", "web", "h265-crf23")
 LOCK = "/tmp/featvid-cpu.lock"
@@ -63,7 +63,7 @@ def cpu_lock(path: str):
 
 def synthetic_run(path: Path, frames: int, gop: int, size: int, channels: int) -> Path:
     """A finished run folder of the drifting blob, its drift looping (t mod 8) so it stays in the box."""
-    from tests.codecs.synthetic import make_run
+    from featvid.formats.synthetic import make_run
 
     if (path / "run.json").is_file():
         return path
@@ -134,7 +134,7 @@ def main() -> None:
     from featvid.bake.atlas import bake_run
     from featvid.batch import LocalExecutor, RayExecutor, load_job, run_job
     from featvid.bench.report import machine_info
-    from tests.batch.helpers import content
+    from featvid.bench.digest import content_digest as content
 
     frames, gop, size = (24, 4, 32) if args.quick else (60, 5, 48)
     rounds = 2 if args.quick else args.rounds
@@ -249,9 +249,7 @@ def main() -> None:
         "speedup": speedups, "startup_s": startup, "platform": platform.platform(),
         "load_average": {"before": load_before, "after": load_after},  # 1, 5, 15 min: other users of the CPU
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "batch_speedup.json", result)
-    write_text(args.out / "batch_speedup.md", table(result))
+    write_results(args.out, "batch_speedup", result, table(result))
     print(table(result))
 
 

@@ -43,7 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.atomic import write_json  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
 from featvid.data import load_dataset  # noqa: E402
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at  # noqa: E402
 
@@ -64,7 +65,7 @@ def rig(cameras: int, height: int, width: int) -> Cameras:
 
 def sphere_view(cams: Cameras, i: int, t: int, fps: float) -> np.ndarray:
     """Camera i's view at frame t of a striped sphere (radius 0.6) moving on a small circle, on white. uint8 [H, W, 3]"""
-    from tests.data.helpers import sphere_images
+    from featvid.data.fixtures import sphere_images
 
     s = t / fps
     centre = torch.tensor([0.4 * math.cos(0.8 * s), 0.4 * math.sin(0.8 * s), 0.3 + 0.15 * math.sin(1.3 * s)])
@@ -76,7 +77,7 @@ def make_clip(folder: Path, cameras: int, frames: int, width: int, height: int, 
     import av
     import cv2
 
-    from tests.data.helpers import write_poses_bounds
+    from featvid.data.fixtures import write_poses_bounds
 
     meta_path = folder / "clip.json"
     want = {"cameras": cameras, "frames": frames, "width": width, "height": height, "fps": fps, "version": 1}
@@ -204,7 +205,7 @@ def box_case(work: Path) -> dict:
     """Issue #14's case: the dancer in the N3DV layout (near/far 0.5/12), one frame, --preset test,
     trained in the old frusta box, in --aabb auto, and in the scene's true box."""
     from featvid.data.scene_box import format_box, frustum_box
-    from tests.data.helpers import write_poses_bounds, write_video
+    from featvid.data.fixtures import write_poses_bounds, write_video
 
     synth, n3dv = work / "dancer", work / "dancer-n3dv"
     if not (synth / "transforms_train.json").is_file():
@@ -241,13 +242,11 @@ def box_case(work: Path) -> dict:
 
 # ---- report ---------------------------------------------------------------------------------------------
 
-def plot(samples: list, path: Path) -> None:
-    import matplotlib
+def plot(samples: list):
+    """The figure of capture_memory.png: the training child's resident memory over time."""
+    from featvid.bench.plot import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, (ax,) = figure(7, 3.2)
     ax.plot([s[0] for s in samples], [s[1] for s in samples], lw=1.5)
     ax.axhline(GOAL_RSS_GB, color="r", ls="--", lw=1, label=f"goal {GOAL_RSS_GB:.0f} GB")
     ax.set_xlabel("seconds into `featvid train`")
@@ -255,9 +254,7 @@ def plot(samples: list, path: Path) -> None:
     ax.set_ylim(0, max(GOAL_RSS_GB * 1.1, max(s[1] for s in samples) * 1.1))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def markdown(r: dict) -> str:
@@ -323,11 +320,8 @@ def main() -> None:
     if args.box:
         print("4. scene box", flush=True)
         result["box"] = box_case(args.work)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "capture_memory.json", result)
-    write_text(args.out / "capture_memory.md", markdown(result))
-    if result.get("train"):
-        plot(result["train"]["rss_samples_gb"], args.out / "capture_memory.png")
+    fig = plot(result["train"]["rss_samples_gb"]) if result.get("train") else None
+    write_results(args.out, "capture_memory", result, markdown(result), fig)
     print(markdown(result))
 
 

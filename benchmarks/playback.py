@@ -37,13 +37,15 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
-from featvid.codecs import open_stream  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
+from featvid.codecs import DEFAULT_PRESET, open_stream  # noqa: E402
 from featvid.codecs.ffmpeg_backend import ffmpeg_exe  # noqa: E402
-from featvid.pipeline import playback_stream  # noqa: E402
+from featvid.pipeline import ensure_bake, ensure_run, ensure_stream, ensure_synth, stream_is_current  # noqa: E402
+from featvid.render.decode_bench import decode_only  # noqa: E402
 from featvid.render.fast import FastRenderer, synchronize  # noqa: E402
 from featvid.render.paths import orbit  # noqa: E402
-from featvid.render.player import decode_only, play  # noqa: E402
+from featvid.render.player import play  # noqa: E402
+from featvid.train.config import preset as train_preset  # noqa: E402
 
 log = logging.getLogger("benchmarks.playback")
 
@@ -54,6 +56,20 @@ FRAMES = {"cpu": {"256x256": 24, "512x512": 10, "1920x1080": 3},
 GOAL_CPU_DECODE_X = 20.0
 GOAL_GPU_1080P_FPS = 60.0
 GOAL_VS_FFMPEG = 2.0  # issue #12: `featvid play --decode-only` within 2x of ffmpeg -threads 1
+
+
+def default_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 64) -> Path:
+    """A stream of the built-in scene: synth, `demo` training and the default codec preset, each
+    stage cached under `cache` and reused (featvid.pipeline's ensure_* jobs)."""
+    tag = f"{frames}f-{views}v-{size}px"
+    stream = cache / f"playback-{tag}.fvv"
+    if stream_is_current(stream, DEFAULT_PRESET):
+        return stream
+    data = ensure_synth(cache / f"playback-data-{tag}", frames=frames, views=views, size=size)
+    run, retrained = ensure_run(data, cache / f"playback-run-{tag}", train_preset("demo"))
+    baked, baked_now = ensure_bake(run.path, cache / f"playback-baked-{tag}", fresh=retrained)
+    ensure_stream(baked, stream, DEFAULT_PRESET, force=baked_now)
+    return stream
 
 
 def bench_decode(stream_path: Path, device: str, hwaccel: str, min_seconds: float = 2.0) -> dict:
@@ -161,7 +177,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    stream_path = args.stream or playback_stream(args.cache)
+    stream_path = args.stream or default_stream(args.cache)
     devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sizes = {s: SIZES.get(s) or tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")}
     stream = open_stream(stream_path, hwaccel="none")
@@ -197,11 +213,9 @@ def main() -> None:
         {"goal": f"GPU end-to-end >= {GOAL_GPU_1080P_FPS:g} fps at 1080p", "measured": None if gpu_1080 is None else f"{gpu_1080:.1f} fps",
          "met": None if gpu_1080 is None else gpu_1080 >= GOAL_GPU_1080P_FPS},
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "playback.json", result)
-    write_text(args.out / "playback.md", markdown(result))
+    files = write_results(args.out, "playback", result, markdown(result))
     print(markdown(result))
-    print(f"wrote {args.out / 'playback.json'} and {args.out / 'playback.md'}")
+    print(f"wrote {files['json']} and {files['markdown']}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
 
 VARIANTS = {
     "before": {"motion": False, "geometry_refresh": 0.0, "refresh_margin": 0.0, "validation_views": 0,
@@ -193,8 +193,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
-    from featvid.bench.plot import figure, save_png
+def plot(result: dict):
+    """The figure of quality_over_time.png: held-out PSNR frame by frame, float model and stream."""
+    from featvid.bench.plot import figure
 
     fig, (a, b) = figure(12, 4.5, 2)
     for v in result["variants"]:
@@ -206,7 +207,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(f"quality over time: {title}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    save_png(fig, path)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
               "size": args.size, "preset": args.preset, "variants": rows,
               "bd_rate": {r: {k: (None if x != x else x) for k, x in d.items()} for r, d in bd.items()},
               "command": "python benchmarks/quality_over_time.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "quality_over_time.json", json.loads(json.dumps(result, default=str)))
-    write_text(args.out / "quality_over_time.md", markdown(result))
-    plot(result, args.out / "quality_over_time.png")
+    write_results(args.out, "quality_over_time", result, markdown(result), plot(result), dpi=120)
     print(markdown(result))
     return 0
 

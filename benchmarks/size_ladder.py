@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
-from featvid.atomic import write_json, write_text  # noqa: E402
+from featvid.bench.results import write_results  # noqa: E402
 
 MAX_LOSS_DB = 0.5
 MIN_RATIO = 100.0
@@ -64,8 +64,9 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
-    from featvid.bench.plot import figure, save_png
+def plot(result: dict):
+    """The figure of size_ladder.png: PSNR loss against the size ratio, per feature basis."""
+    from featvid.bench.plot import figure
 
     fig, (ax,) = figure(6.4, 4.2)
     for basis in ("sensitivity-klt", "none"):
@@ -81,7 +82,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title("size ladder (targets dashed)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    save_png(fig, path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,11 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"run": str(run.path), "frames": run.num_frames, "float16_bytes_per_frame": fp16,
               "float": {"psnr": float_report.mean_psnr, "ssim": float_report.mean_ssim}, "points": points,
               "command": "python benchmarks/size_ladder.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "size_ladder.json", result)
-    write_text(args.out / "size_ladder.md", table(result))
-    plot(result, args.out / "size_ladder.png")
-    print(f"wrote {args.out / 'size_ladder.md'}")
+    files = write_results(args.out, "size_ladder", result, table(result), plot(result))
+    print(f"wrote {files['markdown']}")
     return 0
 
 

@@ -1,11 +1,17 @@
 """featvid command line: one click group, one command per job.
 
-Library code raises `FeatvidError`; this module alone prints and picks exit codes: a FeatvidError
-becomes one line on stderr and exit status 2, with no traceback.
+Library code raises `FeatvidError`; this module alone prints and picks exit codes. Every failure
+is one line on stderr: a FeatvidError, a usage error (bad option, missing argument, bad value)
+or a file system that refuses (name too long, read-only, full) is exit status 2; anything
+unexpected is "featvid: internal error: ..." and exit status 1, with the traceback only under
+`featvid --debug` or FEATVID_DEBUG=1.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -13,29 +19,136 @@ import click
 
 from featvid.errors import FeatvidError
 
+LEGACY_ENV = "FEATVID_LEGACY_READ"  # featvid.formats.folder.LEGACY_ENV (not imported: it loads torch)
+DEBUG_ENV = "FEATVID_DEBUG"  # FEATVID_DEBUG=1: tracebacks instead of the one-line internal error
+# OSErrors the user fixes (a name, a disk, a permission): one line and exit 2, like a FeatvidError
+_USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+                   errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
+
+
+def _debug_from_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error_line(e: OSError) -> str:
+    where = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e)
+    return _one_line(f"{where}: {what}" if where else what)
+
+
+def _fail_unexpected(e: BaseException, debug: bool) -> None:
+    """The last resort: an exception no code path expected becomes one line and exit 1 (or the
+    traceback, re-raised, under --debug / FEATVID_DEBUG=1)."""
+    if debug:
+        e.featvid_debug = True  # type: ignore[attr-defined]  # main() lets it through as well
+        raise e
+    if isinstance(e, OSError) and e.errno in _USER_OS_ERRORS:
+        click.echo(f"featvid: error: {_os_error_line(e)}", err=True)
+        sys.exit(2)
+    message = _one_line(e)[:300] or "(no message)"
+    click.echo(f"featvid: internal error: {type(e).__name__}: {message} "
+               f"(run with --debug or {DEBUG_ENV}=1 for the traceback)", err=True)
+    sys.exit(1)
+
+
+def _show_click_error(e: click.ClickException) -> None:
+    """A click error (usage, bad value, missing argument) as one line; click's own would add the
+    usage line and a hint."""
+    hint = ""
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        hint = f" (see `{ctx.command_path} --help`)"
+    click.echo(f"featvid: error: {_one_line(e.format_message())}{hint}", err=True)
+
+
+class _Command(click.Command):
+    """A subcommand whose path arguments are checked against the file system's name limits as
+    they are parsed, so a name too long for the disk is refused before any work."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from featvid.names import check_path_length
+
+        rest = super().parse_args(ctx, args)
+        for param in self.params:
+            value = ctx.params.get(param.name or "")
+            if isinstance(param.type, click.Path) and isinstance(value, (str, Path)):
+                try:
+                    check_path_length(value)
+                except FeatvidError as e:
+                    raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+        return rest
+
 
 class _Group(click.Group):
+    command_class = _Command
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except FeatvidError as e:
-            click.echo(f"featvid: error: {e}", err=True)
+            click.echo(f"featvid: error: {_one_line(e)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("featvid: interrupted (finished work is kept)", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: main() shows them
+        except Exception as e:  # MemoryError and RecursionError are Exceptions too
+            _fail_unexpected(e, bool(ctx.params.get("debug")) or _debug_from_env())
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,  # type: ignore[override]
+             **extra):
+        """click's main, but every error it would print is one line (see _show_click_error), and
+        anything unexpected outside a command goes through the last-resort handler."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `featvid`: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            _show_click_error(e)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("featvid: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:
+            _fail_unexpected(e, getattr(e, "featvid_debug", False) or _debug_from_env())
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that must be a finite number (no inf, no nan), optionally within a range."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True,
+              help=f"Show the traceback of an unexpected error instead of one line (also: {DEBUG_ENV}=1).")
+@click.option("--legacy-read", is_flag=True,
+              help=f"Read run, baked and stream folders that record no file hashes (from an older featvid), "
+                   f"unverified, with a warning; without it they are refused (also: {LEGACY_ENV}=1).")
 @click.version_option(package_name="featvid")
-def main(verbose: int) -> None:
+def main(verbose: int, debug: bool, legacy_read: bool) -> None:
     """featvid: volumetric (free-viewpoint) video as feature videos on standard codecs.
 
     \b
     Pipeline:  synth/dataset -> train -> bake -> encode -> render / play / serve
     Start with `featvid demo`, which runs all of it on the built-in scene.
     """
+    if legacy_read:  # every folder reader asks featvid.formats.folder.legacy_read, which reads this
+        os.environ[LEGACY_ENV] = "1"
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
 
@@ -72,7 +185,7 @@ def dataset_options(command):
                            help="Foreground masks: auto (the dataset layout's mask videos or folders, or RGBA alpha), "
                                 "none, or a folder with one mask video or image folder per camera, named like "
                                 "the cameras. They composite the images onto the background and bound the box.")(command)
-    command = click.option("--downscale", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+    command = click.option("--downscale", type=FiniteFloat(min=1.0), default=1.0, show_default=True,
                            help="Divide the image size by this (2: 1920x1080 -> 960x540); frames are decoded "
                                 "as needed, never the whole clip.")(command)
     command = click.option("--format", "data_format", type=click.Choice(_dataset_formats()), default=None,
@@ -99,6 +212,19 @@ def _train_presets() -> list[str]:
     return list(PRESETS)
 
 
+def _train_preset_help() -> str:
+    """`train --preset`'s help: one line per preset, from the table beside PRESETS."""
+    from featvid.train.config import PRESET_HELP
+
+    return "Named training config:\n\n\b\n" + "\n".join(f"{name}: {text}" for name, text in PRESET_HELP.items())
+
+
+def _codec_presets() -> list[str]:
+    from featvid.codecs.presets import PRESETS
+
+    return list(PRESETS)
+
+
 def _backend_names() -> list[str]:
     from featvid.codecs.backends import BACKENDS
 
@@ -115,7 +241,8 @@ def _backend_names() -> list[str]:
 @click.option("--test-views", type=click.IntRange(0, 999), default=2, show_default=True,
               help="How many of the views to hold out for evaluation (transforms_test.json).")
 @click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True, help="Image height = width, pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scene's textures, colours and motion phase.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed of the scene's textures, colours and motion phase.")
 def synth(out: Path, scene: str, frames: int, views: int, test_views: int, size: int, seed: int) -> None:
     """Render a built-in dynamic scene into OUT as a D-NeRF/Blender dataset.
 
@@ -161,29 +288,28 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write (or resume).")
 @click.option("--preset", "preset_name", default="fast", show_default=True,
-              type=click.Choice(_train_presets()),
-              help="Named config: test (tiny), fast (CPU demo), default, quality.")
+              type=click.Choice(_train_presets()), help=_train_preset_help())
 @click.option("--frames", "frames", default=None, metavar="A:B", help="Dataset frames A..B-1 to train [default: all].")
-@click.option("--grid", "grid", type=click.IntRange(8, 1024), default=None,
-              help="Fine grid resolution (vertices along the longest side) [default: the preset's].")
+@click.option("--grid", "grid", type=click.IntRange(8, 320), default=None,
+              help="Fine grid resolution (vertices along the longest side) [default: the preset's]; at most 320, the largest grid a reader accepts.")
 @click.option("--gop", "gop", default=None, metavar="N|auto", help="Frames per GOP, or auto [default: the preset's].")
-@click.option("--temporal-weight", type=click.FloatRange(min=0), default=None,
+@click.option("--temporal-weight", type=FiniteFloat(min=0), default=None,
               help="Weight of the temporal L1 loss; 0 switches it off [default: the preset's].")
-@click.option("--spatial-weight", type=click.FloatRange(min=0), default=None,
+@click.option("--spatial-weight", type=FiniteFloat(min=0), default=None,
               help="Weight of the atlas smoothness loss; 0 switches it off [default: the preset's].")
-@click.option("--density-tv", "density_tv", type=click.FloatRange(min=0), default=None,
+@click.option("--density-tv", "density_tv", type=FiniteFloat(min=0), default=None,
               help="Weight of the density total variation on warm frames (fewer floaters); 0 switches "
                    "it off [default: the preset's].")
 @click.option("--importance", type=click.Choice(["ist", "isg", "none"]), default=None,
               help="Ray importance sampling of later frames [default: the preset's].")
 @click.option("--motion/--no-motion", default=None,
               help="Warm-start later frames along the motion estimated from the coarse pass [default: on].")
-@click.option("--refresh-margin", type=click.FloatRange(min=0), default=None, metavar="DB",
+@click.option("--refresh-margin", type=FiniteFloat(min=0), default=None, metavar="DB",
               help="Refit a frame as a keyframe (a new GOP) when its quality falls this many dB below "
                    "its reference; 0 switches the refresh off [default: the preset's, 1].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train; cuda without a GPU is an error.")
-@click.option("--seed", type=int, default=None, help="Random seed [default: the preset's, 0].")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Random seed [default: the preset's, 0].")
 @click.option("--force", is_flag=True, help="Start over in a folder that holds a run made with another config.")
 @click.option("--aabb", default="auto", show_default=True, metavar="x0,y0,z0,x1,y1,z1|auto", help=_AABB_HELP)
 @dataset_options
@@ -201,36 +327,15 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
     stops improving (log.jsonl: iterations, motion and why each keyframe began).
     Killed? Rerun the same command: it resumes after the last finished frame.
     """
-    from featvid.train.config import preset
-    from featvid.train.scene_box import box_for_run, resolve_box
-    from featvid.train.train import train as run_training
-    from featvid.data import load_dataset
-    from featvid.data.scene_box import format_box
+    from featvid.pipeline import train_dataset
 
-    span = _parse_frames(frames)
-    config = preset(preset_name, grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
-                    spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
-                    seed=seed, motion=motion, refresh_margin=refresh_margin)
-    video = load_dataset(dataset, aabb=parse_aabb(aabb), downscale=downscale, format=data_format, masks=masks)
-    # the box is stored in the run: a resumed run keeps its own, a new one checks or estimates it
-    resumed = box_for_run(video, out, force)
-    video, box_report = (resumed, None) if resumed is not None else resolve_box(video, device=device)
-    if box_report is not None:
-        _warn(box_report.warnings)
-    click.echo(f"scene box {format_box(video.aabb)}: {video.box.reason}")
-    if span is not None:
-        span = (span[0], video.num_frames if span[1] == -1 else span[1])
-    run = run_training(dataset, out, config, frames=span, device=device, force=force, video=video)
-    last = run.log()[-1] if run.log() else {}
-    summary = f"trained {run.num_frames} frames into {out}"
-    if "psnr_test" in last:
-        summary += f" (last frame: {last['psnr_test']:.2f} dB held-out)"
-    warm = [r["iters"] for r in run.log() if not r.get("keyframe") and "iters" in r]
-    refreshes = sum(1 for r in run.log() if r.get("keyframe") and r.get("frame", 0) > 0)
-    summary += f"; {len(run.gops)} GOPs, {refreshes} keyframe refreshes"
-    if warm:
-        summary += f", {sum(warm) / len(warm):.0f} iterations per warm frame"
-    click.echo(summary)
+    overrides = dict(grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
+                     spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
+                     seed=seed, motion=motion, refresh_margin=refresh_margin)
+    summary = train_dataset(dataset, out, preset_name, overrides, frames=_parse_frames(frames), aabb=parse_aabb(aabb),
+                            force=force, device=device, on_step=click.echo, on_warning=lambda w: _warn([w]),
+                            format=data_format, downscale=downscale, masks=masks)
+    click.echo(str(summary))
 
 
 # ---- bake and encode: bake, encode, presets ------------------------------------------------------
@@ -253,7 +358,7 @@ def bake(run_dir: Path, out: Path) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Stream folder to write, e.g. scene.fvv (its manifest.json is written last).")
 @click.option("--preset", default=None, help="Codec preset (see `featvid presets`); default: the recommended one.")
-@click.option("--crf", type=float, default=None,
+@click.option("--crf", type=FiniteFloat(min=0), default=None,
               help="Override the preset's rate (crf; qp for NVENC). x264/x265 take fractions, e.g. 17.5.")
 @click.option("--backend", type=click.Choice(_backend_names()), default="pyav", show_default=True,
               help="Codec back end: PyAV in process, or the ffmpeg command line.")
@@ -366,7 +471,7 @@ _PATH_HELP = ("Camera path: orbit or spiral around the scene box, test (the data
               help="Image size WxH in pixels [default: 512x512 for orbit/spiral, the path's own otherwise].")
 @click.option("--frames", "-n", type=click.IntRange(min=1), default=None,
               help="Output frames [default: the stream's frame count, or the path file's]; time runs t = i mod T.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Frame rate of the MP4 [default: the stream's].")
+@click.option("--fps", type=FiniteFloat(min=0, min_open=True), default=None, help="Frame rate of the MP4 [default: the stream's].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="Hardware video decoding.")
@@ -386,9 +491,11 @@ def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, h
        "frames": [{"c2w": [[..4..],[..4..],[..4..],[0,0,0,1]], "t": 0}, ...]}
     "t" (stream frame index) is optional. A wrong field is an error naming it.
     """
-    from featvid.render.player import render_path_video
+    from featvid.outputs import check_output_file
+    from featvid.render.playback import render_path_video
 
-    stats = render_path_video(stream, path_kind, out, size=size, device=device, frames=frames, fps=fps,
+    target = check_output_file(out, [stream, *([data] if data else [])])  # before any rendering
+    stats = render_path_video(stream, path_kind, target, size=size, device=device, frames=frames, fps=fps,
                               data=data, hwaccel=hwaccel)
     click.echo(f"wrote {out} ({stats.frames_shown} frames, {stats.width}x{stats.height})")
     click.echo(f"rendered at {stats.achieved_fps:.2f} fps on {stats.device} "
@@ -397,13 +504,13 @@ def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, h
 
 @main.command()
 @click.argument("stream", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--fps", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Target frame rate; late frames are dropped [default: the stream's].")
 @click.option("--size", type=SizeType(), default="512x512", show_default=True, help="Image size WxH in pixels.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--hwaccel", type=click.Choice(["auto", "cuda", "none"]), default="auto", show_default=True,
               help="Hardware video decoding.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--duration", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Seconds to play [default: one pass through the stream].")
 @click.option("--frames", "-n", type=click.IntRange(min=1), default=None, help="Output frames to play (instead of --duration).")
 @click.option("--path", "path_kind", default="orbit", show_default=True, metavar="orbit|spiral|test|FILE.json",
@@ -414,7 +521,7 @@ def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, h
               help="Also record the frames shown to this MP4.")
 @click.option("--decode-only", is_flag=True,
               help="Decode every frame to dequantized grids on --device and render nothing; report decode speed.")
-@click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), default=None, metavar="KBPS",
+@click.option("--bandwidth", type=FiniteFloat(min=0, min_open=True), default=None, metavar="KBPS",
               help="Simulate a link of KBPS kbit/s: each GOP's rendition is chosen by the ABR rule (or --rendition), "
                    "startup and stalls are waited out, and switches, stalls and time per rendition are reported.")
 @click.option("--rendition", default=None, metavar="NAME",
@@ -427,8 +534,8 @@ def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, 
     With --decode-only: the decoder alone, every frame of every GOP (after one warm-up pass,
     repeated for at least --duration seconds when given).
     """
-    from featvid.render.player import decode_only as decode_stream
-    from featvid.render.player import play_stream
+    from featvid.render.decode_bench import decode_only as decode_stream
+    from featvid.render.playback import play_stream
 
     if decode_only:
         if out is not None or frames is not None or bandwidth is not None or rendition is not None:
@@ -438,8 +545,11 @@ def play(stream: Path, fps, size, device, hwaccel, duration, frames, path_kind, 
 
     if duration is not None and frames is not None:
         raise click.UsageError("give --duration or --frames, not both")
+    from featvid.outputs import check_output_file
+
+    target = None if out is None else check_output_file(out, [stream, *([data] if data else [])])
     stats = play_stream(stream, path_kind, fps=fps, size=size, device=device, hwaccel=hwaccel, frames=frames,
-                        duration=duration, out=out, data=data, bandwidth=bandwidth, rendition=rendition)
+                        duration=duration, out=target, data=data, bandwidth=bandwidth, rendition=rendition)
     click.echo(stats.summary())
     if out is not None:
         click.echo(f"recorded {out}")
@@ -472,7 +582,7 @@ def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Pa
     from dataclasses import replace
 
     from featvid.batch import make_executor
-    from featvid.bench import full_config, quick_config, run_bench
+    from featvid.bench import bench_command, full_config, quick_config, run_bench
 
     make = quick_config if quick else full_config
     config = make(out=out, cache=cache, run=run, data=data)
@@ -480,12 +590,9 @@ def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Pa
         config.matrix = replace(config.matrix, ablation=False)
     if (address is not None or workers is not None) and executor is None:
         raise click.UsageError("--address and --workers go with --executor local|ray")
-    command = "featvid bench" + (" --quick" if quick else "") + (f" --run {run}" if run else "") + \
-        (f" --data {data}" if data else "") + (" --no-ablation" if no_ablation else "") + \
-        (f" --executor {executor}" if executor else "") + (f" --workers {workers}" if workers else "")
     ex = make_executor(executor, workers, address) if executor else None
     try:
-        report = run_bench(config, command=command, executor=ex)
+        report = run_bench(config, command=bench_command(config, executor, workers), executor=ex)
     finally:
         if ex is not None:
             ex.close()
@@ -506,7 +613,10 @@ def bench(quick: bool, out: Path, run: Path | None, data: Path | None, cache: Pa
                    "(browsers then need https or a tunnel to localhost: the player's WebCodecs decoder wants a secure context).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free port).")
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True, help="Open the player in the default browser.")
-def serve_cmd(stream: Path, host: str, port: int, open_browser: bool) -> None:
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host header is NAME (repeatable). localhost, 127.0.0.1, [::1] and the "
+                   "--host address are always answered; any other name gets 421, against DNS rebinding.")
+def serve_cmd(stream: Path, host: str, port: int, open_browser: bool, allow_hosts: tuple[str, ...]) -> None:
     """Play the stream STREAM (a NAME.fvv folder, `web` preset) in the browser.
 
     Serves the WebGL2 player at / and the stream's files under /stream/. The player decodes the
@@ -518,7 +628,7 @@ def serve_cmd(stream: Path, host: str, port: int, open_browser: bool) -> None:
 
     from featvid.render.serve import serve
 
-    server = serve(stream, host, port)
+    server = serve(stream, host, port, allowed_hosts=allow_hosts)
     click.echo(f"featvid: serving {stream} at {server.url}  (Ctrl-C to stop)")
     if open_browser:
         webbrowser.open(server.url)
@@ -597,11 +707,14 @@ def verify(stream: Path, quiet: bool) -> None:
     baked.json). Prints one line per file that matches and a summary; on the first file that
     does not, one line naming it and exit status 2 (as for a folder that records no hashes).
     """
-    if (stream / "run.json").is_file():
+    from featvid.pipeline import kind_of
+
+    kind = kind_of(stream)
+    if kind == "run":
         from featvid.formats.run import Run
 
         checked, against = list(Run(stream).verify()), "files.json"
-    elif (stream / "baked.json").is_file():
+    elif kind == "baked":
         from featvid.formats.baked import Baked
 
         checked, against = list(Baked(stream).verify()), "baked.json"
@@ -633,27 +746,32 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
     one subtraction. Read the dataset as it was trained: the same --format, --downscale, --masks.
     """
     from featvid.atomic import write_json
+    from featvid.outputs import check_output_file
     from featvid.pipeline import evaluate_source
 
+    target = None if out is None else check_output_file(out, [source, data])  # before the evaluation
     report = evaluate_source(source, data, parse_aabb(aabb), device, downscale=downscale, format=data_format,
                              masks=masks)
     click.echo(report.table())
     click.echo(f"mean PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
-    if out is not None:
-        write_json(out, report.to_json())
+    if target is not None:
+        write_json(target, report.to_json())
         click.echo(f"wrote {out}")
 
 
 @main.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True,
               help="Folder for everything the demo makes.")
-@click.option("--scene", default=None, help="Built-in scene (see `featvid synth --help`).")
+@click.option("--scene", type=click.Choice(_scene_names()), default=None,
+              help="Built-in scene (see `featvid synth --help`) [default: dancer].")
 @click.option("--frames", default=8, show_default=True, type=click.IntRange(2, 300))
 @click.option("--views", default=24, show_default=True, type=click.IntRange(4, 100),
               help="Cameras in all (2 held out). More views cost synthesis time only, and generalise better.")
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16, 1024), help="Image height = width.")
-@click.option("--preset", "train_preset", default="demo", show_default=True, help="Training preset.")
-@click.option("--codec-preset", default=None, help="Codec preset (default: the recommended one).")
+@click.option("--preset", "train_preset", default="demo", show_default=True, type=click.Choice(_train_presets()),
+              help="Training preset.")
+@click.option("--codec-preset", default=None, type=click.Choice(_codec_presets()),
+              help="Codec preset (see `featvid presets`) [default: the recommended one].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def demo(out: Path, scene: str | None, frames: int, views: int, size: int, train_preset: str,
          codec_preset: str | None, device: str) -> None:

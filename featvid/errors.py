@@ -31,3 +31,8 @@ class CodecError(FeatvidError):
 
 class RenderError(FeatvidError):
     """Rendering or playback cannot go on (bad camera path, bad size)."""
+
+
+class OutputError(FeatvidError):
+    """An output cannot be written where it was asked: the path holds something else (an input, another
+    kind of folder, a FIFO or device), or the file system refused the write (read-only, full, no permission)."""

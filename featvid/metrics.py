@@ -22,14 +22,24 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """SSIM of two images [H, W, 3] (or [N, H, W, 3]) in [0, 1]."""
+    """SSIM of two images [H, W, 3] (or [N, H, W, 3]) in [0, 1].
+
+    Defined for images of any size: the window shrinks to the largest odd size the image holds,
+    so an image with a side of 1 or 2 px gets a 1-px window, where SSIM is the mean over pixels of
+    the luminance term (2 x y + C1) / (x^2 + y^2 + C1) (the contrast-structure term is 1).
+    """
     from pytorch_msssim import ssim as _ssim
 
-    x = a.float().reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2)
+    x = a.float().reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2)  # [N, 3, H, W]
     y = b.float().reshape(-1, *b.shape[-3:]).permute(0, 3, 1, 2)
     # the 11-px window needs images of at least 11 px a side
     win = min(11, x.shape[-1], x.shape[-2])
     win = win if win % 2 == 1 else win - 1
+    # pytorch_msssim squeezes away image sides of 1 px and then fails: double such a side. With
+    # the 1-px window every pixel counts alone, so doubling each leaves the mean unchanged.
+    for dim in (-2, -1):
+        if x.shape[dim] == 1:
+            x, y = torch.cat([x, x], dim=dim), torch.cat([y, y], dim=dim)
     return float(_ssim(x, y, data_range=1.0, size_average=True, win_size=win))
 
 

@@ -15,7 +15,6 @@ have one answer each:
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -24,23 +23,27 @@ from typing import Any, Callable
 
 import torch
 
-from featvid.atomic import write_json
+from featvid.atomic import make_dirs, write_json
 from featvid.bake import bake_run
 from featvid.codecs import DEFAULT_PRESET, Preset, encode_baked, open_stream
 from featvid.codecs.backends import DEFAULT_BACKEND
-from featvid.codecs.basis import BASIS_NAME
+from featvid.codecs.manifest import stream_is_current  # the one staleness rule (re-exported)
 from featvid.codecs.presets import get_preset
 from featvid.data import load_dataset
-from featvid.data.synth import DEFAULT_SCENE, write_synth
+from featvid.data.scene_box import format_box
+from featvid.data.synth import DEFAULT_SCENE, SCENES, write_synth
 from featvid.device import resolve_device
-from featvid.errors import ConfigError, StreamError
+from featvid.errors import ConfigError, FormatError
 from featvid.field.evaluate import EvalReport, evaluate
 from featvid.formats.baked import Baked
 from featvid.formats.run import Run, recorded_config
 from featvid.metrics import bytes_per_frame
+from featvid.outputs import DEMO, check_output_dir
 from featvid.train.config import TrainConfig
 from featvid.train.config import preset as train_preset
+from featvid.train.config import preset_and_derived as train_preset_and_derived
 from featvid.train.scene_box import resolve_box
+from featvid.train.summary import TrainSummary
 from featvid.train.train import train
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,46 @@ def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, 
     return evaluate(frames, mlp, settings, video, device=dev, frame_offset=offset)
 
 
+def training_video(dataset: Path, out: Path, aabb: torch.Tensor | None = None, force: bool = False,
+                   device: str = "auto", **dataset_options: Any) -> tuple[Any, list[str]]:
+    """The dataset as `train` fits it into `out`, and warnings about its scene box.
+
+    The box is stored in the run: resuming `out` keeps the run's own box (a different `aabb` is a
+    ConfigError); a new run (or `force`) checks a given `aabb` against the subject, or takes the
+    dataset's own box, or estimates one (featvid.train.scene_box.resolve_box). `dataset_options`:
+    featvid.data.load_dataset's format, downscale, masks. The video's `box.reason` says which.
+    """
+    from featvid.train.scene_box import box_for_run
+
+    video = load_dataset(dataset, aabb=aabb, **dataset_options)
+    resumed = box_for_run(video, out, force)
+    if resumed is not None:
+        return resumed, []
+    video, report = resolve_box(video, device=device)
+    return video, list(report.warnings)
+
+
+def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides: dict[str, Any] | None = None,
+                  frames: tuple[int, int] | None = None, aabb: torch.Tensor | None = None, force: bool = False,
+                  device: str = "auto", on_step: StepCallback = _quiet, on_warning: StepCallback = log.warning,
+                  **dataset_options: Any) -> TrainSummary:
+    """What `featvid train` does: the preset with `overrides` (flat TrainConfig names, None ignored;
+    each value the preset rules derive from them is told to `on_warning`), the dataset with its
+    scene box (`training_video`: the box told to `on_step`, its warnings to `on_warning`), then the
+    run trained into `out` or resumed there. frames: dataset frames (A, B), B -1 for the end.
+    Returns what the run holds in a few figures."""
+    config, derived = train_preset_and_derived(preset_name, **(overrides or {}))
+    for rule in derived:
+        on_warning(str(rule))
+    video, warnings = training_video(dataset, out, aabb, force, device, **dataset_options)
+    for warning in warnings:
+        on_warning(warning)
+    on_step(f"scene box {format_box(video.aabb)}: {video.box.reason}")
+    if frames is not None and frames[1] == -1:
+        frames = (frames[0], video.num_frames)
+    return TrainSummary.of(train(dataset, out, config, frames=frames, device=device, force=force, video=video))
+
+
 # ---- make what is missing -------------------------------------------------------------------------
 
 def ensure_synth(folder: Path, scene: str | None = None, frames: int = 8, views: int = 12, size: int = 64,
@@ -125,7 +168,8 @@ def ensure_run(dataset: Path, run_dir: Path, config: TrainConfig, frames: tuple[
     """A finished run of `dataset` under `config` in `run_dir`: resumed where it stopped, or trained
     again from scratch when the folder holds a run of another config (an older featvid, another
     preset). Returns (the run, whether it was started over)."""
-    stale = recorded_config(run_dir) not in (None, config.to_dict())
+    recorded = recorded_config(run_dir)  # either form: flat (before the config had sections) or nested
+    stale = recorded is not None and not config.matches(recorded)
     if stale:
         log.warning("%s holds a run made with other settings: training it again", run_dir)
     return train(dataset, run_dir, config, frames=frames, device=device, force=stale, video=video), stale
@@ -138,24 +182,9 @@ def ensure_bake(run_dir: Path, baked_dir: Path, fresh: bool = False) -> tuple[Pa
         try:
             Baked(baked_dir)
             return Path(baked_dir), False
-        except StreamError:
+        except FormatError:
             pass
     return bake_run(run_dir, baked_dir), True
-
-
-def stream_is_current(stream_dir: Path, preset_name: str) -> bool:
-    """Whether the stream in `stream_dir` was encoded with `preset_name` as that preset is now
-    (its encoder options and feature basis); False for a missing or unreadable stream."""
-    manifest = Path(stream_dir) / "manifest.json"
-    try:
-        m = json.loads(manifest.read_text())
-        p = get_preset(preset_name)
-    except (OSError, ValueError, ConfigError):
-        return False
-    codec = m.get("codec", {}) if isinstance(m, dict) else {}
-    basis = BASIS_NAME if p.feature_basis else "none"
-    return (codec.get("preset") == preset_name and codec.get("options") == p.encoder_options()
-            and (m.get("mlp") or {}).get("feature_basis", "none") == basis)
 
 
 def encode_run(run_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET, crf: float | None = None,
@@ -186,14 +215,20 @@ def run_demo(out: Path = Path("demo"), scene: str | None = None, frames: int = 8
     (default and web presets) -> eval the stream -> orbit video. Finished steps are kept, so a
     second run repeats only what is missing. Returns (and writes to out/demo.json) the figures:
     held-out PSNR before and after the codec (dB), bytes per frame, the ratio to float16 grids."""
-    from featvid.render.player import render_path_video
+    from featvid.render.playback import render_path_video
 
     started = time.perf_counter()
+    # every name is checked before the first step: synthesis alone takes a minute
+    config = train_preset(preset_name)
+    codec_preset = codec_preset or DEFAULT_PRESET
+    get_preset(codec_preset)
+    if scene is not None and scene not in SCENES:
+        raise ConfigError(f"unknown scene {scene!r} (choose from {', '.join(SCENES)})")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, DEMO)  # new, empty or an earlier demo: each step checks its own folder again
+    make_dirs(out)
     data, run_dir, baked = out / "scene", out / "run", out / "baked"
     stream_dir, web_dir, orbit = out / "scene.fvv", out / "scene-web.fvv", out / "orbit.mp4"
-    codec_preset = codec_preset or DEFAULT_PRESET
 
     def step(text: str) -> None:
         on_step(f"[{time.perf_counter() - started:6.1f} s] {text}")
@@ -202,7 +237,7 @@ def run_demo(out: Path = Path("demo"), scene: str | None = None, frames: int = 8
         step(f"synth: rendering the built-in scene ({frames} frames, {views} views, {size} px)")
     ensure_synth(data, scene, frames, views, size)
     step(f"train: {run_dir} (preset {preset_name}; resumes if interrupted)")
-    run, retrained = ensure_run(data, run_dir, train_preset(preset_name), device=device)
+    run, retrained = ensure_run(data, run_dir, config, device=device)
     step("eval: the float model on the held-out views")
     float_report = evaluate_source(run_dir, data, device=device)
     _, baked_now = ensure_bake(run_dir, baked, fresh=retrained)
@@ -234,17 +269,3 @@ def run_demo(out: Path = Path("demo"), scene: str | None = None, frames: int = 8
     }
     write_json(out / "demo.json", result)
     return result
-
-
-def playback_stream(cache: Path, frames: int = 8, views: int = 12, size: int = 64) -> Path:
-    """A stream of the built-in scene for the playback benchmark: synth, `fast` training and the
-    default preset, each stage cached under `cache` and reused."""
-    tag = f"{frames}f-{views}v-{size}px"
-    stream = Path(cache) / f"playback-{tag}.fvv"
-    if stream_is_current(stream, DEFAULT_PRESET):
-        return stream
-    data = ensure_synth(Path(cache) / f"playback-data-{tag}", frames=frames, views=views, size=size)
-    run, retrained = ensure_run(data, Path(cache) / f"playback-run-{tag}", train_preset("demo"))
-    baked, baked_now = ensure_bake(run.path, Path(cache) / f"playback-baked-{tag}", fresh=retrained)
-    ensure_stream(baked, stream, DEFAULT_PRESET, force=baked_now)
-    return stream

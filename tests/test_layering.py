@@ -2,7 +2,7 @@
 
 The layers, bottom to top (DESIGN.md, "Layout"):
 
-    base      errors, atomic, names, device, metrics (no featvid imports but each other)
+    base      errors, atomic, names, device, metrics, limits, progress, outputs (no featvid imports but each other)
     data      cameras, rays, dataset loaders, synthetic scenes
     field     the representation every stage shares (grids, mappings, MLP, reference renderer)
     formats   the folders that cross stages: the run folder and the baked folder
@@ -13,6 +13,8 @@ The layers, bottom to top (DESIGN.md, "Layout"):
     pipeline  the jobs that chain stages (demo, cached runs and streams, evaluation of a folder)
     batch     batch jobs: bake / encode per GOP on a process pool or Ray, resumable
     bench     the benchmark harness and its baselines
+    api       the Python API (featvid/api.py), and the package's face (featvid/__init__.py), which
+              loads it on first use: at import time the face imports only the base layer
     cli       argument parsing and printing
 
 A module may import its own package and any layer below it, never one above: a loop between
@@ -28,7 +30,7 @@ from pathlib import Path
 import featvid
 
 LAYERS = [
-    {"errors", "atomic", "names", "device", "metrics", "__init__"},
+    {"errors", "atomic", "names", "device", "metrics", "limits", "progress", "outputs"},
     {"data"},
     {"field"},
     {"formats"},
@@ -39,6 +41,7 @@ LAYERS = [
     {"pipeline"},
     {"batch"},
     {"bench"},
+    {"api", "__init__"},
     {"cli"},
 ]
 SIBLINGS = [{"train", "bake", "codecs"}]  # layers in the list above, yet none imports another
@@ -60,8 +63,12 @@ def _unit(path: Path) -> str:
 
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, featvid unit) of every featvid import in a file, at any depth (lazy imports count)."""
+    return _imports_of(ast.parse(path.read_text()))
+
+
+def _imports_of(tree: ast.AST) -> list[tuple[int, str]]:
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -155,3 +162,54 @@ def test_the_check_sees_an_upward_import(tmp_path):
     f.write_text("def f():\n    from featvid.cli import main\n    import featvid.render.player\n")
     assert [u for _, u in _imports(f)] == ["cli", "render"]
     assert _layer("cli") > _layer("field")
+    assert _layer("bench") < _layer("api") == _layer("__init__") < _layer("cli")  # no stage may import the API
+
+
+def _eager_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, featvid unit) of the featvid imports a module runs when it is imported: those outside
+    its functions and classes (not, say, the one in a PEP 562 __getattr__)."""
+    tree = ast.parse(path.read_text())
+    eager = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return _imports_of(ast.Module(body=eager, type_ignores=[]))
+
+
+def test_the_package_face_loads_only_the_base_when_imported():
+    """featvid/__init__.py sits in the API's layer so that its __getattr__ may load featvid.api,
+    but `import featvid` itself must stay cheap: at import time it imports only the base layer."""
+    eager = [(line, u) for line, u in _eager_imports(ROOT / "__init__.py") if _layer(u) > 0]
+    assert not eager, f"featvid/__init__.py imports above the base layer when imported: {eager}"
+    assert "api" in [u for _, u in _imports(ROOT / "__init__.py")]  # the lazy import is there, and seen
+
+
+def test_the_face_check_sees_an_eager_import(tmp_path):
+    f = tmp_path / "__init__.py"
+    f.write_text("from featvid.errors import X\nfrom featvid.pipeline import y\n\n"
+                 "def __getattr__(name):\n    from featvid import api\n")
+    assert [u for _, u in _eager_imports(f)] == ["errors", "pipeline"]
+
+
+def test_importing_featvid_loads_no_torch():
+    """`import featvid` and `import featvid.errors` (what every CLI error path needs) load no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, featvid, featvid.errors; print('torch' in sys.modules, featvid.FeatvidError.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "FeatvidError"], out
+
+
+def test_benchmarks_import_the_package_not_the_tests():
+    """benchmarks/*.py run from an installed featvid: they import featvid, never tests/ (whose
+    fixtures may change under them); the data makers they need live in the package."""
+    bench = ROOT.parent / "benchmarks"
+    found = []
+    for path in sorted(bench.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not found, "benchmarks that import the tests:\n" + "\n".join(found)

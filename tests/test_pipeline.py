@@ -64,7 +64,7 @@ def test_decode_only_decodes_every_frame(tiny_stream):
 
     from featvid.cli import main
     from featvid.codecs import open_stream
-    from featvid.render.player import decode_only
+    from featvid.render.decode_bench import decode_only
 
     n = open_stream(tiny_stream).num_frames
     stats = decode_only(tiny_stream, "cpu", "none", min_seconds=0.2)

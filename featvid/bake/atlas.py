@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import save as _st_save
-from tqdm import tqdm
 
-from featvid.atomic import write_bytes, write_json
-from featvid.errors import StreamError
+from featvid.atomic import make_dirs, write_bytes, write_failed, write_json
+from featvid.errors import FormatError
 from featvid.field.files import FileRecord, records_dict
 from featvid.field.gop import Gop, check_tiling
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
 from featvid.formats.baked import BAKED_FORMAT, BAKED_VERSION, BakedGop, planes_bytes, plane_ranges, read_planes
 from featvid.formats.run import Run
+from featvid.outputs import BAKED, check_output_dir
+from featvid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _kept_planes(planes_path: Path, gop: Gop, mapping: Mapping) -> torch.Tensor 
         return None
     try:
         arr, old = read_planes(planes_path)
-    except StreamError:
+    except FormatError:  # a StreamError too (read_planes)
         return None
     same = old == {"start": str(gop.start), "frames": str(gop.frames)}
     if same and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
@@ -83,12 +84,12 @@ def bake_gop(run: Run, g: int, out: Path) -> BakedGop:
 
 
 def check_bakeable(run: Run) -> None:
-    """StreamError unless the run is finished and has GOPs."""
+    """FormatError unless the run is finished and has GOPs."""
     if not run.is_complete():
-        raise StreamError(f"{run.path}: the run is unfinished ({len(run.finished_frames())}/{run.num_frames} frames, "
+        raise FormatError(f"{run.path}: the run is unfinished ({len(run.finished_frames())}/{run.num_frames} frames, "
                           f"MLP {'present' if (run.path / 'mlp.safetensors').is_file() else 'missing'})")
     if not run.gops:
-        raise StreamError(f"{run.path}: run.json lists no GOPs")
+        raise FormatError(f"{run.path}: run.json lists no GOPs")
 
 
 def finish_bake(run: Run, out: Path, entries: list[BakedGop]) -> Path:
@@ -102,7 +103,7 @@ def finish_bake(run: Run, out: Path, entries: list[BakedGop]) -> Path:
     files = {n: FileRecord.of(mlp_bytes) if n == "mlp.safetensors" else FileRecord.of_file(out / n) for n in names}
     write_json(out / "baked.json", {
         "format": BAKED_FORMAT, "version": BAKED_VERSION, "frames": run.num_frames, "fps": run.fps,
-        "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": 1 + run.num_channels,
+        "aabb": run.aabb.tolist(), "grid_shape": list(run.grid_shape), "channels": run.num_planes,
         "render": run.render_settings.to_dict(), "mlp": {"file": "mlp.safetensors", **mlp.config.to_dict()},
         "gops": [e.to_dict() for e in entries], "files": records_dict(files)})
     return out
@@ -110,11 +111,15 @@ def finish_bake(run: Run, out: Path, entries: list[BakedGop]) -> Path:
 
 def bake_run(run_dir: str | Path, out: str | Path) -> Path:
     """Bake the finished run at `run_dir` into the folder `out`, GOP after GOP; returns `out`."""
+    check_output_dir(out, BAKED, [run_dir])  # new, empty or a bake, and not the run: before anything
     run = Run(run_dir)
     out = Path(out)
     check_bakeable(run)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
-    with tqdm(range(len(run.gops)), desc="bake", unit="GOP", leave=False) as bar:  # closed on an error too
+    make_dirs(out)
+    try:
+        (out / "baked.json").unlink(missing_ok=True)  # the folder is unfinished until baked.json is back
+    except OSError as e:
+        raise write_failed(out / "baked.json", e) from e
+    with progress_bar(range(len(run.gops)), desc="bake", unit="GOP", leave=False) as bar:  # closed on an error too
         entries = [bake_gop(run, g, out) for g in bar]
     return finish_bake(run, out, entries)

@@ -22,7 +22,6 @@ cluster opens the same files (they must live on a file system every worker sees)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,18 @@ from typing import Any
 from featvid.codecs.backends import BACKENDS, DEFAULT_BACKEND
 from featvid.codecs.manifest import MAX_RENDITIONS, valid_rendition_name
 from featvid.codecs.presets import LADDERS, get_preset, ladder_names
-from featvid.errors import ConfigError, FeatvidError
+from featvid.errors import ConfigError, FeatvidError, FormatError
+from featvid.limits import read_json
 from featvid.names import safe_name
 
 DEFAULT_RETRIES = 2
 MAX_RETRIES = 20
+# Ceilings checked before any entry is: a job file of a few lines must not spend minutes in its
+# own validation (each output is checked, named and compared with the others).
+MAX_SEQUENCES = 1000  # [[sequence]] entries
+MAX_ENCODES = 256  # entries of one encode list
+MAX_CRF_LIST = 64  # rates of one crf list
+MAX_OUTPUTS = 4096  # streams of the whole job (a crf list makes one per rate)
 
 _JOB_KEYS = {"out", "retries", "backend", "encode", "sequence"}
 _SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode"}
@@ -95,13 +101,13 @@ def load_job(path: str | Path) -> Job:
         raise ConfigError(f"{path}: no such job file")
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, str(path))  # bounded: a size ceiling, deep nesting refused
         elif path.suffix.lower() == ".toml":
             data = toml_reader().loads(path.read_text(encoding="utf-8"))
         else:
             raise ConfigError(f"{path}: a job file is .toml or .json")
-    except (ValueError, UnicodeDecodeError) as e:  # tomllib.TOMLDecodeError and json errors are ValueErrors
-        raise ConfigError(f"{path}: not a readable job file ({e})") from e
+    except (ValueError, UnicodeDecodeError, FormatError) as e:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not a readable job file ({str(e).removeprefix(f'{path}: ')})") from e
     return job_from_dict(data, path)
 
 
@@ -132,12 +138,36 @@ def job_from_dict(data: Any, path: Path) -> Job:
     entries = data.get("sequence")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{src}: no sequences: add [[sequence]] tables (TOML) or a \"sequence\" list (JSON)")
+    _check_sizes(entries, default_encodes, src)
     sequences = [_sequence(e, i, default_encodes, out, root, src) for i, e in enumerate(entries)]
     names = [s.name for s in sequences]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{src}: two sequences are named {twice[0]!r}: give each its own `name`")
     return Job(path, out, tuple(sequences), backend, retries)
+
+
+def _check_sizes(entries: list, default_encodes: Any, src: str) -> None:
+    """Every list within its ceiling and the job's outputs within MAX_OUTPUTS, counted before any
+    entry is checked (a crf list of 100,000 rates is refused here, at once)."""
+    if len(entries) > MAX_SEQUENCES:
+        raise ConfigError(f"{src}: {len(entries)} sequences; a job file holds at most {MAX_SEQUENCES}")
+    total = 0
+    for i, e in enumerate(entries):
+        raw = e.get("encode", default_encodes) if isinstance(e, dict) else []
+        if not isinstance(raw, list):
+            continue  # the entry's own check names it
+        if len(raw) > MAX_ENCODES:
+            raise ConfigError(f"{src}: sequence {i + 1}: {len(raw)} encodes; an encode list holds at most "
+                              f"{MAX_ENCODES}")
+        for j, item in enumerate(raw):
+            crf = item.get("crf") if isinstance(item, dict) else None
+            if isinstance(crf, list) and len(crf) > MAX_CRF_LIST:
+                raise ConfigError(f"{src}: sequence {i + 1}, encode {j + 1}: {len(crf)} rates; a crf list "
+                                  f"holds at most {MAX_CRF_LIST}")
+            total += len(crf) if isinstance(crf, list) else 1
+        if total > MAX_OUTPUTS:
+            raise ConfigError(f"{src}: more than {MAX_OUTPUTS} outputs in one job; split it into several job files")
 
 
 def _known(d: dict, keys: set[str], where: str) -> None:

@@ -12,7 +12,6 @@ fails, saying so), a bake whose baked.json is there.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,10 +20,9 @@ from featvid.formats.baked import Baked
 from featvid.formats.run import Run
 from featvid.batch import tasks
 from featvid.batch.jobfile import EncodeSpec, Job, Sequence
-from featvid.codecs.basis import BASIS_NAME
 from featvid.codecs.manifest import MANIFEST, Manifest
-from featvid.codecs.presets import resolve_preset
-from featvid.errors import FeatvidError
+from featvid.errors import FeatvidError, FormatError
+from featvid.limits import read_json
 
 
 @dataclass
@@ -131,10 +129,10 @@ class Output:
         if self.data is None:
             return []
         try:
-            d = json.loads(self.score_file.read_text())
+            d = read_json(self.score_file, str(self.score_file))
             self.score = {"psnr": float(d["mean_psnr"]), "ssim": float(d["mean_ssim"])}
             return []  # scored by an earlier job
-        except (OSError, ValueError, KeyError, TypeError):
+        except (FormatError, ValueError, KeyError, TypeError):
             return [Task(self, "score", tasks.score, (self.score_source(), self.data, self.score_file))]
 
     def _took_score(self, value: dict[str, float]) -> list[Task]:
@@ -226,28 +224,13 @@ class StreamOutput(Output):
         return Task(self, "finish", tasks.finish_stream, (self.plan, [self.entries[g] for g in range(self.gops_total)]))
 
     def _differs(self) -> str | None:
-        """How the finished stream there differs from this encode ("with preset x", ...), or None."""
+        """How the finished stream there differs from this encode ("with preset x", ...), or None
+        (Manifest.differs: the one staleness rule)."""
         try:
             m = Manifest.read(self.path)
         except FeatvidError as e:
             return f"by something else (unreadable manifest: {e})"
-        try:
-            presets = [resolve_preset(name) for name in self.spec.presets]
-        except FeatvidError as e:
-            return f"by presets this machine cannot check ({e})"
-        made = [r.codec.preset for r in m.renditions]
-        if made != [p.name for p in presets]:
-            return f"with preset {made[0]!r}" if len(made) == 1 else f"with the renditions {', '.join(made)}"
-        for r, p in zip(m.renditions, presets):
-            if r.codec.options != p.encoder_options(self.spec.crf):
-                return f"with other encoder options ({r.codec.options})"
-            if r.codec.backend and r.codec.backend != self.backend:  # older manifests name none
-                return f"with back end {r.codec.backend!r}"
-        choices = {p.feature_basis for p in presets} if self.spec.basis is None else {self.spec.basis}
-        had = m.mlp.get("feature_basis", "none")
-        if len(choices) == 1 and had != (BASIS_NAME if choices.pop() else "none"):
-            return f"with feature basis {had!r}"
-        return None
+        return m.differs(self.spec.presets, self.spec.crf, self.backend, self.spec.basis)
 
 
 class SingleTask(Output):

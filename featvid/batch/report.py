@@ -2,12 +2,13 @@
 failed attempts) and every task that failed for good, as a table and as JSON."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from featvid.codecs.manifest import MANIFEST
+from featvid.errors import FormatError
+from featvid.limits import read_json
 from featvid.metrics import bytes_per_frame
 
 
@@ -97,19 +98,19 @@ def _frames(kind: str, path) -> int | None:
     """The frame count a finished output's own metadata gives."""
     meta = path / (MANIFEST if kind == "stream" else "baked.json")
     try:
-        return int(json.loads(meta.read_text())["frames"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_json(meta, str(meta))["frames"])
+    except (FormatError, ValueError, KeyError, TypeError):
         return None
 
 
 def _renditions(path) -> dict[str, float] | None:
     """A finished ladder stream's video bytes per frame, per rendition (None for one rendition)."""
     try:
-        m = json.loads((path / MANIFEST).read_text())
+        m = read_json(path / MANIFEST, str(path / MANIFEST))
         if len(m.get("renditions", ())) < 2:
             return None
         return {str(r["name"]): int(r["bytes"]) / int(m["frames"]) for r in m["renditions"]}
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+    except (FormatError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
         return None
 
 

@@ -13,12 +13,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from featvid.batch.executors import make_executor, reason
 from featvid.batch.jobfile import Job, load_job
 from featvid.batch.planner import Output, SingleTask, Task, plan_job
 from featvid.batch.report import BatchReport, Failure, summarize
+from featvid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def run_outputs(outputs: list[Output], executor: Any, retries: int, progress: bo
     urgent: deque[Task] = deque()  # open / finish / score: they unblock or end outputs
     gops: deque[Task] = deque()
     in_flight: dict[Any, Task] = {}
-    bar = tqdm(total=sum(o.gops_total for o in outputs), desc=desc, unit=unit, disable=not progress, leave=True)
+    bar = progress_bar(total=sum(o.gops_total for o in outputs), desc=desc, unit=unit, disable=not progress, leave=True)
     sequences = list(dict.fromkeys(o.sequence for o in outputs if o.sequence))
 
     def postfix() -> None:

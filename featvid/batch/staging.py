@@ -30,7 +30,8 @@ from typing import Any
 from featvid.atomic import write_json
 from featvid.formats.run import Run
 from featvid.codecs.encode import EncodePlan
-from featvid.errors import StreamError
+from featvid.errors import FormatError, StreamError
+from featvid.limits import read_json
 
 PLAN = "plan.json"
 
@@ -50,8 +51,8 @@ class Staging:
     def fingerprint(self) -> str | None:
         """The fingerprint the staged records belong to; None when there is none (or it is unreadable)."""
         try:
-            return str(json.loads((self.path / PLAN).read_text())["fingerprint"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return str(read_json(self.path / PLAN, str(self.path / PLAN))["fingerprint"])
+        except (FormatError, ValueError, KeyError, TypeError):
             return None
 
     def start(self, fingerprint: str) -> None:
@@ -70,10 +71,10 @@ class Staging:
         done = {}
         for g in range(count):
             try:
-                rec = json.loads((self.path / f"gop_{g:05d}.json").read_text())
+                rec = read_json(self.path / f"gop_{g:05d}.json", f"GOP {g} record")
                 ok = rec["gop"] == g and all((self.out / f).is_file() and (self.out / f).stat().st_size == size
                                              for f, size in rec["files"].items())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (FormatError, ValueError, KeyError, TypeError, AttributeError):
                 continue
             if ok:
                 done[g] = rec["entry"]

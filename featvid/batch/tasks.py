@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from featvid.atomic import write_json
+from featvid.atomic import make_dirs, write_failed, write_json
 from featvid.bake.atlas import bake_gop, check_bakeable, finish_bake
 from featvid.formats.baked import BakedGop
 from featvid.formats.run import Run
@@ -31,11 +31,9 @@ from featvid.batch.staging import (
 )
 from featvid.codecs.encode import EncodePlan, encode_gop, finish_encode, plan_encode, prepare_out
 from featvid.codecs.manifest import MANIFEST, GopEntry
-from featvid.errors import StreamError
+from featvid.outputs import BAKED, STREAM, check_output_dir
 
 log = logging.getLogger(__name__)
-
-BAKE_FILES = ("baked.json", "mlp.safetensors")  # with gop_* files: what a baked folder holds
 
 
 def warm_up() -> int:
@@ -47,23 +45,23 @@ def warm_up() -> int:
 
 # ---- bake ------------------------------------------------------------------------------------------
 
-def prepare_bake_out(out: Path) -> None:
-    """Empty a baked folder for a fresh bake; refuse a folder that holds anything else."""
-    if out.exists() and not out.is_dir():
-        raise StreamError(f"{out}: exists and is not a folder")
-    if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if not (p.name in BAKE_FILES or p.name.startswith("gop_")
-                                                         or p.name.endswith(".tmp"))]
-        if foreign:
-            raise StreamError(f"{out}: holds {foreign[0]!r}, not a baked folder; refusing to bake into it")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_bake_out(out: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Empty a baked folder for a fresh bake; refuse anything but a new, empty or baked folder, or
+    an input, before anything is touched (featvid.outputs: the rule of `featvid bake`)."""
+    check_output_dir(out, BAKED, inputs)
+    try:
+        if out.is_dir():
+            for p in out.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    except OSError as e:
+        raise write_failed(out, e) from e
+    make_dirs(out)
 
 
 def open_bake(run_dir: Path, out: Path) -> dict[int, BakedGop]:
     """Get `out` ready to bake the run: resume what an earlier job of the same run left staged,
     or start over. Returns the GOPs already done."""
+    check_output_dir(out, BAKED, [run_dir])  # a resumed bake too: nothing but a bake is written into
     run = Run(run_dir)
     check_bakeable(run)
     staging = Staging(out)
@@ -72,7 +70,7 @@ def open_bake(run_dir: Path, out: Path) -> dict[int, BakedGop]:
         kept = {g: entry_from_dict(BakedGop, d) for g, d in staging.kept(len(run.gops)).items()}
         log.info("%s: resuming, %d of %d GOPs kept", out, len(kept), len(run.gops))
         return kept
-    prepare_bake_out(out)
+    prepare_bake_out(out, [run_dir])
     staging.start(fingerprint)
     return {}
 
@@ -101,6 +99,7 @@ def plan_stream(baked: Path, out: Path, preset: str | None, crf: float | None, b
     of one preset or of a ladder of presets (then `preset` is None), and get `out` ready: resume
     what an earlier job of the same plan left staged, or start over. Returns the plan and the GOPs
     already done."""
+    check_output_dir(out, STREAM, [baked])  # a resumed stream too, and before the plan's fitting
     plan = plan_encode(baked, out, preset, crf, backend, basis, ladder=None if ladder is None else list(ladder))
     staging = Staging(out)
     fingerprint = stream_fingerprint(plan)
@@ -108,7 +107,7 @@ def plan_stream(baked: Path, out: Path, preset: str | None, crf: float | None, b
         kept = {g: entry_from_dict(GopEntry, d) for g, d in staging.kept(len(plan.baked.gops)).items()}
         log.info("%s: resuming, %d of %d GOPs kept", out, len(kept), len(plan.baked.gops))
         return plan, kept
-    prepare_out(out)
+    prepare_out(out, [baked])
     staging.start(fingerprint)
     return plan, {}
 

@@ -6,8 +6,9 @@ from featvid.bench.matrix import (
     Matrix,
     SceneSpec,
     VideoPoint,
+    bench_command,
     full_config,
     quick_config,
 )
 
-__all__ = ["BenchReport", "run_bench", "BenchConfig", "Matrix", "SceneSpec", "VideoPoint", "full_config", "quick_config"]
+__all__ = ["BenchReport", "run_bench", "BenchConfig", "Matrix", "SceneSpec", "VideoPoint", "bench_command", "full_config", "quick_config"]

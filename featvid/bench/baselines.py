@@ -30,9 +30,10 @@ import torch
 import zstandard
 
 from featvid.codecs.quantize import dequantize, fix_range, quantize
-from featvid.errors import ConfigError, StreamError
-from featvid.field.grid import SparseGrid
+from featvid.errors import ConfigError, FormatError, StreamError
+from featvid.field.grid import SparseGrid, flat_vertex_index
 from featvid.field.mapping import demorton3, morton3
+from featvid.limits import read_json
 
 ZSTD_LEVEL = 19  # the strongest ordinary level: baselines get the best general-purpose compressor
 
@@ -97,8 +98,8 @@ def _header(obj: dict) -> bytes:
 
 def _read_header(data: bytes) -> dict:
     try:
-        return json.loads(data)
-    except ValueError as e:
+        return read_json(data, "baseline header")
+    except FormatError as e:
         raise StreamError(f"baseline header is corrupt ({e})") from e
 
 
@@ -412,8 +413,7 @@ def _cube_vertices(cubes: np.ndarray, shape: tuple[int, int, int]) -> tuple[torc
     local = np.stack(np.meshgrid(*(np.arange(CUBE),) * 3, indexing="ij"), -1).reshape(-1, 3)  # [512, 3]
     verts = (cubes[:, None] * CUBE + local[None]).reshape(-1, 3)  # [M * 512, 3]
     inside = (verts < np.asarray(shape)).all(-1)
-    _, ny, nz = shape
-    flat = (verts[:, 0] * ny + verts[:, 1]) * nz + verts[:, 2]
+    flat = flat_vertex_index(verts[:, 0], verts[:, 1], verts[:, 2], shape)
     pos = np.nonzero(inside)[0]
     order = np.argsort(flat[pos], kind="stable")
     gather = pos[order]

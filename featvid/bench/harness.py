@@ -25,16 +25,12 @@ this process, or one task a point on a featvid.batch executor (`featvid bench --
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from featvid.atomic import write_json
 from featvid.bench.baselines import Float16Zstd, ReRFCodec, Uint8Zstd
 from featvid.bench.matrix import BenchConfig
 from featvid.bench.measure import measure_baseline, measure_float, measure_video
@@ -46,11 +42,13 @@ from featvid.bench.models import (
     prepare_model,
     prepare_run,
 )
-from featvid.bench.report import machine_info, plot_rd, summarize, write_markdown
+from featvid.bench.report import machine_info, markdown, rd_figure, summarize
+from featvid.bench.results import write_results
 from featvid.bench.store import ResultStore
 from featvid.codecs.presets import encoder_available
 from featvid.data import load_dataset
 from featvid.errors import ConfigError, FeatvidError
+from featvid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +97,12 @@ def run_bench(config: BenchConfig, command: str = "featvid bench", executor: Any
         """The report so far (after every run, so a long benchmark shows its main results early)."""
         summary = summarize(rows, config.matrix)
         wall = time.perf_counter() - started
-        write_json(files["json"], _finite_json({
-            "format": "featvid-bench", "version": 1, "command": command, "quick": config.quick, "wall_s": wall,
-            "machine": machine, "dataset": str(dataset), "runs": {k: str(v) for k, v in run_dirs.items()},
-            "scene": asdict(config.scene), "matrix": asdict(config.matrix), "skipped": skipped,
-            "summary": summary, "points": rows}))
-        write_markdown(files["markdown"], rows, summary, machine, command, skipped, wall)
-        plot_rd(files["plot"], rows, summary)
+        data = {"format": "featvid-bench", "version": 1, "command": command, "quick": config.quick, "wall_s": wall,
+                "machine": machine, "dataset": str(dataset), "runs": {k: str(v) for k, v in run_dirs.items()},
+                "scene": asdict(config.scene), "matrix": asdict(config.matrix), "skipped": skipped,
+                "summary": summary, "points": rows}
+        write_results(out, "results", data, markdown(rows, summary, machine, command, skipped, wall),
+                      rd_figure(rows, summary), plot_name="rd", dpi=120)
         return summary
 
     # through an executor, streams are written where its workers see them (the cache), not in /tmp
@@ -132,7 +129,7 @@ def run_bench(config: BenchConfig, command: str = "featvid bench", executor: Any
                 rows.append(row)
 
             if executor is None:  # in this process, one point after another
-                bar = tqdm(todo, desc=f"bench {label}", unit="point", disable=not config.progress)
+                bar = progress_bar(todo, desc=f"bench {label}", unit="point", disable=not config.progress)
                 for pid, kind, what in bar:
                     bar.set_postfix_str(pid.split("/", 1)[1])
                     try:
@@ -164,16 +161,3 @@ def measure_point_from_files(kind: str, what: Any, label: str, run_dir: Path, ca
     """`measure_point` on a worker: the run (baked already, in the cache) and the dataset read from
     their folders."""
     return measure_point(kind, what, prepare_model(label, run_dir, cache), load_dataset(dataset), workdir)
-
-
-def _finite_json(obj: Any) -> Any:
-    """JSON has no inf/nan: write them as the strings "inf", "-inf", "nan"."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -144,3 +144,22 @@ def full_config(**kw: Any) -> BenchConfig:
     return BenchConfig(**kw)
 
 
+def bench_command(config: BenchConfig, executor: str | None = None, workers: int | None = None) -> str:
+    """The `featvid bench` command line that measures `config` (on `executor` with `workers`): the
+    results record it, so a reader can run the same measurement again."""
+    parts = ["featvid bench"]
+    if config.quick:
+        parts.append("--quick")
+    if config.run:
+        parts.append(f"--run {config.run}")
+    if config.data:
+        parts.append(f"--data {config.data}")
+    if not config.matrix.ablation:
+        parts.append("--no-ablation")
+    if executor:
+        parts.append(f"--executor {executor}")
+    if workers:
+        parts.append(f"--workers {workers}")
+    return " ".join(parts)
+
+

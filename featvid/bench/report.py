@@ -1,5 +1,5 @@
 """The benchmark's analysis and outputs: headline figures, BD-rates, the machine, the markdown
-tables and the rate-distortion plot."""
+tables and the rate-distortion plot (written by featvid.bench.results.write_results)."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featvid.atomic import write_text
 from featvid.bench.matrix import Matrix
-from featvid.bench.plot import figure, save_png
+from featvid.bench.plot import figure
 from featvid.metrics import bd_rate
 
 ANCHOR_CURVE = "h264/luma/8bit"  # the curve BD-rates are measured against (its first speed preset)
@@ -129,9 +128,8 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
-def write_markdown(path: Path, rows: list[dict], summary: dict, machine: dict, command: str, skipped: list[str],
-                   wall_s: float) -> None:
-    """The tables for people: headline, BD-rates, ablation, every point."""
+def markdown(rows: list[dict], summary: dict, machine: dict, command: str, skipped: list[str], wall_s: float) -> str:
+    """The tables for people (results.md): headline, BD-rates, ablation, every point."""
     lines = ["# featvid codec benchmark", "", f"Command: `{command}`  ", f"Wall time: {wall_s / 60:.1f} min  ",
              f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, PyAV {machine['pyav']} "
              f"(libavcodec {machine['ffmpeg_libraries'].get('libavcodec', '?')})", ""]
@@ -168,11 +166,12 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, machine: dict, c
                      f"{_fmt(r['encode_s_per_frame'], 3)} | {_fmt(r['decode_fps'], 1)} |")
     if skipped:
         lines += ["", "Skipped combinations:", ""] + [f"- {s}" for s in skipped]
-    write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def plot_rd(path: Path, rows: list[dict], summary: dict) -> None:
-    """Render PSNR against KB/frame (log scale): one curve per codec/packing/depth/speed and baseline."""
+def rd_figure(rows: list[dict], summary: dict):
+    """Render PSNR against KB/frame (log scale): one curve per codec/packing/depth/speed and baseline
+    (rd.png)."""
     ablation = bool(summary.get("ablation"))
     fig, axes = figure(13 if ablation else 8, 5.5, 2 if ablation else 1)
     ax = axes[0]
@@ -204,4 +203,4 @@ def plot_rd(path: Path, rows: list[dict], summary: dict) -> None:
         ax.set_title(f"training ablation ({curve})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    save_png(fig, path)
+    return fig

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from featvid.errors import FormatError
+from featvid.limits import read_json
+
 
 class ResultStore:
     """Finished points as JSON lines; a point counts as done when its id and fingerprint match."""
@@ -18,8 +21,8 @@ class ResultStore:
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:
-                    row = json.loads(line)
-                except ValueError:
+                    row = read_json(line, str(path))
+                except FormatError:
                     continue  # a line cut short by a killed run
                 if isinstance(row, dict) and "id" in row:
                     self.rows[row["id"]] = row

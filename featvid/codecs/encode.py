@@ -28,9 +28,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from featvid.atomic import atomic_path, write_bytes
+from featvid.atomic import atomic_path, make_dirs, write_bytes, write_failed
 from featvid.codecs import basis
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, CodecInfo, FileRecord, GopEntry,
@@ -43,6 +42,8 @@ from featvid.errors import ConfigError, StreamError
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
 from featvid.formats.baked import Atlas, Baked, plane_ranges
+from featvid.outputs import STREAM, check_output_dir
+from featvid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,19 @@ def _version() -> str:
         return "featvid"
 
 
-def prepare_out(out: Path) -> None:
+def prepare_out(out: Path, inputs: Sequence[str | Path] = ()) -> None:
     """Make `out` ready: a previous stream there loses its manifest first (it is unfinished while
-    we overwrite it); a folder that is no stream is refused rather than mixed into."""
-    if out.exists() and not out.is_dir():
-        raise StreamError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        known = (out / MANIFEST).is_file() or any(out.glob("gop_*")) or (out / "mlp.safetensors").is_file()
-        if not known:
-            raise StreamError(f"{out}: exists and is not a featvid stream; refusing to write into it")
-        (out / MANIFEST).unlink(missing_ok=True)
-        for old in out.glob("gop_*"):
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    we overwrite it); anything but a new, empty or stream folder, or an input (the bake), is refused
+    before anything is touched (featvid.outputs)."""
+    check_output_dir(out, STREAM, inputs)
+    try:
+        if out.is_dir():
+            (out / MANIFEST).unlink(missing_ok=True)
+            for old in out.glob("gop_*"):
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    except OSError as e:
+        raise write_failed(out, e) from e
+    make_dirs(out)
 
 
 def quantized_gop(planes, ranges, preset: Preset) -> np.ndarray:
@@ -189,7 +190,7 @@ def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset | N
             raise ConfigError("the ladder's presets disagree on the feature basis (lossless presets code none); "
                               "choose one for all: --basis or --no-basis")
         feature_basis = choices.pop()
-    A = stream_basis(baked, mlp) if feature_basis and baked.channels > 1 else None
+    A = stream_basis(baked, mlp) if feature_basis and baked.num_planes > 1 else None
     return EncodePlan(baked, Path(out), renditions, be, mlp, A)
 
 
@@ -201,7 +202,7 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
     mapping = baked.mapping(g)
     planes, ranges = gop_planes(baked.atlas(g), mapping, baked.render_settings.step_ratio, plan.basis)  # [F, P, H, W]
     gdir = f"gop_{g:05d}"
-    (plan.out / gdir).mkdir(parents=True, exist_ok=True)
+    make_dirs(plan.out / gdir)
     single = len(plan.renditions) == 1
     codes_by_levels: dict[tuple[int, int], np.ndarray] = {}  # renditions of one code range share their codes
     videos: dict[str, GopVideo] = {}
@@ -210,7 +211,7 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
         if p.levels not in codes_by_levels:
             codes_by_levels[p.levels] = quantized_gop(planes, ranges, p)  # [F, P, H, W]
         codes = codes_by_levels[p.levels]
-        mosaic = Mosaic.layout(num_cells(baked.channels, p.packing), entry.atlas)
+        mosaic = Mosaic.layout(num_cells(baked.num_planes, p.packing), entry.atlas)
         frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth)
                                               for c in codes)
         name = f"{gdir}/{r.video_name(single)}"
@@ -250,7 +251,7 @@ def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     mapping_total = sum(g.mapping_bytes for g in gops)
     manifest = Manifest(
         frames=baked.num_frames, fps=baked.fps, aabb=baked.aabb.tolist(), grid_shape=baked.grid_shape,
-        channels=baked.channels, render=baked.render_settings, mlp=mlp_meta, renditions=renditions,
+        num_planes=baked.num_planes, render=baked.render_settings, mlp=mlp_meta, renditions=renditions,
         gops=gops, bytes={"video": video_total, "mapping": mapping_total, "mlp": len(mlp_bytes),
                           "total_without_manifest": video_total + mapping_total + len(mlp_bytes)},
         created_by=_version(), version=SINGLE_VERSION if len(renditions) == 1 else STREAM_VERSION)
@@ -276,9 +277,10 @@ def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | 
     ladder: instead of `preset`, several renditions in one stream (adaptive streaming): a name from
         featvid.codecs.presets.LADDERS, "PRESET,PRESET,...", or a list of preset names / Presets.
     """
+    check_output_dir(out, STREAM, [baked_dir])  # before the plan's reading and fitting
     plan = plan_encode(baked_dir, out, preset, crf, backend, feature_basis, ladder=ladder)
-    prepare_out(plan.out)
+    prepare_out(plan.out, [baked_dir])
     what = plan.preset.name if len(plan.renditions) == 1 else f"ladder of {len(plan.renditions)}"
-    gops = [encode_gop(plan, g) for g in tqdm(range(len(plan.baked.gops)), desc=f"encode {what}",
-                                              unit="GOP", leave=False)]
+    gops = [encode_gop(plan, g) for g in progress_bar(range(len(plan.baked.gops)), desc=f"encode {what}",
+                                                  unit="GOP", leave=False)]
     return finish_encode(plan, gops)

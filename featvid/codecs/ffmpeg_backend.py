@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from featvid.codecs.video import Frame, VideoInfo, VideoSpec
+from featvid.codecs.video import Frame, FrameBound, VideoInfo, VideoSpec
 from featvid.errors import CodecError, StreamError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def plane_shapes(pix_fmt: str, width: int, height: int) -> tuple[list[tuple[int,
 
 def _raw(planes: Frame, dtype: np.dtype) -> bytes:
     return b"".join(np.ascontiguousarray(p.astype(dtype)).tobytes() for p in planes)
+
+
+def _one_line(log_text: str, limit: int) -> str:
+    """The end of ffmpeg's log as one line (an error is one line at the CLI): its last `limit` characters."""
+    return " ".join(log_text.split())[-limit:]
 
 
 def _env() -> dict[str, str]:
@@ -106,7 +111,7 @@ class FFmpegBackend:
             raise
         err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
-            raise CodecError(f"ffmpeg could not encode {path.name} with {spec.codec}: {err.strip()[-500:]}")
+            raise CodecError(f"ffmpeg could not encode {path.name} with {spec.codec}: {_one_line(err, 500)}")
 
     def probe(self, path: Path) -> VideoInfo:
         path = Path(path)
@@ -117,7 +122,7 @@ class FFmpegBackend:
         m = _STREAM.search(r.stderr)
         frames = re.findall(r"frame=\s*(\d+)", r.stderr)
         if r.returncode != 0 or not m or not frames:
-            raise StreamError(f"{path}: unreadable or corrupt video ({r.stderr.strip()[-300:]})")
+            raise StreamError(f"{path}: unreadable or corrupt video ({_one_line(r.stderr, 300)})")
         return VideoInfo(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), int(frames[-1]))
 
     def decode(self, path: Path, hwaccel: str = "none") -> Iterator[Frame]:
@@ -128,13 +133,20 @@ class FFmpegBackend:
             raise StreamError(f"{path}: video file is missing")
         yield from _frames(_run_decoder(str(path)), path)
 
-    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none",
+                     bound: FrameBound | None = None) -> Iterator[Frame]:
         """Every frame of the MP4 held in `data` (read and checked once by the caller; `source`
-        names it in errors): ffmpeg reads these bytes, not the file again."""
+        names it in errors): ffmpeg reads these bytes, not the file again. `bound`: the header
+        checked first (through PyAV, in process), then ffmpeg decodes no larger frame and no more
+        frames than it allows, so its output, held in memory, is bounded too."""
         if hwaccel == "cuda":
             log.warning("the FFmpeg CLI decoder path decodes in software")
+        if bound is not None:
+            from featvid.codecs.pyav_backend import probe_header
+
+            probe_header(data, Path(source), bound)
         with _memory_file(data) as (name, fds):
-            r = _run_decoder(name, fds)
+            r = _run_decoder(name, fds, bound)
         yield from _frames(r, Path(source))
 
 
@@ -158,12 +170,15 @@ def _memory_file(data: bytes) -> Iterator[tuple[str, tuple[int, ...]]]:
             yield str(path), ()
 
 
-def _run_decoder(name: str, fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+def _run_decoder(name: str, fds: tuple[int, ...] = (), bound: FrameBound | None = None) -> subprocess.CompletedProcess:
     """One demux of the video `name`: raw frames in the decoder's own pixel format on stdout (asking
-    for another would let swscale range-convert the codes), its log on stderr."""
+    for another would let swscale range-convert the codes), its log on stderr. `bound`: frames of
+    at most its pixels (the decoder's max_pixels) and at most its count."""
+    limits_in = ["-max_pixels", str(bound.max_pixels)] if bound is not None else []
+    limits_out = ["-frames:v", str(bound.frames)] if bound is not None else []
     return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
-                           "-xerror", "-i", name, "-map", "0:v:0", "-f", "rawvideo", "pipe:"],
-                          capture_output=True, pass_fds=fds)
+                           "-xerror", *limits_in, "-i", name, "-map", "0:v:0", *limits_out, "-f", "rawvideo",
+                           "pipe:"], capture_output=True, pass_fds=fds)
 
 
 def _frames(r: subprocess.CompletedProcess, path: Path) -> Iterator[Frame]:
@@ -173,7 +188,7 @@ def _frames(r: subprocess.CompletedProcess, path: Path) -> Iterator[Frame]:
     out_log = err.split("Output #0", 1)
     m = _STREAM.search(out_log[1]) if len(out_log) == 2 else None
     if r.returncode != 0 or m is None:
-        raise StreamError(f"{path}: unreadable or corrupt video ({err.strip()[-300:]})")
+        raise StreamError(f"{path}: unreadable or corrupt video ({_one_line(err, 300)})")
     shapes, dtype = plane_shapes(m.group(2), int(m.group(3)), int(m.group(4)))
     per_frame = sum(h * w for h, w in shapes)
     if len(r.stdout) % (per_frame * dtype.itemsize):

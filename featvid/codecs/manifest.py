@@ -16,28 +16,32 @@ of every GOP. In memory both versions are one `Manifest` with a list of `Renditi
 
 Integrity: `files` records the size and SHA-256 of every file the manifest names (the MLP, each
 GOP's mapping and videos); readers verify each file's bytes against it before using them
-(`Manifest.verify_bytes`). A stream written before the field existed has none: it still reads,
-unverified, with a warning.
+(`Stream.read_file`, featvid.formats.folder). A stream written before the field existed has none:
+it is refused unless read with legacy=True / `featvid --legacy-read` (unverified, with a warning).
+
+`Manifest.differs` / `stream_is_current` is the one rule for "is this stream what an encode with
+these presets makes now" (`featvid demo`'s cache and the batch planner both ask it).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from featvid.atomic import write_json
 from featvid.codecs.basis import BASIS_NAME
 from featvid.codecs.pack import PACKINGS, num_cells
+from featvid.codecs.presets import Preset, resolve_preset
 from featvid.codecs.quantize import MAX_RANGE
-from featvid.errors import StreamError
-from featvid.field.files import FileRecord, read_records  # FileRecord: re-exported for the encoder and reader
+from featvid.errors import FeatvidError, FormatError, StreamError
+from featvid.field.files import FileRecord, read_records  # FileRecord: re-exported
 from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mlp import MLPConfig
-from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
+from featvid.field.schema import int_field, number_field
 from featvid.field.volume import RenderSettings
+from featvid.formats.folder import Common, check_format, read_meta
 from featvid.names import safe_name
 
 STREAM_FORMAT = "featvid-stream"
@@ -45,7 +49,6 @@ STREAM_VERSION = 2  # the newest version this reader reads (and writes for a lad
 SINGLE_VERSION = 1  # what a stream of one rendition is written as
 READS = (1, 2)
 MANIFEST = "manifest.json"
-MAX_FRAMES = 1_000_000  # what a manifest may claim: an edited number cannot make a reader run away
 MAX_MOSAIC = 16384  # pixels a side of a codec frame
 MAX_RENDITIONS = 16
 MLP_DTYPES = ("float16", "float32")  # what mlp.safetensors may hold
@@ -140,7 +143,7 @@ class Manifest:
     fps: float
     aabb: list[list[float]]  # [[min xyz], [max xyz]]
     grid_shape: tuple[int, int, int]
-    channels: int  # P = 1 density + C features
+    num_planes: int  # P = 1 density + C features (the file's "channels")
     render: RenderSettings
     mlp: dict[str, Any]  # file, architecture, dtype, feature_basis
     renditions: list[Rendition]
@@ -150,6 +153,11 @@ class Manifest:
     format: str = STREAM_FORMAT
     version: int = SINGLE_VERSION  # 1 for one rendition, 2 for a ladder (see the module docstring)
     files: dict[str, FileRecord] = field(default_factory=dict)  # name -> size and SHA-256; {}: an old stream
+
+    @property
+    def num_features(self) -> int:
+        """C: the features per vertex the GOPs hold (the planes but density)."""
+        return self.num_planes - 1
 
     def named_files(self) -> list[str]:
         """Every file the manifest names (not itself): the MLP, then each GOP's mapping and videos."""
@@ -168,26 +176,31 @@ class Manifest:
             stated.update({v.file: v.bytes for v in g.videos.values()})
         return stated.get(name) or None  # 0: not recorded
 
-    def verify_bytes(self, name: str, data: bytes, folder: str | Path) -> None:
-        """Refuse (StreamError naming the file) bytes of file `name` that differ from the manifest's
-        record of it; nothing to check for a stream without hashes."""
+    def differs(self, presets: Sequence[str | Preset], crf: float | None = None, backend: str | None = None,
+                basis: bool | None = None) -> str | None:
+        """How this stream differs from an encode with `presets` (one, or a ladder's renditions in
+        order) at `crf`, with the feature `basis` (None: the presets' choice) and `backend` (None:
+        any): "with preset 'x'", ...; None when it is what that encode makes. The one staleness
+        rule (featvid.pipeline and the batch planner ask it)."""
         if not self.files:
-            return
-        rec = self.files.get(name)
-        if rec is None:
-            raise StreamError(f"{Path(folder) / name}: not listed in the manifest's file hashes")
-        self.check_record(name, FileRecord.of(data), folder)
-
-    def check_record(self, name: str, found: FileRecord, folder: str | Path) -> None:
-        """StreamError naming file `name` when `found` (its size and hash on disk) is not the record."""
-        rec = self.files.get(name)
-        if rec is None:
-            return
-        if found.bytes != rec.bytes:
-            raise StreamError(f"{Path(folder) / name}: {found.bytes} bytes, the manifest records {rec.bytes} "
-                              "(truncated or altered file)")
-        if found.sha256 != rec.sha256:
-            raise StreamError(f"{Path(folder) / name}: SHA-256 differs from the manifest's (corrupt or altered file)")
+            return "by an older featvid (it records no file hashes)"
+        try:
+            want = [resolve_preset(p) for p in presets]
+        except FeatvidError as e:
+            return f"by presets this machine cannot check ({e})"
+        made = [r.codec.preset for r in self.renditions]
+        if made != [p.name for p in want]:
+            return f"with preset {made[0]!r}" if len(made) == 1 else f"with the renditions {', '.join(made)}"
+        for r, p in zip(self.renditions, want):
+            if r.codec.options != p.encoder_options(crf):
+                return f"with other encoder options ({r.codec.options})"
+            if backend is not None and r.codec.backend and r.codec.backend != backend:  # older manifests name none
+                return f"with back end {r.codec.backend!r}"
+        choices = {p.feature_basis for p in want} if basis is None else {basis}
+        had = self.mlp.get("feature_basis", "none")
+        if len(choices) == 1 and had != (BASIS_NAME if choices.pop() else "none"):
+            return f"with feature basis {had!r}"
+        return None
 
     @property
     def mlp_config(self) -> MLPConfig:
@@ -214,7 +227,7 @@ class Manifest:
         """The manifest as JSON data, in the layout of its version (docs/stream-format.md)."""
         head = {"format": self.format, "version": self.version, "created_by": self.created_by,
                 "frames": self.frames, "fps": self.fps, "aabb": self.aabb, "grid_shape": list(self.grid_shape),
-                "channels": self.channels, "render": self.render.to_dict(), "mlp": self.mlp}
+                "channels": self.num_planes, "render": self.render.to_dict(), "mlp": self.mlp}
         if self.version == 1:
             (r,) = self.renditions
             gops = [{**g.span(), "dir": g.dir, "mapping": g.mapping, "video": g.video, "atlas": list(g.atlas),
@@ -238,40 +251,33 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: Any, source: str = MANIFEST) -> "Manifest":
         """Validate and convert either version; StreamError with the reason otherwise."""
-        if not isinstance(d, dict):
-            raise StreamError(f"{source}: not a featvid manifest (not a JSON object)")
-        if d.get("format") != STREAM_FORMAT:
-            raise StreamError(f"{source}: not a featvid stream (format {str(d.get('format'))[:40]!r}, "
-                              f"expected {STREAM_FORMAT!r})")
-        version = d.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version not in READS:
-            newer = isinstance(version, int) and not isinstance(version, bool) and version > STREAM_VERSION
-            raise StreamError(f"{source}: stream version {str(version)[:20]} is not supported (this featvid reads "
-                              f"versions {' and '.join(map(str, READS))}{'; upgrade featvid' if newer else ''})")
+        d = check_format(d, source, STREAM_FORMAT, READS, "a featvid stream", StreamError)
+        version = d["version"]
         try:
-            channels = int_field(d, "channels", source, lo=2, hi=65)
-            frames = int_field(d, "frames", source, lo=1, hi=MAX_FRAMES)
-            fps = number_field(d, "fps", source, 0, 1000, lo_open=True)
+            common = Common.read(d, source, "frames", "channels", planes_offset=0)  # the file states P
+            planes, frames, fps = common.num_planes, common.num_frames, common.fps
             if version == 1:
                 codec = _codec_info(d["codec"], f"{source}: codec")
                 name = codec.preset or "main"  # names no file in version 1: any preset name will do
-                gops = [_gop_entry_v1(g, i, channels, name, source) for i, g in enumerate(d["gops"])]
+                gops = [_gop_entry_v1(g, i, planes, name, source) for i, g in enumerate(d["gops"])]
                 renditions = [Rendition(name, codec, *bitrates(gops, name, fps),
                                         sum(g.videos[name].bytes for g in gops))]
             else:
                 renditions = _renditions(d["renditions"], source)
                 names = [r.name for r in renditions]
-                gops = [_gop_entry_v2(g, i, channels, names, source) for i, g in enumerate(d["gops"])]
+                gops = [_gop_entry_v2(g, i, planes, names, source) for i, g in enumerate(d["gops"])]
             mlp = _mlp(d["mlp"], source)
-            m = cls(frames, float(fps), read_aabb(d["aabb"], source).tolist(), read_grid_shape(d["grid_shape"], source),
-                    channels, RenderSettings.from_dict(d["render"], source), mlp, renditions, gops,
+            m = cls(frames, float(fps), common.aabb.tolist(), common.grid_shape,
+                    planes, common.render_settings, mlp, renditions, gops,
                     _counts(d.get("bytes", {}), f"{source}: bytes"), str(d.get("created_by", "")),
                     version=version, files=_files(d.get("files"), source))
+            m.check(source)
         except StreamError:
             raise
+        except FormatError as e:  # a field of the manifest (featvid.field.schema, gop): the stream is at fault
+            raise StreamError(str(e)) from e
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise StreamError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from e
-        m.check(source)
         return m
 
     def check(self, source: str = MANIFEST) -> None:
@@ -299,11 +305,11 @@ class Manifest:
                 raise StreamError(f"{source}: GOP {i} lists videos of {sorted(g.videos)}, the stream's renditions "
                                   f"are {names}")
             for r in self.renditions:  # the codec frame holds every plane of the channel count, atlas-sized
-                m, cells = g.videos[r.name].mosaic, num_cells(self.channels, r.codec.packing)
+                m, cells = g.videos[r.name].mosaic, num_cells(self.num_planes, r.codec.packing)
                 if m["cols"] * m["rows"] < cells or m["rows"] * g.atlas[0] > m["height"] \
                         or m["cols"] * g.atlas[1] > m["width"]:
                     raise StreamError(f"{source}: GOP {i}, rendition {r.name}: mosaic {m} cannot hold {cells} "
-                                      f"cells of {self.channels} channels ({r.codec.packing}) of the "
+                                      f"cells of {self.num_planes} planes ({r.codec.packing}) of the "
                                       f"{g.atlas[0]}x{g.atlas[1]} atlas")
         if self.files:
             missing = [n for n in self.named_files() if n not in self.files]
@@ -314,9 +320,9 @@ class Manifest:
                     if size and self.files[n].bytes != size:
                         raise StreamError(f"{source}: GOP {i}: {n} is {size} bytes, files records "
                                           f"{self.files[n].bytes}")
-        if self.mlp_config.in_features != self.channels - 1:
+        if self.mlp_config.in_features != self.num_features:
             raise StreamError(f"{source}: the MLP takes {self.mlp_config.in_features} features, "
-                              f"the GOPs hold {self.channels - 1}")
+                              f"the GOPs hold {self.num_features}")
 
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":
@@ -324,12 +330,7 @@ class Manifest:
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST
-        if not path.is_file():
-            raise StreamError(f"{path.parent}: no {MANIFEST}: not a stream, or an unfinished one (encode was stopped)")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StreamError(f"{path}: unreadable manifest ({e})") from e
+        d = read_meta(path, STREAM_FORMAT, READS, "a featvid stream", StreamError)
         return cls.from_dict(d, str(path))
 
     def write(self, path: str | Path) -> None:
@@ -339,6 +340,18 @@ class Manifest:
         if path.is_dir():
             path = path / MANIFEST
         write_json(path, self.to_dict(), compact=True)
+
+
+def stream_is_current(stream_dir: str | Path, presets: str | Preset | Sequence[str | Preset], crf: float | None = None,
+                      backend: str | None = None, basis: bool | None = None) -> bool:
+    """Whether the stream in `stream_dir` is what an encode with `presets` makes now: a preset (a
+    name or a Preset) or a ladder's presets in rendition order (`ladder_names("abr")`); crf,
+    backend and basis as `Manifest.differs`. False for a missing, unreadable or unverifiable one."""
+    try:
+        m = Manifest.read(stream_dir)
+    except FeatvidError:
+        return False
+    return m.differs([presets] if isinstance(presets, (str, Preset)) else list(presets), crf, backend, basis) is None
 
 
 def _files(d: Any, source: str) -> dict[str, FileRecord]:
@@ -416,7 +429,7 @@ def _renditions(items: Any, source: str) -> list[Rendition]:
     return out
 
 
-def _gop_common(g: Any, i: int, channels: int, source: str) -> tuple[str, tuple[int, int], list[tuple[float, float]]]:
+def _gop_common(g: Any, i: int, planes: int, source: str) -> tuple[str, tuple[int, int], list[tuple[float, float]]]:
     """A GOP's atlas size and ranges, checked (both versions)."""
     where = f"{source}: GOP {i}"
     atlas = g["atlas"]
@@ -426,9 +439,9 @@ def _gop_common(g: Any, i: int, channels: int, source: str) -> tuple[str, tuple[
     if not (0 < atlas[0] <= MAX_MOSAIC and 0 < atlas[1] <= MAX_MOSAIC) or atlas[0] % 8 or atlas[1] % 8:
         raise StreamError(f"{where}: atlas {list(atlas)} must be positive multiples of 8 up to {MAX_MOSAIC}")
     ranges = [(float(lo), float(hi)) for lo, hi in g["ranges"]]
-    if len(ranges) != channels or not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi
+    if len(ranges) != planes or not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi
                                           and max(abs(lo), abs(hi)) <= MAX_RANGE for lo, hi in ranges):
-        raise StreamError(f"{where} needs {channels} finite ranges with lo < hi within +-{MAX_RANGE:g}")
+        raise StreamError(f"{where} needs {planes} finite ranges with lo < hi within +-{MAX_RANGE:g}")
     return where, atlas, ranges
 
 
@@ -450,10 +463,10 @@ def _mosaic(m: Any, where: str) -> dict[str, int]:
     return mosaic
 
 
-def _gop_entry_v1(g: Any, i: int, channels: int, name: str, source: str) -> GopEntry:
+def _gop_entry_v1(g: Any, i: int, planes: int, name: str, source: str) -> GopEntry:
     """One version-1 GOP, checked: names inside the folder, atlas and mosaic sizes, finite ranges."""
     start, frames = span_from(g, f"{source}: GOP {i}")
-    where, atlas, ranges = _gop_common(g, i, channels, source)
+    where, atlas, ranges = _gop_common(g, i, planes, source)
     sizes = _counts(g.get("bytes", {}), f"{source}: GOP {i}: bytes")
     video = GopVideo(safe_name(g["video"], "video file", source), _mosaic(g["mosaic"], where), sizes.get("video", 0))
     return GopEntry(start, frames, safe_name(g["dir"], "GOP folder", source),
@@ -461,10 +474,10 @@ def _gop_entry_v1(g: Any, i: int, channels: int, name: str, source: str) -> GopE
                     {name: video})
 
 
-def _gop_entry_v2(g: Any, i: int, channels: int, names: list[str], source: str) -> GopEntry:
+def _gop_entry_v2(g: Any, i: int, planes: int, names: list[str], source: str) -> GopEntry:
     """One version-2 GOP: as version 1, with a video (file, mosaic, bytes) for each rendition."""
     start, frames = span_from(g, f"{source}: GOP {i}")
-    where, atlas, ranges = _gop_common(g, i, channels, source)
+    where, atlas, ranges = _gop_common(g, i, planes, source)
     videos = {}
     for name, v in g["videos"].items():
         w = f"{where}, rendition {str(name)[:64]}"

@@ -112,9 +112,6 @@ class Preset:
             raise ConfigError(f"preset {self.name} has no rate to override (it is lossless)")
         return pin_threads(self.codec, opts)
 
-    def with_rate(self, crf: float | None) -> "Preset":
-        return self if crf is None else replace(self, rate=crf)
-
 
 # x264 tuned for feature atlases, not pictures: no deblocking filter (it smooths block edges for
 # the eye, but atlas tiles are not a picture) and psy-rd 0 (no bits spent on texture the eye would

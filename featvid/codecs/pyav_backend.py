@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from featvid.codecs.video import Frame, VideoInfo, VideoSpec
+from featvid.codecs.video import Frame, FrameBound, VideoInfo, VideoSpec
 from featvid.errors import CodecError, StreamError
 
 log = logging.getLogger(__name__)
@@ -130,25 +130,35 @@ class PyAVBackend:
             raise StreamError(f"{path}: video file is missing")
         yield from self._decode(str(path), path, hwaccel)
 
-    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none",
+                     bound: FrameBound | None = None) -> Iterator[Frame]:
         """Every frame of the MP4 held in `data`, decoded from memory: the caller read (and checked)
-        these bytes once, and no file is opened again. `source` names the video in errors."""
-        yield from self._decode(data, Path(source), hwaccel)
+        these bytes once, and no file is opened again. `source` names the video in errors.
+        `bound`: the header checked against it first, no larger frame decoded (`FrameBound`)."""
+        yield from self._decode(data, Path(source), hwaccel, bound)
 
-    def _decode(self, source: str | bytes, path: Path, hwaccel: str) -> Iterator[Frame]:
-        """Decode `source` (a file name, or the file's bytes) of the video `path`."""
+    def _decode(self, source: str | bytes, path: Path, hwaccel: str,
+                bound: FrameBound | None = None) -> Iterator[Frame]:
+        """Decode `source` (a file name, or the file's bytes) of the video `path`, within `bound`."""
         import av
 
-        container = _open_hw(source, hwaccel) if hwaccel in ("auto", "cuda") else None
+        options = _bound_options(bound)
+        container = _open_hw(source, hwaccel, options) if hwaccel in ("auto", "cuda") else None
         try:
             if container is None:
-                container = av.open(_input(source))
+                # the options reach the probe too: opening a file decodes its first frame to learn its format
+                container = av.open(_input(source), stream_options=[options] if options else None)
             with container:
                 if not container.streams.video:
                     raise StreamError(f"{path}: holds no video stream")
                 stream = container.streams.video[0]
+                if bound is not None:
+                    check_header(stream, path, bound)
+                    stream.codec_context.options = options
                 stream.codec_context.thread_type = "AUTO"  # frame + slice threads
-                for frame in container.decode(stream):
+                for n, frame in enumerate(container.decode(stream)):
+                    if bound is not None and n >= bound.frames:
+                        raise StreamError(f"{path}: holds more than the {bound.frames} frames the manifest states")
                     # hwaccel frames arrive downloaded (nv12/p010: Y is still plane 0)
                     yield frame_planes(frame)
         except StreamError:
@@ -157,20 +167,55 @@ class PyAVBackend:
             raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
 
 
+def _bound_options(bound: FrameBound | None) -> dict[str, str]:
+    """Decoder options that keep every frame within `bound`: FFmpeg refuses a larger picture before
+    it allocates one (the PNG, H.264, HEVC and dav1d decoders all honour max_pixels)."""
+    return {} if bound is None else {"max_pixels": str(bound.max_pixels)}
+
+
+def check_header(stream, path: Path, bound: FrameBound) -> None:
+    """StreamError when the header of the video `stream` (an av stream, opened, not decoded) states
+    frames larger than `bound` or more of them (sizes it does not state are left to max_pixels)."""
+    cc = stream.codec_context
+    max_w, max_h = bound.max_side
+    if cc.width > max_w or cc.height > max_h:
+        raise StreamError(f"{path}: frames of {cc.width}x{cc.height}, the manifest says {bound.width}x{bound.height}")
+    if stream.frames > bound.frames:
+        raise StreamError(f"{path}: {stream.frames} frames, the manifest states {bound.frames}")
+
+
+def probe_header(data: bytes, path: Path, bound: FrameBound) -> None:
+    """Open the MP4 in `data` (no frame decoded past `bound`'s pixels) and `check_header` it:
+    what another back end does before it hands the bytes to a decoder."""
+    import av
+
+    options = _bound_options(bound)
+    try:
+        with av.open(_input(data), stream_options=[options]) as container:
+            if not container.streams.video:
+                raise StreamError(f"{path}: holds no video stream")
+            check_header(container.streams.video[0], path, bound)
+    except StreamError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as e:
+        raise StreamError(f"{path}: unreadable or corrupt video ({e})") from e
+
+
 def _input(source: str | bytes):
     """What av.open reads: a file name, or a fresh in-memory file over the bytes (each open its own)."""
     return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
-def _open_hw(source: str | bytes, hwaccel: str):
-    """Open `source` (a file name or bytes) with a CUDA hwaccel; None when it cannot be had (the
-    caller decodes in software)."""
+def _open_hw(source: str | bytes, hwaccel: str, options: dict[str, str] | None = None):
+    """Open `source` (a file name or bytes) with a CUDA hwaccel and the stream `options`; None when
+    it cannot be had (the caller decodes in software)."""
     import av
 
     try:
         from av.codec.hwaccel import HWAccel
 
-        return av.open(_input(source), hwaccel=HWAccel(device_type="cuda", allow_software_fallback=True))
+        return av.open(_input(source), hwaccel=HWAccel(device_type="cuda", allow_software_fallback=True),
+                       stream_options=[options] if options else None)
     except Exception as e:  # no CUDA device, FFmpeg built without it, old PyAV
         if hwaccel == "cuda":
             log.warning("hardware decode (cuda) is not available (%s): decoding in software", e)

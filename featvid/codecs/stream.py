@@ -9,10 +9,10 @@ decode of the hole falls back to the nearest rendition by bitrate with a logged 
 Integrity: every file is checked against the manifest's size and SHA-256 before it is used (a
 GOP's mapping when that GOP is first decoded, its video at every decode, the MLP when it is
 loaded) and a mismatch is a StreamError naming the file; `verify()` checks the whole stream,
-`summary()` refuses files whose size on disk is not the recorded one. A stream without hashes
-reads with a warning. Each file is read once per use: the bytes that were hashed are the bytes
-parsed or handed to the decoder (`Backend.decode_bytes`), so a file swapped on disk after its
-check is never used.
+`summary()` refuses files whose size on disk is not the recorded one. A stream without hashes is
+refused unless opened with legacy=True (`featvid --legacy-read`): then it reads with a warning.
+Each file is read once per use: the bytes that were hashed are the bytes parsed or handed to the
+decoder (`Backend.decode_bytes`), so a file swapped on disk after its check is never used.
 
 Decoding runs a codec back end (PyAV in process by default: threaded; CUDA hwaccel when asked and
 present, software otherwise, never a crash). Every GOP's video starts with a keyframe, so a random
@@ -36,14 +36,16 @@ import torch
 
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.basis import BASIS_TENSOR
-from featvid.codecs.manifest import MANIFEST, FileRecord, Manifest
+from featvid.codecs.manifest import MANIFEST, Manifest
 from featvid.codecs.pack import CodeIndex, Mosaic, unpack
 from featvid.codecs.quantize import dequantize
+from featvid.codecs.video import FrameBound
 from featvid.errors import ConfigError, StreamError
 from featvid.field.gop import gop_index
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
+from featvid.formats.folder import Common, FolderFormat, legacy_read
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +62,26 @@ def _hwaccel_choice(hwaccel: str) -> str:
     return hwaccel
 
 
-class Stream:
+class Stream(FolderFormat):
     """A finished stream folder, opened and validated (see `open_stream`)."""
 
-    def __init__(self, path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND) -> None:
+    kind = "stream"
+    records_in = "the manifest"
+    error = StreamError
+
+    def __init__(self, path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND,
+                 legacy: bool | None = None) -> None:
         self.path = Path(path)
+        self.legacy = legacy_read(legacy)
         if not self.path.is_dir():
             raise StreamError(f"{self.path}: stream folder is missing")
         self.backend = get_backend(decoder)
         self.manifest = Manifest.read(self.path / MANIFEST)
         self.hwaccel = _hwaccel_choice(hwaccel)
         m = self.manifest
-        self.num_frames: int = m.frames
-        self.fps: float = m.fps
-        self.aabb: torch.Tensor = torch.tensor(m.aabb, dtype=torch.float32)  # [2, 3]
-        self.grid_shape: tuple[int, int, int] = tuple(m.grid_shape)  # type: ignore[assignment]
+        self._set_common(Common(m.frames, m.fps, torch.tensor(m.aabb, dtype=torch.float32), tuple(m.grid_shape),
+                                m.num_planes, m.render))
         self.num_gops: int = len(m.gops)
-        self.render_settings = m.render
         self._holes: dict[int, list[str]] = {}  # g -> renditions whose video is missing on disk
         for i, g in enumerate(m.gops):  # every named file present before anything is decoded
             if not (self.path / g.mapping).is_file():
@@ -91,9 +96,7 @@ class Stream:
                             self.path, i, ", ".join(missing))
         if not (self.path / m.mlp["file"]).is_file():
             raise StreamError(f"{self.path}: file {m.mlp['file']} named in the manifest is missing")
-        if not m.files:
-            log.warning("%s: the manifest records no file hashes (a stream from an older featvid): its files "
-                        "are read unverified; re-encode it to make it verifiable", self.path)
+        self._set_records(m.files or None, m.named_files(), str(self.path / MANIFEST))  # none: legacy reads only
         self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
         self._index: dict[tuple, CodeIndex] = {}  # (g, packing, mosaic) -> where its codes sit in a decoded frame
 
@@ -150,14 +153,9 @@ class Stream:
 
     # -- integrity -----------------------------------------------------------------------------
     def read_verified(self, name: str) -> bytes:
-        """The bytes of the stream's file `name`, checked against the manifest's size and SHA-256."""
-        path = self.path / name
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
-        self.manifest.verify_bytes(name, data, self.path)
-        return data
+        """The bytes of the stream's file `name`, checked against the manifest's size (before it is
+        read) and SHA-256 (`FolderFormat.read_file`)."""
+        return self.read_file(name, "file")
 
     def check_sizes(self) -> None:
         """StreamError naming the first file present on disk whose size is not the manifest's (a
@@ -169,25 +167,19 @@ class Stream:
                 raise StreamError(f"{path}: {path.stat().st_size} bytes on disk, the manifest records {want} "
                                   "(truncated or altered file)")
 
+    def recorded_names(self) -> list[str]:
+        return self.manifest.named_files()
+
     def verify(self) -> Iterator[tuple[str, int]]:
         """Check every file of the stream against the manifest, yielding (name, bytes) for each one
         that matches; StreamError on the first that does not (or when there are no hashes)."""
-        m = self.manifest
-        if not m.files:
-            raise StreamError(f"{self.path}: the manifest records no file hashes (a stream from an older "
-                              "featvid): nothing to verify against; re-encode it")
-        self.check_sizes()  # a stat per file first: a truncated file is found without hashing the others
-        for g, names in sorted(self._holes.items()):
-            for n in names:
-                raise StreamError(f"{self.path / m.gops[g].videos[n].file}: named in the manifest, missing on disk")
-        for name in m.named_files():
-            path = self.path / name
-            try:
-                found = FileRecord.of_file(path)
-            except OSError as e:
-                raise StreamError(f"{path}: unreadable ({e.strerror or e})") from e
-            m.check_record(name, found, self.path)
-            yield name, found.bytes
+        if self.files:
+            self.check_sizes()  # a stat per file first: a truncated file is found without hashing the others
+            for g, names in sorted(self._holes.items()):
+                for n in names:
+                    raise StreamError(f"{self.path / self.manifest.gops[g].videos[n].file}: named in the manifest, "
+                                      "missing on disk")
+        yield from super().verify()
 
     # -- structure -----------------------------------------------------------------------------
     def gop_range(self, g: int) -> tuple[int, int]:
@@ -222,7 +214,7 @@ class Stream:
             A = load(data)[BASIS_TENSOR].double()
         except Exception as e:
             raise StreamError(f"{path}: the manifest names a feature basis the MLP file does not hold ({e})") from e
-        C = self.manifest.channels - 1
+        C = self.num_features
         if tuple(A.shape) != (C, C) or not torch.isfinite(A).all():
             raise StreamError(f"{path}: feature basis of shape {tuple(A.shape)}, expected ({C}, {C})")
         return A
@@ -258,7 +250,9 @@ class Stream:
         n = 0
         if want > 0:
             data = self.read_verified(e.videos[rendition].file)  # read once: the decoder gets these bytes
-            for planes in self.backend.decode_bytes(data, video, self.hwaccel):
+            # the video's header checked against the manifest's frame size and count before a frame is decoded
+            bound = FrameBound(mosaic.width, mosaic.height, e.frames)
+            for planes in self.backend.decode_bytes(data, video, self.hwaccel, bound):
                 if (planes[0].dtype.itemsize == 1) != (codec.bit_depth == 8):  # codes must fit what is decoded
                     raise StreamError(f"{video}: decodes to {planes[0].dtype.itemsize * 8}-bit samples, the manifest "
                                       f"says {codec.bit_depth}-bit codes (levels {list(codec.levels)})")
@@ -279,7 +273,7 @@ class Stream:
         when stop is given): the codec's output before dequantization, for checks and tests."""
         start, end = self.gop_range(g)
         name = self._rendition(g, rendition)
-        mosaic, P = self._mosaic(g, name), self.manifest.channels
+        mosaic, P = self._mosaic(g, name), self.num_planes
         packing = self.manifest.rendition(name).codec.packing
         out = [unpack(planes, packing, mosaic, P) for planes in self._decoded(g, (end if stop is None else stop) - start, name)]
         return np.stack(out).astype(np.uint16)
@@ -290,7 +284,7 @@ class Stream:
         key = (g, packing, mosaic)  # renditions of one packing share a GOP's layout
         if key not in self._index:
             pix, _ = self.mapping(g).vertex_layout()
-            self._index = {key: CodeIndex(pix.numpy(), mosaic, packing, self.manifest.channels)}  # one at a time
+            self._index = {key: CodeIndex(pix.numpy(), mosaic, packing, self.num_planes)}  # one at a time
         return self._index[key]
 
     def decode_values(self, g: int, device: str | torch.device = "cpu", stop: int | None = None,
@@ -366,8 +360,7 @@ class Stream:
         holes = [{"gop": g, "rendition": n, "file": m.gops[g].videos[n].file}
                  for g, names in sorted(self._holes.items()) for n in names]
         return {
-            "path": str(self.path), "frames": self.num_frames, "fps": self.fps, "gops": self.num_gops,
-            "grid_shape": list(self.grid_shape), "channels": m.channels,
+            **super().summary(), "gops": self.num_gops,
             "codec": m.codec.codec, "preset": m.codec.preset, "backend": m.codec.backend,
             "pix_fmt": m.codec.pix_fmt, "bit_depth": m.codec.bit_depth, "packing": m.codec.packing,
             "options": dict(m.codec.options), "feature_basis": m.mlp.get("feature_basis", "none"),
@@ -380,11 +373,14 @@ class Stream:
         }
 
 
-def open_stream(path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND) -> Stream:
+def open_stream(path: str | Path, hwaccel: str = "auto", decoder: str = DEFAULT_BACKEND,
+                legacy: bool | None = None) -> Stream:
     """Open and validate the stream folder `path` (format, version, file names, files present).
 
     hwaccel: "auto" (CUDA when a device is there), "cuda" (warns and decodes in software when it
     cannot), "none". decoder: a back end of featvid.codecs.backends ("pyav" default, "ffmpeg").
-    StreamError for a missing, foreign, newer or unfinished (no manifest) stream.
+    legacy: open a stream without file hashes (an older featvid) unverified, with a warning;
+    default FEATVID_LEGACY_READ=1 (featvid.formats.folder). StreamError for a missing, foreign,
+    newer, unfinished (no manifest) or, unless legacy, unverifiable stream.
     """
-    return Stream(path, hwaccel, decoder)
+    return Stream(path, hwaccel, decoder, legacy)

@@ -42,6 +42,29 @@ class VideoInfo:
     frames: int
 
 
+@dataclass(frozen=True)
+class FrameBound:
+    """What a video may hold, as its manifest states it: frames of width x height pixels, and
+    `frames` of them. A decoder checks the video's header against it before decoding a frame and
+    never makes a frame of more than `max_pixels`, so a small file that claims (or holds) huge
+    frames costs a header read, not gigabytes."""
+
+    width: int
+    height: int
+    frames: int
+
+    @property
+    def max_side(self) -> tuple[int, int]:
+        """(width, height) rounded up to 64: a decoder's coded size may be padded past the picture."""
+        return -(-self.width // 64) * 64, -(-self.height // 64) * 64
+
+    @property
+    def max_pixels(self) -> int:
+        """Pixels a decoded frame may have (FFmpeg's `max_pixels`)."""
+        w, h = self.max_side
+        return w * h
+
+
 class Backend(Protocol):
     """A way to run FFmpeg: in process (PyAV) or the command-line binary."""
 
@@ -60,9 +83,12 @@ class Backend(Protocol):
         StreamError for a missing, truncated or corrupt file."""
         ...
 
-    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none") -> Iterator[Frame]:
+    def decode_bytes(self, data: bytes, source: Path, hwaccel: str = "none",
+                     bound: FrameBound | None = None) -> Iterator[Frame]:
         """As `decode`, of the MP4 file's bytes `data` (read once, e.g. to check their hash, and
-        never read from disk again); `source` names the file in errors."""
+        never read from disk again); `source` names the file in errors. `bound`: StreamError for a
+        video whose header claims larger or more frames, before any is decoded, and no frame of
+        more pixels is ever decoded."""
         ...
 
     def probe(self, path: Path) -> VideoInfo:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
-from featvid.data.files import (MAX_FOCAL, MAX_TIME, check_image_size, check_intrinsics, extension_aabb,
+from featvid.data.files import (MAX_FOCAL, MAX_TIME, check_image_size, check_intrinsics, extension, extension_aabb,
                                 extension_background, extension_fps, json_angle, json_number, json_pose, json_size,
                                 read_frames_json)
 from featvid.data.frames import image_size, read_rgba
@@ -164,14 +164,6 @@ def _match_views(group: list[_Entry], reference: list[_Entry]) -> list[_Entry]:
     return out  # type: ignore[return-value]
 
 
-def _extension(metas: list[dict], key: str, default):
-    """A featvid extension key from the first JSON that has it."""
-    for meta in metas:
-        if key in meta:
-            return meta[key]
-    return default
-
-
 def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0,
                  masks: str | None = "auto") -> MultiViewVideo:
     """Read a D-NeRF/Blender JSON dataset folder (see the module docstring) as a MultiViewVideo.
@@ -250,11 +242,11 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
     out_h, out_w = cameras[0].height, cameras[0].width
 
     metas = [train_meta, test_meta]
-    fps = extension_fps(_extension(metas, "fps", DEFAULT_FPS), train_json)
-    background = extension_background(_extension(metas, "background", DEFAULT_BACKGROUND), train_json)
+    fps = extension_fps(extension(metas, "fps", DEFAULT_FPS), train_json)
+    background = extension_background(extension(metas, "background", DEFAULT_BACKGROUND), train_json)
     box_source = "option" if aabb is not None else "dataset"
     if aabb is None:
-        box = _extension(metas, "aabb", None)
+        box = extension(metas, "aabb", None)
         if box is not None:
             aabb = extension_aabb(box, train_json)
 

@@ -34,7 +34,7 @@ from featvid.data.files import check_pose
 from featvid.data.frames import check_sources, find_camera_sources, natural_key
 from featvid.data.masks import check_masks, find_masks
 from featvid.data.undistort import Undistorter
-from featvid.data.video import MultiViewVideo, check_downscale
+from featvid.data.video import MultiViewVideo, check_downscale, split_views
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ def load_colmap(folder: Path, *, aabb: torch.Tensor | None = None, downscale: fl
         cams = cams.scaled(1.0 / downscale)
 
     V = len(names)
-    test = [0] if test_views is None else list(test_views)
-    if V == 1:
-        test = []
-    train = [v for v in range(V) if v not in test]
+    train, test = split_views(V, test_views)
     streams = [CameraStream(s, m, u, BACKGROUND, (cams.height, cams.width))
                for s, m, u in zip(sources, mask_sources or [None] * V, undistorters)]
     read_image, read_mask = stream_readers(streams)

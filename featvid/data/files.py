@@ -9,14 +9,15 @@ a division by zero, a singular matrix or an allocation of terabytes.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from featvid.errors import DatasetError
+from featvid.errors import DatasetError, FormatError
+from featvid.limits import read_json
 
 MAX_IMAGE_SIDE = 16384  # pixels a side of a dataset image (8K video is 7680)
 MAX_FOCAL = 1e6  # pixels: a focal length beyond it is not a lens (a 1 px-wide field of view at 16K)
@@ -40,11 +41,9 @@ def read_lines(path: Path) -> list[str]:
 def read_frames_json(path: Path, allow_empty: bool = True) -> dict:
     """A JSON object with a "frames" list (transforms.json files)."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read: {e.strerror or e}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON: {e}") from e
+        meta = read_json(path, str(path))  # bounded: a size ceiling, deep nesting refused
+    except FormatError as e:
+        raise DatasetError(str(e)) from e
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or (not allow_empty and not meta["frames"]):
         raise DatasetError(f"{path}: expected an object with a{'' if allow_empty else ' non-empty'} \"frames\" list")
     return meta
@@ -64,6 +63,15 @@ def json_number(meta: dict, entry: dict, key: str, path: Path, lo: float = -math
         ends = f"({lo:g}, {hi:g})" if open_range else f"[{lo:g}, {hi:g}]"
         raise DatasetError(f"{path}: {key!r} must be in {ends}, got {value!r}")
     return float(value)
+
+
+def extension(metas: list[dict], key: str, default: Any) -> Any:
+    """A featvid extension key (fps, background, aabb, ...) from the first JSON that has it, else
+    `default`; its value is checked by the extension_* readers below."""
+    for meta in metas:
+        if key in meta:
+            return meta[key]
+    return default
 
 
 def extension_fps(value: object, path: Path) -> float:

@@ -31,12 +31,14 @@ from featvid.data.capture import CameraStream, stream_readers
 from featvid.data.files import MAX_FOCAL, MAX_IMAGE_SIDE, MAX_WORLD, check_pose
 from featvid.data.frames import check_sources, find_camera_sources, is_video
 from featvid.data.masks import check_masks, find_masks
-from featvid.data.video import MultiViewVideo, check_downscale
-from featvid.errors import DatasetError
+from featvid.data.video import MultiViewVideo, check_downscale, split_views
+from featvid.errors import DatasetError, FormatError
+from featvid.limits import read_npy
 
 log = logging.getLogger(__name__)
 
 POSES_FILE = "poses_bounds.npy"
+MAX_POSES_BYTES = 1 << 24  # poses_bounds.npy: 17 float64 a camera, so 120,000 cameras (N3DV rigs have 21)
 _CAMERA_NAME = re.compile(r"^cam(\d+)$")
 
 
@@ -56,9 +58,9 @@ def camera_names(folder: Path) -> list[str]:
 def read_poses_bounds(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """poses_bounds.npy -> (c2w [N, 4, 4] OpenCV, hwf [N, 3] (height, width, focal in pixels), bounds [N, 2])."""
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read as a numeric .npy array: {e}") from e
+        arr = read_npy(path, str(path), MAX_POSES_BYTES)  # its header checked against its size first
+    except FormatError as e:
+        raise DatasetError(f"{path}: cannot read as a numeric .npy array: {str(e).removeprefix(f'{path}: ')}") from e
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
         raise DatasetError(f"{path}: expected an array of shape [cameras, 17] (3x5 pose + near, far), got {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -122,10 +124,7 @@ def load_n3dv(folder: Path, *, aabb: torch.Tensor | None = None, downscale: floa
     if downscale != 1.0:
         cams = cams.scaled(1.0 / downscale)
 
-    test = [0] if test_views is None else list(test_views)
-    if len(names) == 1:
-        test = []  # a single camera cannot spare a view
-    train = [v for v in range(len(names)) if v not in test]
+    train, test = split_views(len(names), test_views)
     background = (1.0, 1.0, 1.0)
     streams = [CameraStream(s, m, None, background, (cams.height, cams.width))
                for s, m in zip(sources, mask_sources or [None] * len(sources))]

@@ -36,12 +36,12 @@ import torch
 
 from featvid.data.cameras import Cameras, opengl_to_opencv
 from featvid.data.capture import CameraStream, stream_readers
-from featvid.data.files import (MAX_FOCAL, check_image_size, check_intrinsics, extension_aabb, extension_background,
+from featvid.data.files import (MAX_FOCAL, check_image_size, check_intrinsics, extension, extension_aabb, extension_background,
                                 extension_fps, json_angle, json_number, json_pose, json_size, read_frames_json)
 from featvid.data.frames import FrameSource, ImageFrames, image_size, natural_key, trailing_number
 from featvid.data.masks import check_masks, find_masks
 from featvid.data.undistort import Distortion, Undistorter
-from featvid.data.video import MultiViewVideo, check_downscale
+from featvid.data.video import MultiViewVideo, check_downscale, split_views
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,6 @@ def _view_camera(meta: dict, view: dict, path: Path, image: Path) -> tuple[torch
     else:
         dist = Distortion("opencv", (k["k1"], k["k2"], k["p1"], k["p2"]))
     return opengl_to_opencv(m), K, int(h), int(w), None if dist.is_identity else dist
-
-
-def _extension(metas: list[dict], key: str, default):
-    for meta in metas:
-        if key in meta:
-            return meta[key]
-    return default
 
 
 def load_ngp(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float = 1.0, masks="auto",
@@ -182,20 +175,17 @@ def load_ngp(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float
 
     sources: list[FrameSource] = [ImageFrames(f) for f in files]
     mask_sources = _masks(masks, folder, keys, mask_files, sources)
-    white = _extension(metas, "white_transparent", True)
-    background = _extension(metas, "background", (1.0, 1.0, 1.0) if white is not False else (0.0, 0.0, 0.0))
+    white = extension(metas, "white_transparent", True)
+    background = extension(metas, "background", (1.0, 1.0, 1.0) if white is not False else (0.0, 0.0, 0.0))
     background = extension_background(background, folders[0] / JSON_NAME)
-    fps = extension_fps(_extension(metas, "fps", DEFAULT_FPS), folders[0] / JSON_NAME)
-    box = _extension(metas, "aabb", None)
+    fps = extension_fps(extension(metas, "fps", DEFAULT_FPS), folders[0] / JSON_NAME)
+    box = extension(metas, "aabb", None)
     box_source = "option" if aabb is not None else "dataset"
     if aabb is None and box is not None:
         aabb = extension_aabb(box, folders[0] / JSON_NAME)
 
     V = len(keys)
-    test = [0] if test_views is None else list(test_views)
-    if V == 1:
-        test = []
-    train = [v for v in range(V) if v not in test]
+    train, test = split_views(V, test_views)
     out_size = (cameras[0].height, cameras[0].width)
     streams = [CameraStream(s, m, undistorters.get(v), background, out_size)
                for v, (s, m) in enumerate(zip(sources, mask_sources or [None] * V))]

@@ -47,7 +47,7 @@ from featvid.data.frames import (
     trailing_number,
 )
 from featvid.data.masks import check_masks, find_masks
-from featvid.data.video import MultiViewVideo, check_downscale
+from featvid.data.video import MultiViewVideo, check_downscale, split_views
 from featvid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -177,10 +177,7 @@ def load_nhr(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float
     cams = Cameras(K, c2w, info.height, info.width)
     if downscale != 1.0:
         cams = cams.scaled(1.0 / downscale)
-    test = [0] if test_views is None else list(test_views)
-    if len(names) == 1:
-        test = []
-    train = [v for v in range(len(names)) if v not in test]
+    train, test = split_views(len(names), test_views)
     streams = [CameraStream(s, m, None, BACKGROUND, (cams.height, cams.width))
                for s, m in zip(sources, mask_sources or [None] * len(sources))]
     read_image, read_mask = stream_readers(streams)

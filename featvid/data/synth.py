@@ -16,7 +16,6 @@ scene in the D-NeRF/Blender JSON format (featvid.data.blender reads it back).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -26,9 +25,8 @@ from typing import Callable
 
 import cv2
 import torch
-from tqdm import tqdm
 
-from featvid.atomic import write_json
+from featvid.atomic import write_failed, write_json
 from featvid.data.cameras import (
     Cameras,
     image_rays,
@@ -36,7 +34,10 @@ from featvid.data.cameras import (
     look_at,
     opencv_to_opengl,
 )
-from featvid.errors import ConfigError, FeatvidError
+from featvid.errors import ConfigError, FeatvidError, FormatError
+from featvid.limits import read_json
+from featvid.outputs import SYNTH, check_output_dir
+from featvid.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -642,8 +643,8 @@ def synth_rig(views: int, size: int, test_views: int = 2,
 
 def _is_synth_folder(folder: Path) -> bool:
     try:
-        meta = json.loads((folder / "transforms_train.json").read_text())
-    except (OSError, ValueError):
+        meta = read_json(folder / "transforms_train.json", str(folder / "transforms_train.json"))
+    except FormatError:
         return False
     return isinstance(meta, dict) and meta.get("generator") == GENERATOR
 
@@ -671,17 +672,19 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
         raise ConfigError(f"image size must be at most 4096 pixels, got {size}")
     scene_obj = get_scene(scene, seed)
     cams, train_views, test_idx = synth_rig(views, size, test_views, scene_obj.fov_range)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    check_output_dir(out, SYNTH)  # new, empty or holding a synth dataset's names only: nothing else is replaced
     if out.is_dir() and any(out.iterdir()) and not _is_synth_folder(out):
         raise ConfigError(f"{out}: folder is not empty and not a featvid synth dataset; choose another")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise write_failed(out, e) from e
     try:
         (tmp / "train").mkdir()
         (tmp / "test").mkdir()
         lists: dict[str, list[dict]] = {"train": [], "test": []}
-        for t in tqdm(range(frames), desc=f"synth {scene}", unit="frame", disable=not progress):
+        for t in progress_bar(range(frames), desc=f"synth {scene}", unit="frame", disable=not progress):
             rgba = render_cameras(scene_obj, cams, scene_phase(t, FPS))  # [V, H, W, 4]
             for v in range(views):
                 split = "train" if v in train_views else "test"
@@ -710,8 +713,10 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # read-only, full: one line
+            raise write_failed(out, e) from e
         raise
     log.info("wrote %s: scene %s, %d frames x %d views, %d px", out, scene, frames, views, size)
     return out

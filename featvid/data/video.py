@@ -249,6 +249,15 @@ def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
 
+def split_views(num_views: int, test_views: list[int] | None) -> tuple[list[int], list[int]]:
+    """(train views, test views) of a rig of `num_views` cameras: `test_views` held out (default
+    view 0), none when there is a single camera (it cannot spare a view); the rest train."""
+    test = [0] if test_views is None else list(test_views)
+    if num_views == 1:
+        test = []
+    return [v for v in range(num_views) if v not in test], test
+
+
 def check_downscale(downscale: float) -> float:
     """Validate a downscale factor (2 halves the image size)."""
     if not (np.isfinite(downscale) and downscale >= 1.0):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.schema import int_field
 
 
@@ -36,7 +36,7 @@ class Gop:
 def span_from(d: Any, source: str) -> tuple[int, int]:
     """(start, frames) of a GOP record, checked."""
     if not isinstance(d, dict):
-        raise StreamError(f"{source}: a GOP entry must be a JSON object")
+        raise FormatError(f"{source}: a GOP entry must be a JSON object")
     return int_field(d, "start", source), int_field(d, "frames", source, lo=1)
 
 
@@ -45,10 +45,10 @@ def check_tiling(gops: Sequence[Gop], num_frames: int, source: str) -> None:
     t = 0
     for i, g in enumerate(gops):
         if g.start != t or g.frames < 1:
-            raise StreamError(f"{source}: GOP {i} starts at frame {g.start}, expected {t}")
+            raise FormatError(f"{source}: GOP {i} starts at frame {g.start}, expected {t}")
         t = g.end
     if t != num_frames:
-        raise StreamError(f"{source}: the GOPs cover {t} frames, the sequence has {num_frames}")
+        raise FormatError(f"{source}: the GOPs cover {t} frames, the sequence has {num_frames}")
 
 
 def gop_index(gops: Sequence[Gop], t: int, source: str = "sequence") -> int:
@@ -61,5 +61,5 @@ def gop_index(gops: Sequence[Gop], t: int, source: str = "sequence") -> int:
         else:
             hi = mid
     if lo == len(gops) or t not in gops[lo]:
-        raise StreamError(f"{source}: frame {t} is in no GOP")
+        raise FormatError(f"{source}: frame {t} is in no GOP")
     return lo

@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,9 +21,12 @@ from safetensors.numpy import load as _load_np
 from safetensors.numpy import save as _save_np
 
 from featvid.atomic import write_bytes
-from featvid.errors import StreamError
-from featvid.field.files import canonical_safetensors
-from featvid.field.schema import MAX_GRID
+from featvid.errors import FormatError
+from featvid.field.files import canonical_safetensors, safetensors_header
+from featvid.field.schema import MAX_GRID, check_grid_size
+from featvid.limits import read_json
+
+Index = TypeVar("Index", torch.Tensor, np.ndarray)  # integer vertex coordinates or indices
 
 
 def grid_shape_for(aabb: torch.Tensor, resolution: int) -> tuple[int, int, int]:
@@ -30,6 +34,14 @@ def grid_shape_for(aabb: torch.Tensor, resolution: int) -> tuple[int, int, int]:
     ext = (aabb[1] - aabb[0]).tolist()
     longest = max(ext)
     return tuple(max(2, int(round((resolution - 1) * e / longest)) + 1) for e in ext)  # type: ignore[return-value]
+
+
+def flat_vertex_index(i: Index, j: Index, k: Index, shape: tuple[int, int, int]) -> Index:
+    """The flat index i * ny * nz + j * nz + k of vertices (i, j, k) of a grid of `shape` (nx, ny,
+    nz): the row-major order of a dense [nx, ny, nz] volume. Integer tensors or arrays of any
+    shape, all alike, in; the same type and shape out."""
+    _, ny, nz = shape
+    return (i * ny + j) * nz + k
 
 
 @dataclass
@@ -60,32 +72,32 @@ class SparseGrid:
         return max(e / (n - 1) for e, n in zip(ext, self.shape))
 
     def validate(self) -> "SparseGrid":
-        """Raise StreamError on NaN/inf, out-of-range or duplicate coordinates, mismatched lengths."""
+        """Raise FormatError on NaN/inf, out-of-range or duplicate coordinates, mismatched lengths."""
         if tuple(self.aabb.shape) != (2, 3) or not torch.isfinite(self.aabb).all() or not (self.aabb[0] < self.aabb[1]).all():
-            raise StreamError(f"grid aabb must be [2, 3] finite numbers with min < max, got shape {tuple(self.aabb.shape)}")
+            raise FormatError(f"grid aabb must be [2, 3] finite numbers with min < max, got shape {tuple(self.aabb.shape)}")
         if len(self.shape) != 3 or not all(2 <= n <= MAX_GRID for n in self.shape):
-            raise StreamError(f"grid shape must be three integers in 2..{MAX_GRID}, got {self.shape}")
+            raise FormatError(f"grid shape must be three integers in 2..{MAX_GRID}, got {self.shape}")
+        check_grid_size(self.shape, "grid")
         if self.coords.is_floating_point() or self.density.dtype != torch.float32 or self.features.dtype != torch.float32:
-            raise StreamError("grid coords must be integers, its density and features float32")
+            raise FormatError("grid coords must be integers, its density and features float32")
         n = self.coords.shape[0]
         if self.coords.ndim != 2 or self.coords.shape[1] != 3:
-            raise StreamError(f"grid coords must be [N, 3], got {tuple(self.coords.shape)}")
+            raise FormatError(f"grid coords must be [N, 3], got {tuple(self.coords.shape)}")
         if self.density.shape != (n,) or self.features.ndim != 2 or self.features.shape[0] != n:
-            raise StreamError("grid density/features do not match its coordinates")
+            raise FormatError("grid density/features do not match its coordinates")
         if not (torch.isfinite(self.density).all() and torch.isfinite(self.features).all()):
-            raise StreamError("grid holds NaN or infinite values")
+            raise FormatError("grid holds NaN or infinite values")
         if n and ((self.coords < 0).any() or (self.coords >= torch.tensor(self.shape)).any()):
-            raise StreamError("grid coordinates fall outside the grid")
+            raise FormatError("grid coordinates fall outside the grid")
         distinct = torch.unique(self.flat_index()).numel() if n else 0
         if distinct != n:  # a vertex stored twice has two values: which one is the frame?
-            raise StreamError(f"grid stores {n - distinct} vertices twice (duplicate coordinates)")
+            raise FormatError(f"grid stores {n - distinct} vertices twice (duplicate coordinates)")
         return self
 
     def flat_index(self) -> torch.Tensor:
         """Linear vertex index i * ny * nz + j * nz + k of each stored vertex. [N] long"""
         c = self.coords.long()
-        _, ny, nz = self.shape
-        return (c[:, 0] * ny + c[:, 1]) * nz + c[:, 2]
+        return flat_vertex_index(c[:, 0], c[:, 1], c[:, 2], self.shape)
 
     def to_dense(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dense volume [1 + C, nx, ny, nz]: channel 0 density, then features; zero where not stored."""
@@ -139,7 +151,7 @@ class SparseGrid:
             with safe_open(str(path), framework="numpy") as f:
                 return int(f.get_slice("coords").get_shape()[0])
         except Exception as e:  # safetensors raises several types on corrupt files
-            raise StreamError(f"{path}: not a readable featvid grid ({e})") from e
+            raise FormatError(f"{path}: not a readable featvid grid ({e})") from e
 
     @staticmethod
     def float16_bytes(num_vertices: int, num_channels: int) -> int:
@@ -149,28 +161,27 @@ class SparseGrid:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "grid") -> "SparseGrid":
-        """A grid from its file's bytes (safetensors: no pickle), checked (`validate`); StreamError
+        """A grid from its file's bytes (safetensors: no pickle), checked (`validate`); FormatError
         naming `source` when they are not a readable, valid grid."""
         try:
-            header_len = int.from_bytes(data[:8], "little")
-            meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+            meta = safetensors_header(data, source).get("__metadata__") or {}  # sizes checked against len(data)
             t = _load_np(data)
-            shape = tuple(int(s) for s in json.loads(meta["shape"]))
+            shape = tuple(int(s) for s in read_json(meta["shape"], f"{source}: shape"))
             if len(shape) != 3:
                 raise ValueError(f"shape {shape} is not three numbers")
             grid = cls(torch.from_numpy(t["aabb"]), shape, torch.from_numpy(t["coords"]),
                        torch.from_numpy(t["density"]), torch.from_numpy(t["features"].astype(np.float32)))
         except Exception as e:  # safetensors and json raise several types on corrupt files
-            raise StreamError(f"{source}: not a readable featvid grid ({e})") from e
+            raise FormatError(f"{source}: not a readable featvid grid ({str(e).removeprefix(source + ': ')})") from e
         try:
             return grid.validate()
-        except StreamError as e:
-            raise StreamError(f"{source}: {e}") from e
+        except FormatError as e:  # validate's own and featvid.field.schema's (check_grid_size)
+            raise FormatError(f"{source}: {e}") from e
 
     @classmethod
     def load(cls, path: str | Path) -> "SparseGrid":
         """Read a grid written by `save` (see `from_bytes`)."""
         path = Path(path)
         if not path.is_file():
-            raise StreamError(f"{path}: grid file is missing")
+            raise FormatError(f"{path}: grid file is missing")
         return cls.from_bytes(path.read_bytes(), str(path))

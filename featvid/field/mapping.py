@@ -28,12 +28,23 @@ import numpy as np
 import torch
 
 from featvid.atomic import write_bytes
-from featvid.errors import StreamError
+from featvid.errors import FormatError
+from featvid.field.grid import flat_vertex_index
 from featvid.field.schema import read_grid_shape
+from featvid.limits import check_count, gunzip, read_json, read_small
 
 BLOCK = 4  # vertices per block side
 TILE = 8  # pixels per tile side: BLOCK**3 == TILE**2
 _MAGIC = b"FVMAP1\n"
+# pixels of one atlas plane: a 4096 x 4096 atlas (what a fully occupied 256^3 grid needs). A
+# decoder's vertex layout takes ~90 bytes a pixel at its peak (1.45 GB here), so this bounds it.
+MAX_ATLAS_PIXELS = 1 << 24
+MAX_BLOCKS = MAX_ATLAS_PIXELS // TILE**2  # blocks a mapping may list (each is one tile)
+_MAX_HEADER = 4096  # bytes of the JSON header line (featvid writes about 120)
+# what a mapping file may inflate to (about 2 MB): gzip is inflated no further, whatever it claims
+MAX_MAPPING_RAW = len(_MAGIC) + _MAX_HEADER + 1 + 4 * MAX_BLOCKS
+MAX_MAPPING_BYTES = 2 * MAX_MAPPING_RAW  # the gzip file itself (deflate never grows data by half)
+_CHUNK = 1 << 14  # blocks placed at a time by `vertex_index` (temporaries of ~25 MB)
 
 
 def _spread_bits(x: np.ndarray, stride: int, bits: int) -> np.ndarray:
@@ -95,7 +106,7 @@ class Mapping:
         """Mapping of the blocks that hold any set vertex of `occupancy` [nx, ny, nz] (bool)."""
         occ = np.asarray(occupancy.cpu() if isinstance(occupancy, torch.Tensor) else occupancy, dtype=bool)
         if occ.ndim != 3:
-            raise StreamError(f"occupancy must be 3D, got shape {occ.shape}")
+            raise FormatError(f"occupancy must be 3D, got shape {occ.shape}")
         nb = [math.ceil(n / BLOCK) for n in occ.shape]
         padded = np.zeros([n * BLOCK for n in nb], dtype=bool)
         padded[: occ.shape[0], : occ.shape[1], : occ.shape[2]] = occ
@@ -108,7 +119,7 @@ class Mapping:
     def from_union(cls, occupancies: list[torch.Tensor]) -> "Mapping":
         """Mapping of the union of several frames' occupancies (one GOP)."""
         if not occupancies:
-            raise StreamError("a GOP needs at least one frame")
+            raise FormatError("a GOP needs at least one frame")
         union = occupancies[0].clone().bool()
         for o in occupancies[1:]:
             union |= o.bool()
@@ -138,17 +149,19 @@ class Mapping:
         if "vertex_index" not in self._cache:
             H, W = self.atlas_size
             nx, ny, nz = self.grid_shape
-            tile_xy = demorton2(np.arange(self.num_blocks, dtype=np.uint64))  # [M, 2] (x, y)
-            # vertex coordinates of every (block, a, b, c)
+            # vertex offset and tile pixel (row, col) of each of a block's 64 vertices
             local = np.stack(np.meshgrid(*(np.arange(BLOCK),) * 3, indexing="ij"), -1).reshape(-1, 3)  # [64, 3]
-            verts = self.blocks[:, None, :] * BLOCK + local[None]  # [M, 64, 3]
             pix = _LOCAL_PIXEL.reshape(-1, 2)  # [64, 2] (row, col)
-            rows = tile_xy[:, None, 1] * TILE + pix[None, :, 0]  # [M, 64]
-            cols = tile_xy[:, None, 0] * TILE + pix[None, :, 1]
-            inside = (verts < np.array([nx, ny, nz])).all(-1)
-            flat = (verts[..., 0] * ny + verts[..., 1]) * nz + verts[..., 2]
             index = np.full(H * W, -1, dtype=np.int64)
-            index[(rows * W + cols)[inside]] = flat[inside]
+            for s in range(0, self.num_blocks, _CHUNK):  # [chunk, 64] temporaries, never [M, 64, 3] at once
+                blocks = self.blocks[s:s + _CHUNK]  # [m, 3]
+                tile_xy = demorton2(np.arange(s, s + len(blocks), dtype=np.uint64))  # [m, 2] (x, y)
+                verts = blocks[:, None, :] * BLOCK + local[None]  # [m, 64, 3]
+                rows = tile_xy[:, None, 1] * TILE + pix[None, :, 0]  # [m, 64]
+                cols = tile_xy[:, None, 0] * TILE + pix[None, :, 1]
+                inside = (verts < np.array([nx, ny, nz])).all(-1)
+                flat = flat_vertex_index(verts[..., 0], verts[..., 1], verts[..., 2], self.grid_shape)
+                index[(rows * W + cols)[inside]] = flat[inside]
             self._cache["vertex_index"] = torch.from_numpy(index)
         return self._cache["vertex_index"]
 
@@ -173,7 +186,7 @@ class Mapping:
         """Scatter atlas planes [C, H, W] back into a dense volume [C, nx, ny, nz] (zero elsewhere)."""
         C = atlas.shape[0]
         if tuple(atlas.shape[1:]) != self.atlas_size:
-            raise StreamError(f"atlas is {tuple(atlas.shape[1:])}, mapping expects {self.atlas_size}")
+            raise FormatError(f"atlas is {tuple(atlas.shape[1:])}, mapping expects {self.atlas_size}")
         idx = self.vertex_index().to(atlas.device)
         used = idx >= 0
         vol = torch.zeros((C, math.prod(self.grid_shape)), dtype=atlas.dtype, device=atlas.device)
@@ -197,7 +210,7 @@ class Mapping:
         """Atlas planes [1 + C, H, W] of a frame's grid: plane 0 density, then features.
 
         Gathered from the sparse grid directly, equal to `to_atlas(grid.to_dense())` without the
-        dense volume (~870 MB a frame at 256^3 x 13). StreamError when the grid stores a vertex
+        dense volume (~870 MB a frame at 256^3 x 13). FormatError when the grid stores a vertex
         that has no pixel in this mapping.
         """
         H, W = self.atlas_size
@@ -212,7 +225,7 @@ class Mapping:
             hit = (idx >= 0) & (sorted_flat[pos] == idx)
             out[:, hit] = values[:, order[pos[hit]]]
             if int(hit.sum()) != flat.numel():
-                raise StreamError(f"{flat.numel() - int(hit.sum())} stored vertices fall outside the GOP's mapping")
+                raise FormatError(f"{flat.numel() - int(hit.sum())} stored vertices fall outside the GOP's mapping")
         return out.view(-1, H, W)
 
     def atlas_to_grid(self, atlas: torch.Tensor, aabb: torch.Tensor) -> "SparseGrid":  # noqa: F821
@@ -237,27 +250,43 @@ class Mapping:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "mapping") -> "Mapping":
+        """A mapping from its file's bytes, every size checked before it is used: the gzip inflated
+        to at most MAX_MAPPING_RAW bytes, the grid within MAX_GRID_VERTICES, the block count within
+        the grid's blocks and MAX_BLOCKS and equal to the data there is, the atlas within
+        MAX_ATLAS_PIXELS. FormatError naming `source` otherwise."""
         try:
-            raw = gzip.decompress(data)
-            if not raw.startswith(_MAGIC):
-                raise ValueError("bad magic")
+            raw = gunzip(data, source, MAX_MAPPING_RAW)
+            if not raw.startswith(_MAGIC) or b"\n" not in raw[len(_MAGIC):len(_MAGIC) + _MAX_HEADER + 1]:
+                raise FormatError(f"{source}: no featvid mapping header")
             end = raw.index(b"\n", len(_MAGIC))
-            header = json.loads(raw[len(_MAGIC):end])
-            deltas = np.frombuffer(raw[end + 1:], dtype="<u4").astype(np.uint64)
-            if header["block"] != BLOCK or len(deltas) != header["num_blocks"]:
-                raise ValueError("header does not match the data")
-        except Exception as e:
-            raise StreamError(f"{source}: not a readable featvid mapping ({e})") from e
-        shape = read_grid_shape(header.get("grid_shape") if isinstance(header, dict) else None, source)
+            header = read_json(raw[len(_MAGIC):end], source)
+            if not isinstance(header, dict) or header.get("block") != BLOCK:
+                raise FormatError(f"{source}: the header is not a mapping's of {BLOCK}^3 blocks")
+        except FormatError as e:
+            raise FormatError(f"{source}: not a readable featvid mapping ({str(e).removeprefix(source + ': ')})") from e
+        shape = read_grid_shape(header.get("grid_shape"), source)
+        grid_blocks = math.prod(math.ceil(n / BLOCK) for n in shape)
+        try:
+            n = check_count(header.get("num_blocks"), source, "num_blocks", min(grid_blocks, MAX_BLOCKS))
+        except FormatError as e:
+            raise FormatError(str(e)) from e
+        if len(raw) - end - 1 != 4 * n:
+            raise FormatError(f"{source}: not a readable featvid mapping (header does not match the data: "
+                              f"{n} blocks, {len(raw) - end - 1} bytes of codes)")
+        deltas = np.frombuffer(raw, dtype="<u4", offset=end + 1).astype(np.uint64)
         if len(deltas) > 1 and not (deltas[1:] > 0).all():  # codes strictly increase: a block listed once
-            raise StreamError(f"{source}: the mapping lists a block twice (duplicate coordinates)")
+            raise FormatError(f"{source}: the mapping lists a block twice (duplicate coordinates)")
         codes = np.cumsum(deltas, dtype=np.uint64)
         if len(codes) and int(codes[-1]) >= 1 << 30:  # 10 bits an axis (`morton3`); a sum of deltas may run past it
-            raise StreamError(f"{source}: the mapping's block codes run past the 10-bit grid")
+            raise FormatError(f"{source}: the mapping's block codes run past the 10-bit grid")
         blocks = demorton3(codes)
         if len(blocks) and (blocks >= np.array([math.ceil(n / BLOCK) for n in shape])).any():
-            raise StreamError(f"{source}: the mapping has blocks outside its grid {shape}")
-        return cls(shape, blocks)
+            raise FormatError(f"{source}: the mapping has blocks outside its grid {shape}")
+        mapping = cls(shape, blocks)
+        H, W = mapping.atlas_size
+        if H * W > MAX_ATLAS_PIXELS:
+            raise FormatError(f"{source}: an atlas of {W}x{H} pixels, more than the {MAX_ATLAS_PIXELS} one may have")
+        return mapping
 
     def save(self, path: str | Path) -> None:
         write_bytes(path, self.to_bytes())
@@ -266,5 +295,5 @@ class Mapping:
     def load(cls, path: str | Path) -> "Mapping":
         path = Path(path)
         if not path.is_file():
-            raise StreamError(f"{path}: mapping file is missing")
-        return cls.from_bytes(path.read_bytes(), source=str(path))
+            raise FormatError(f"{path}: mapping file is missing")
+        return cls.from_bytes(read_small(path, str(path), MAX_MAPPING_BYTES), source=str(path))

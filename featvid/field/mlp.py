@@ -14,15 +14,16 @@ import torch
 from safetensors.torch import load, save
 
 from featvid.atomic import write_bytes
-from featvid.errors import ConfigError, StreamError
-from featvid.field.files import canonical_safetensors
+from featvid.errors import ConfigError, FormatError
+from featvid.field.files import canonical_safetensors, safetensors_header
+from featvid.limits import read_json
 
 
 @dataclass(frozen=True)
 class MLPConfig:
     """Architecture of the tiny MLP."""
 
-    in_features: int = 12  # C, the feature channels of the grid
+    in_features: int = 6  # C, the feature channels of the grid (the trainer's default num_channels)
     hidden: int = 32  # width of each hidden layer
     layers: int = 2  # hidden layers
     view_freqs: int = 2  # sin/cos frequencies of the view direction (0: direction ignored)
@@ -45,11 +46,11 @@ class MLPConfig:
     @classmethod
     def from_dict(cls, d: Any, source: str = "MLP") -> "MLPConfig":
         """The architecture from a dict that holds it (other keys, such as "file", are ignored);
-        StreamError naming `source` when it is missing or out of range."""
+        FormatError naming `source` when it is missing or out of range."""
         try:
             return cls(**{k: d[k] for k in ("in_features", "hidden", "layers", "view_freqs")}).validate()
         except (KeyError, TypeError, ConfigError) as e:
-            raise StreamError(f"{source}: not a tiny MLP architecture ({e})") from e
+            raise FormatError(f"{source}: not a tiny MLP architecture ({e})") from e
 
 
 def encode_direction(d: torch.Tensor, freqs: int) -> torch.Tensor:
@@ -93,24 +94,21 @@ class TinyMLP(torch.nn.Module):
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "MLP", expect: MLPConfig | None = None) -> "TinyMLP":
-        """Rebuild an MLP from its file's bytes (safetensors: no pickle); StreamError when the file
+        """Rebuild an MLP from its file's bytes (safetensors: no pickle); FormatError when the file
         is unreadable, holds non-finite weights, or is not the architecture `expect` names."""
         try:
-            header_len = int.from_bytes(data[:8], "little")
-            meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-            config = MLPConfig.from_dict(json.loads(meta["config"]), source)
+            meta = safetensors_header(data, source).get("__metadata__") or {}  # sizes checked against len(data)
+            config = MLPConfig.from_dict(read_json(meta["config"], f"{source}: config"), source)
             model = cls(config)
             tensors = load(data)
             # float16 or float32 on disk; copied into float32 parameters. Other tensors are not ours.
             model.load_state_dict({k: tensors[k] for k in model.state_dict() if k in tensors})
-        except StreamError:
-            raise
-        except Exception as e:  # safetensors and json raise several types on corrupt files
-            raise StreamError(f"{source}: not a readable featvid MLP ({e})") from e
+        except Exception as e:  # ours (header, config) and safetensors' several types on corrupt files
+            raise FormatError(f"{source}: not a readable featvid MLP ({str(e).removeprefix(source + ': ')})") from e
         if expect is not None and config != expect:
-            raise StreamError(f"{source}: the MLP is {config.to_dict()}, expected {expect.to_dict()}")
+            raise FormatError(f"{source}: the MLP is {config.to_dict()}, expected {expect.to_dict()}")
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise StreamError(f"{source}: the MLP holds NaN or infinite weights")
+            raise FormatError(f"{source}: the MLP holds NaN or infinite weights")
         return model.eval()
 
     @classmethod
@@ -118,5 +116,5 @@ class TinyMLP(torch.nn.Module):
         """Read an MLP file (see `from_bytes`) onto `device`."""
         path = Path(path)
         if not path.is_file():
-            raise StreamError(f"{path}: MLP file is missing")
+            raise FormatError(f"{path}: MLP file is missing")
         return cls.from_bytes(path.read_bytes(), str(path), expect).to(device)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as Fnn
 
-from featvid.errors import RenderError, StreamError
+from featvid.errors import RenderError, FormatError
 from featvid.field.schema import number_field
 
 # Raw density 0 (the value of every vertex not stored) gives alpha ~ 1e-4 per voxel: empty space.
@@ -62,20 +62,20 @@ class RenderSettings:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "render settings") -> "RenderSettings":
-        """Read and check (StreamError naming `source` and the field): step ratio within
+        """Read and check (FormatError naming `source` and the field): step ratio within
         STEP_RATIO_RANGE, near a finite distance >= 0, background three numbers in [0, 1], and the
         density shift, when given, the one this renderer uses (every reader must agree on alpha)."""
         if not isinstance(d, dict):
-            raise StreamError(f"{source}: render settings must be a JSON object")
+            raise FormatError(f"{source}: render settings must be a JSON object")
         where = f"{source}: render"
         step = number_field(d, "step_ratio", where, *STEP_RATIO_RANGE)
         near = number_field({"near": 0.0, **d}, "near", where, 0.0)
         bg = d.get("background", [1.0, 1.0, 1.0])
         if not isinstance(bg, (list, tuple)) or len(bg) != 3:
-            raise StreamError(f"{where}: background must be three numbers in [0, 1]")
+            raise FormatError(f"{where}: background must be three numbers in [0, 1]")
         background = tuple(number_field({"background": c}, "background", where, 0.0, 1.0) for c in bg)
         if "density_shift" in d and abs(number_field(d, "density_shift", where) - DENSITY_SHIFT) > 1e-6:
-            raise StreamError(f"{where}: density_shift {d['density_shift']!r} is not this renderer's "
+            raise FormatError(f"{where}: density_shift {d['density_shift']!r} is not this renderer's "
                               f"{DENSITY_SHIFT:.6f} (a stream of another featvid?)")
         return cls(step, near, background)  # type: ignore[arg-type]
 

@@ -15,16 +15,18 @@ BAKED/
 ```
 
 baked.json's "files" records the size and SHA-256 of every other file (featvid.field.files); the
-reader checks each file against it before use. A bake from before the records reads unverified,
-with a warning. The baker itself is featvid.bake.atlas.
+reader checks each file against it before use. A bake from before the records is refused unless
+read with legacy=True / `featvid --legacy-read` (unverified, with a warning; featvid.formats.folder).
+The baker itself is featvid.bake.atlas.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,19 +34,24 @@ import zstandard
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
-from featvid.errors import StreamError
-from featvid.field.files import canonical_safetensors, read_checked, read_records
+from featvid.errors import FormatError, StreamError
+from featvid.field.files import MAX_SAFETENSORS_HEADER, canonical_safetensors, read_records, safetensors_header, \
+    safetensors_size
 from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
-from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
-from featvid.field.volume import RenderSettings
+from featvid.formats.folder import Common, FolderFormat, legacy_read, read_meta
+from featvid.limits import read_small, zstd_decompress, zstd_head
 from featvid.names import safe_name
 
 log = logging.getLogger(__name__)
 
 BAKED_FORMAT = "featvid-baked"
 BAKED_VERSION = 2  # 2: per-GOP samples, "mlp" architecture checked
+# bytes of one GOP's float planes when baked.json's shape is not at hand: the encoder holds them (and
+# a copy) in memory; 2 GiB is 30 frames of 13 planes of a 1024 x 1376 atlas. With the shape, the
+# bound is that shape (`read_planes`).
+MAX_PLANES_BYTES = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -86,101 +93,105 @@ def planes_bytes(planes: torch.Tensor, meta: dict[str, str]) -> bytes:
     return zstandard.ZstdCompressor(level=9).compress(raw)
 
 
-def read_planes(path: Path, data: bytes | None = None) -> tuple[np.ndarray, dict[str, str]]:
-    """A planes file's array and metadata, from `data` (its bytes, already read) or from `path`."""
-    if data is None and not path.is_file():
-        raise StreamError(f"{path}: baked GOP file is missing")
+def read_planes(path: Path, data: bytes | None = None,
+                expect: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """A planes file's array and metadata, from `data` (its bytes, already read) or from `path`.
+
+    Nothing larger than the file may hold is made: the safetensors header is decompressed first and
+    the size it states checked -- against `expect` (F, P, H, W, what baked.json says: the planes
+    must be exactly that) or, without it, MAX_PLANES_BYTES -- before the rest is decompressed, to
+    that size and no further. StreamError naming `path` otherwise."""
+    src = str(path)
+    if data is None:
+        if not path.is_file():
+            raise StreamError(f"{path}: baked GOP file is missing")
+        data = read_small(path, src, MAX_PLANES_BYTES)  # zstd never grows what it holds by much
     try:
-        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes() if data is None else data)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8:8 + header_len]).get("__metadata__", {})
+        head = zstd_head(data, src, 8 + MAX_SAFETENSORS_HEADER)
+        total = safetensors_size(head, src)
+        header_len = int.from_bytes(head[:8], "little")
+        limit = MAX_PLANES_BYTES if expect is None else 8 + header_len + 4 * math.prod(expect)
+        if total > limit:
+            raise FormatError(f"{src}: holds {total} bytes of planes, more than the {limit} "
+                              f"{'baked.json states' if expect else 'a GOP may have'}")
+        raw = zstd_decompress(data, src, total)
+        if len(raw) != total:
+            raise FormatError(f"{src}: {len(raw)} bytes of planes, its header states {total} (cut short)")
+        header = safetensors_header(raw, src)
+        t = header.get("planes")
+        if not isinstance(t, dict) or t.get("dtype") != "F32" or len(t.get("shape", ())) != 4 \
+                or (expect is not None and tuple(t["shape"]) != tuple(expect)):
+            raise FormatError(f"{src}: planes {str(t)[:80]}, expected float32 [F, P, H, W]"
+                              + (f" of {list(expect)}" if expect is not None else ""))
+        meta = header.get("__metadata__", {})
         planes = _st_load(raw)["planes"]
-    except Exception as e:  # zstd and safetensors raise several types on corrupt data
+    except FormatError as e:
+        raise StreamError(f"{path}: not a readable baked GOP ({str(e).removeprefix(src + ': ')})") from e
+    except Exception as e:  # safetensors raises several types on corrupt data
         raise StreamError(f"{path}: not a readable baked GOP ({e})") from e
     return planes, meta
 
 
-class Baked:
-    """Read access to a baked folder: baked.json read and checked once."""
+class Baked(FolderFormat):
+    """Read access to a baked folder: baked.json read and checked once. legacy: read a bake
+    without file records (an older featvid) unverified; default FEATVID_LEGACY_READ."""
 
-    def __init__(self, path: str | Path) -> None:
+    kind = "baked"
+    records_in = "baked.json"
+
+    def __init__(self, path: str | Path, legacy: bool | None = None) -> None:
         self.path = Path(path)
+        self.legacy = legacy_read(legacy)
         meta_path = self.path / "baked.json"
-        if not meta_path.is_file():
-            raise StreamError(f"{self.path}: not a baked folder, or an unfinished bake (no baked.json)")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise StreamError(f"{meta_path}: unreadable ({e})") from e
-        if not isinstance(self.meta, dict) or self.meta.get("format") != BAKED_FORMAT \
-                or self.meta.get("version") != BAKED_VERSION:
-            raise StreamError(f"{meta_path}: not a featvid baked folder of version {BAKED_VERSION} (bake it again)")
+        self.meta: dict[str, Any] = read_meta(meta_path, BAKED_FORMAT, (BAKED_VERSION,), "a featvid baked folder")
         src, m = str(meta_path), self.meta
-        self.num_frames = int_field(m, "frames", src, lo=1, hi=1_000_000)
-        self.fps = number_field(m, "fps", src, 0, 1000, lo_open=True)
-        self.aabb = read_aabb(m.get("aabb"), src)
-        self.grid_shape = read_grid_shape(m.get("grid_shape"), src)
-        self.channels = int_field(m, "channels", src, lo=2, hi=65)  # P = 1 + C
-        self.render_settings = RenderSettings.from_dict(m.get("render"), src)
+        self._set_common(Common.read(m, src, "frames", "channels", planes_offset=0))  # baked.json: P
         self.mlp_config = MLPConfig.from_dict(m.get("mlp") or {}, src)
         self.gops: list[BakedGop] = []
-        for i, e in enumerate(m.get("gops") or []):
+        gops = m.get("gops") or []
+        if not isinstance(gops, list):
+            raise FormatError(f"{src}: gops must be a list")
+        for i, e in enumerate(gops):
             start, frames = span_from(e, f"{src}: GOP {i}")
             try:
                 atlas = (int(e["atlas"][0]), int(e["atlas"][1]))
                 ranges = tuple((float(lo), float(hi)) for lo, hi in e["ranges"])
             except (KeyError, TypeError, ValueError, IndexError) as err:
-                raise StreamError(f"{src}: GOP {i} needs an atlas size and float ranges ({err})") from err
-            if len(ranges) != self.channels:
-                raise StreamError(f"{src}: GOP {i} has {len(ranges)} ranges for {self.channels} channels")
+                raise FormatError(f"{src}: GOP {i} needs an atlas size and float ranges ({err})") from err
+            if len(ranges) != self.num_planes:
+                raise FormatError(f"{src}: GOP {i} has {len(ranges)} ranges for {self.num_planes} planes")
             self.gops.append(BakedGop(start, frames, safe_name(e.get("mapping"), f"GOP {i} mapping", src),
                                       safe_name(e.get("planes"), f"GOP {i} planes", src),
                                       safe_name(e.get("samples"), f"GOP {i} samples", src), atlas, ranges))
         check_tiling(self.gops, self.num_frames, src)
-        self.files = read_records(m.get("files"), src)  # {}: a bake from before the records
-        if not self.files:
-            log.warning("%s: baked.json records no file hashes (a bake from an older featvid): its files are "
-                        "read unverified", self.path)
-        else:
-            missing = [n for n in self.named_files() if n not in self.files]
-            if missing:
-                raise StreamError(f"{src}: files lists no size and SHA-256 for {', '.join(missing[:3])}")
+        files = m.get("files")
+        self._set_records(read_records(files, src) if files else None, self.named_files(), src)
 
     def named_files(self) -> list[str]:
         """Every file baked.json names: the MLP, then each GOP's mapping, planes and samples."""
         return [self._mlp_name()] + [n for e in self.gops for n in (e.mapping, e.planes, e.samples)]
 
-    def read_file(self, name: str, what: str) -> bytes:
-        """The bytes of the folder's file `name`, checked against baked.json's record of it."""
-        return read_checked(self.path, name, self.files, "baked.json", what)
-
-    def verify(self) -> Iterator[tuple[str, int]]:
-        """Check every file baked.json names against its size and SHA-256, yielding (name, bytes)
-        for each that matches; StreamError on the first that does not (or when there are none)."""
-        if not self.files:
-            raise StreamError(f"{self.path}: baked.json records no file hashes (a bake from an older featvid): "
-                              "nothing to verify against; bake it again")
-        for name in self.named_files():
-            self.read_file(name, "baked file")
-            yield name, self.files[name].bytes
+    def recorded_names(self) -> list[str]:
+        return self.named_files()
 
     def mapping(self, g: int) -> Mapping:
         """GOP g's mapping, checked against the folder's grid and the GOP's atlas size."""
         path = self.path / self.gops[g].mapping
         mapping = Mapping.from_bytes(self.read_file(self.gops[g].mapping, "mapping file"), str(path))
         if tuple(mapping.grid_shape) != self.grid_shape or mapping.atlas_size != self.gops[g].atlas:
-            raise StreamError(f"{path}: mapping (grid {mapping.grid_shape}, atlas {mapping.atlas_size}) "
+            raise FormatError(f"{path}: mapping (grid {mapping.grid_shape}, atlas {mapping.atlas_size}) "
                               f"does not match baked.json")
         return mapping
 
     def atlas(self, g: int) -> Atlas:
         """GOP g's planes [F, P, H, W] and float ranges."""
         e = self.gops[g]
-        arr, _ = read_planes(self.path / e.planes, self.read_file(e.planes, "baked GOP file"))
-        if arr.shape != (e.frames, self.channels, *e.atlas):
-            raise StreamError(f"{self.path}: GOP {g} planes {arr.shape} do not match baked.json")
+        arr, _ = read_planes(self.path / e.planes, self.read_file(e.planes, "baked GOP file"),
+                             (e.frames, self.num_planes, *e.atlas))  # nothing larger is decompressed
+        if arr.shape != (e.frames, self.num_planes, *e.atlas):
+            raise FormatError(f"{self.path}: GOP {g} planes {arr.shape} do not match baked.json")
         if not np.isfinite(arr).all():
-            raise StreamError(f"{self.path / e.planes}: holds NaN or infinite values")
+            raise FormatError(f"{self.path / e.planes}: holds NaN or infinite values")
         return Atlas(torch.from_numpy(arr.copy()), [tuple(r) for r in e.ranges])
 
     def samples(self) -> torch.Tensor:
@@ -192,17 +203,18 @@ class Baked:
             try:
                 values = _st_load(data)["values"]
             except Exception as err:  # safetensors errors
-                raise StreamError(f"{path}: not a readable samples file ({err})") from err
-            if values.ndim != 2 or values.shape[1] != self.channels or not np.isfinite(values).all():
-                raise StreamError(f"{path}: samples of shape {values.shape}, expected [S, {self.channels}] finite values")
+                raise FormatError(f"{path}: not a readable samples file ({err})") from err
+            if values.ndim != 2 or values.shape[1] != self.num_planes or not np.isfinite(values).all():
+                raise FormatError(f"{path}: samples of shape {values.shape}, expected [S, {self.num_planes}] "
+                                  "finite values")
             out.append(torch.from_numpy(values.copy()))
         return torch.cat(out)
 
     def summary(self) -> dict[str, Any]:
         """What `featvid info BAKED` shows."""
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-        return {"kind": "baked", "path": str(self.path), "frames": self.num_frames,
-                "gops": len(self.gops), "atlas_sizes": sorted({g.atlas for g in self.gops}), "bytes": size}
+        return {**super().summary(), "gops": len(self.gops), "atlas_sizes": sorted({g.atlas for g in self.gops}),
+                "bytes": size}
 
     def mlp_bytes(self) -> bytes:
         """The MLP file's bytes (read once by an encoder, which also checks them: `mlp`)."""

@@ -17,7 +17,8 @@ files exist": that is what makes training resumable.
 `Run` reads run.json once and checks what every reader relies on (frame count, box, grid shape,
 channels, render settings, GOPs tiling the frames, file names inside the folder); a frame file is
 checked against it when it is read, and every file against its record in files.json (a run from
-an older featvid has no files.json: it reads unverified, with a warning).
+an older featvid has no files.json: it is refused unless read with legacy=True / `featvid
+--legacy-read`, which reads it unverified with a warning; featvid.formats.folder).
 """
 from __future__ import annotations
 
@@ -30,21 +31,21 @@ from typing import Any, Iterator
 import torch
 
 from featvid.atomic import write_bytes, write_json
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.files import FileRecord, read_checked, read_records, records_dict
 from featvid.field.gop import Gop, check_tiling, gop_index, span_from
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
-from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
-from featvid.field.volume import RenderSettings
+from featvid.field.schema import int_field
+from featvid.formats.folder import MAX_FRAMES, Common, FolderFormat, legacy_read, read_meta
+from featvid.limits import read_json
 from featvid.names import safe_name
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "featvid-run"
 RUN_VERSION = 1
-MAX_FRAMES = 1_000_000  # a bound on what run.json may claim, so an edited number cannot run away
 FILES = "files.json"  # the run's file records
 FILES_FORMAT = "featvid-files"
 COARSE_DIR = "coarse"  # the coarse pass's grids, one a frame (written by the trainer)
@@ -62,34 +63,27 @@ class RunGop(Gop):
         return {**self.span(), "mapping": self.mapping, "blocks": self.blocks, **({"refresh": True} if self.refresh else {})}
 
 
-class Run:
-    """Read access to a run folder (finished or in progress)."""
+class Run(FolderFormat):
+    """Read access to a run folder (finished or in progress). legacy: read a run without
+    files.json (an older featvid) unverified; default FEATVID_LEGACY_READ (featvid.formats.folder)."""
 
-    def __init__(self, path: str | Path) -> None:
+    kind = "run"
+    records_in = FILES
+
+    def __init__(self, path: str | Path, legacy: bool | None = None) -> None:
         self.path = Path(path)
+        self.legacy = legacy_read(legacy)
         meta_path = self.path / "run.json"
-        if not meta_path.is_file():
-            raise StreamError(f"{self.path}: not a featvid run folder (no run.json)")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise StreamError(f"{meta_path}: unreadable ({e})") from e
-        if not isinstance(self.meta, dict) or self.meta.get("format") != RUN_FORMAT \
-                or self.meta.get("version") != RUN_VERSION:
-            raise StreamError(f"{meta_path}: not a featvid run of version {RUN_VERSION}")
+        self.meta: dict[str, Any] = read_meta(meta_path, RUN_FORMAT, (RUN_VERSION,), "a featvid run folder")
         src = str(meta_path)
         m = self.meta
-        self.num_frames = int_field(m, "num_frames", src, lo=1, hi=MAX_FRAMES)
-        # the dataset frame of run frame 0 (runs trained on a part of a capture)
+        # run.json states C, the features ("num_channels"); a run trained on part of a capture
+        # starts at dataset frame `frame_start`
+        self._set_common(Common.read(m, src, "num_frames", "num_channels", planes_offset=1))
         self.frame_start = int_field(m, "frame_start", src, lo=0, hi=MAX_FRAMES) if "frame_start" in m else 0
-        self.fps = number_field(m, "fps", src, 0, 1000, lo_open=True)
-        self.aabb = read_aabb(m.get("aabb"), src)  # [2, 3]
-        self.grid_shape = read_grid_shape(m.get("grid_shape"), src)
-        self.num_channels = int_field(m, "num_channels", src, lo=1, hi=64)
-        self.render_settings = RenderSettings.from_dict(m.get("render"), src)
         gops = m.get("gops", [])
         if not isinstance(gops, list):
-            raise StreamError(f"{src}: gops must be a list")
+            raise FormatError(f"{src}: gops must be a list")
         self.gops: list[RunGop] = []
         for i, g in enumerate(gops):
             start, frames = span_from(g, f"{src}: GOP {i}")
@@ -98,11 +92,9 @@ class Run:
                                     g.get("refresh") is True and i > 0))
         if self.gops:  # an unfinished coarse pass writes run.json without GOPs first
             check_tiling(self.gops, self.num_frames, src)
-        records = read_run_records(self.path)
-        if records is None:
-            log.warning("%s: the run records no file hashes (a run from an older featvid): its files are read "
-                        "unverified", self.path)
-        self.files: dict[str, FileRecord] = records or {}
+        # a run records each file as it is written: an empty table is a run just begun, and a
+        # file it does not list is refused on read (read_file)
+        self._set_records(read_run_records(self.path), [], str(self.path / FILES), empty_ok=True)
 
     def gop_of(self, t: int) -> int:
         return gop_index(self.gops, t, str(self.path))
@@ -121,7 +113,7 @@ class Run:
                 *self.gops[g + 1:]]
         meta = {k: v for k, v in self.meta.items() if k not in ("format", "version")}
         write_run_meta(self.path, {**meta, "gops": [x.to_dict() for x in gops]})
-        return Run(self.path)
+        return Run(self.path, self.legacy)
 
     @property
     def mlp_config(self) -> MLPConfig | None:
@@ -132,7 +124,7 @@ class Run:
             return MLPConfig.from_dict(self.meta["mlp"], src)
         c = self.meta.get("config")
         if isinstance(c, dict) and "mlp_hidden" in c:
-            return MLPConfig.from_dict({"in_features": self.num_channels, "hidden": c.get("mlp_hidden"),
+            return MLPConfig.from_dict({"in_features": self.num_features, "hidden": c.get("mlp_hidden"),
                                         "layers": c.get("mlp_layers"), "view_freqs": c.get("view_freqs")}, src)
         return None
 
@@ -143,14 +135,14 @@ class Run:
     def read_file(self, name: str, what: str) -> bytes:
         """The bytes of the run's file `name`, checked against its record in files.json."""
         try:
-            return read_checked(self.path, name, self.files, FILES, what)
-        except StreamError:
+            return super().read_file(name, what)
+        except FormatError:
             # files.json is read once, and a run in training records a file as it writes it: look again
             fresh = read_run_records(self.path)
             if fresh is None or fresh == self.files:
                 raise
             self.files = fresh
-            return read_checked(self.path, name, self.files, FILES, what)
+            return super().read_file(name, what)
 
     def finished_frames(self) -> list[int]:
         frames = self.path / "frames"
@@ -168,14 +160,14 @@ class Run:
     def frame(self, t: int) -> SparseGrid:
         """Frame t's grid, checked against the run: grid shape, box and channels."""
         if not 0 <= t < self.num_frames:
-            raise StreamError(f"{self.path}: frame {t} out of range 0..{self.num_frames - 1}")
+            raise FormatError(f"{self.path}: frame {t} out of range 0..{self.num_frames - 1}")
         path = self.frame_path(t)
         grid = SparseGrid.from_bytes(self.read_file(frame_name(t), "grid file"), str(path))
-        if tuple(grid.shape) != self.grid_shape or grid.num_channels != self.num_channels \
+        if tuple(grid.shape) != self.grid_shape or grid.num_channels != self.num_features \
                 or not torch.allclose(grid.aabb.float(), self.aabb, atol=1e-6):
-            raise StreamError(f"{path}: grid {tuple(grid.shape)} with {grid.num_channels} channels in box "
+            raise FormatError(f"{path}: grid {tuple(grid.shape)} with {grid.num_channels} features in box "
                               f"{grid.aabb.tolist()} does not match run.json ({self.grid_shape}, "
-                              f"{self.num_channels} channels, {self.aabb.tolist()})")
+                              f"{self.num_features} features, {self.aabb.tolist()})")
         return grid
 
     def frames(self) -> Iterator[tuple[int, SparseGrid]]:
@@ -187,35 +179,26 @@ class Run:
         path = self.path / self.gops[gop].mapping
         mapping = Mapping.from_bytes(self.read_file(self.gops[gop].mapping, "mapping file"), str(path))
         if tuple(mapping.grid_shape) != self.grid_shape:
-            raise StreamError(f"{path}: mapping is for grid {mapping.grid_shape}, the run has {self.grid_shape}")
+            raise FormatError(f"{path}: mapping is for grid {mapping.grid_shape}, the run has {self.grid_shape}")
         return mapping
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
         data = self.read_file("mlp.safetensors", "MLP file")
         return TinyMLP.from_bytes(data, str(self.path / "mlp.safetensors"), self.mlp_config).to(device)
 
-    def verify(self) -> Iterator[tuple[str, int]]:
-        """Check every file files.json records against its size and SHA-256, yielding (name, bytes)
-        for each that matches; StreamError on the first that does not (or when there are none)."""
-        if not self.files:
-            raise StreamError(f"{self.path}: the run records no file hashes (a run from an older featvid): "
-                              "nothing to verify against")
-        for name in sorted(self.files):
-            if name.startswith("frames/") and not (self.path / name).is_file():
-                continue  # recorded, then killed before it was written: an unfinished frame
-            self.read_file(name, "recorded file")
-            yield name, self.files[name].bytes
+    def recorded_names(self) -> list[str]:
+        """Every recorded file but a frame recorded and then killed before it was written (an
+        unfinished frame: the record is written first)."""
+        return [n for n in sorted(self.files) if not (n.startswith("frames/") and not (self.path / n).is_file())]
 
     def summary(self) -> dict[str, Any]:
         """What `featvid info RUN` shows: frames done, GOPs, grid, sizes in bytes."""
         done = self.finished_frames()
         grid_bytes = sum(self.frame_path(t).stat().st_size for t in done)
-        C = self.num_channels
+        C = self.num_features
         fp16_bytes = sum(SparseGrid.float16_bytes(SparseGrid.file_vertices(self.frame_path(t)), C) for t in done)
         return {
-            "kind": "run", "path": str(self.path), "frames": self.num_frames, "finished_frames": len(done),
-            "fps": self.fps, "grid_shape": list(self.grid_shape), "channels": C,
-            "aabb": self.aabb.tolist(), "gops": [[g.start, g.end] for g in self.gops],
+            **super().summary(), "finished_frames": len(done), "gops": [[g.start, g.end] for g in self.gops],
             "grid_bytes_per_frame": grid_bytes / max(1, len(done)),
             "float16_grid_bytes_per_frame": fp16_bytes / max(1, len(done)), "dataset": self.meta.get("dataset"),
             "preset": (self.meta.get("config") or {}).get("preset"),
@@ -263,7 +246,7 @@ def recorded_config(path: str | Path) -> dict[str, Any] | None:
         return None
     try:
         return Run(path).meta.get("config")
-    except StreamError:
+    except FormatError:
         return None
 
 
@@ -301,10 +284,15 @@ def write_run_file(path: str | Path, name: str, data: bytes) -> None:
     write_bytes(path / name, data)
 
 
-def read_run_file(path: str | Path, name: str, what: str) -> bytes:
+def read_run_file(path: str | Path, name: str, what: str, legacy: bool | None = None) -> bytes:
     """The bytes of file `name` of the run folder `path`, checked against files.json (for readers
-    that hold no `Run`, e.g. the trainer's coarse grids)."""
-    return read_checked(Path(path), name, read_run_records(path) or {}, FILES, what)
+    that hold no `Run`, e.g. the trainer's coarse grids); a file it does not record is refused
+    unless this is a legacy read of a run without records."""
+    records = read_run_records(path)
+    if (records is None or name not in records) and not (legacy_read(legacy) and not records):
+        hint = " (the run records none: read it with `featvid --legacy-read`)" if records is None else ""
+        raise FormatError(f"{Path(path) / name}: not listed in {FILES}'s file hashes{hint}")
+    return read_checked(Path(path), name, records or {}, FILES, what)
 
 
 def read_run_records(path: str | Path) -> dict[str, FileRecord] | None:
@@ -312,12 +300,9 @@ def read_run_records(path: str | Path) -> dict[str, FileRecord] | None:
     p = Path(path) / FILES
     if not p.is_file():
         return None
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise StreamError(f"{p}: unreadable ({e})") from e
+    d = read_json(p, str(p))
     if not isinstance(d, dict) or d.get("format") != FILES_FORMAT or not isinstance(d.get("files"), dict):
-        raise StreamError(f"{p}: not a featvid file table")
+        raise FormatError(f"{p}: not a featvid file table")
     return read_records(d["files"], str(p)) if d["files"] else {}
 
 

@@ -29,15 +29,15 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as Fnn
 
 from featvid.data.cameras import Cameras, image_rays
 from featvid.device import resolve_device
-from featvid.field.grid import SparseGrid
+from featvid.field.grid import SparseGrid, flat_vertex_index
 from featvid.field.volume import (
     RenderSettings,
     Volume,
     cell_occupancy,
+    interpolate,
     optical_depth,
     ray_aabb,
     sample_cells,
@@ -131,9 +131,8 @@ class VolumeBuilder:
             if self._idx is not None:
                 data[:, self._idx] = 0  # clear only what the previous frame set
             coords = grid.coords.to(self.device, non_blocking=True)
-            nx, ny, nz = grid.shape
             c = coords.long()
-            idx = (c[:, 0] * ny + c[:, 1]) * nz + c[:, 2]  # [N]
+            idx = flat_vertex_index(c[:, 0], c[:, 1], c[:, 2], grid.shape)  # [N]
             occ = torch.zeros(n_vert, dtype=torch.bool, device=self.device)
             occ[idx] = True
             self._cell_occ = cell_occupancy(occ.view(*grid.shape))
@@ -153,14 +152,6 @@ class VolumeBuilder:
 def fast_volume(grid: SparseGrid, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FastVolume:
     """One-off FastVolume of a grid (a fresh buffer; use a VolumeBuilder for a sequence of frames)."""
     return VolumeBuilder(device, dtype).build(grid)
-
-
-def _interpolate(vol: Volume, points: torch.Tensor) -> torch.Tensor:
-    """Trilinear lookup, as `volume.interpolate`, in the volume's dtype -> [P, 1 + C] float32."""
-    rel = (points - vol.aabb[0]) / (vol.aabb[1] - vol.aabb[0])
-    g = (rel.flip(-1) * 2 - 1).to(vol.data.dtype).view(1, 1, 1, -1, 3)
-    out = Fnn.grid_sample(vol.data[None], g, mode="bilinear", align_corners=True)  # [1, 1+C, 1, 1, P]
-    return out.view(vol.data.shape[0], -1).T.float()
 
 
 def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings,
@@ -195,7 +186,8 @@ def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings:
         occ = cell_occ[sample_cells(vol, o, d, t)].logical_and_(valid)  # [A, S], the reference's cells
         r, c = occ.nonzero(as_tuple=True)  # samples ordered by ray, then distance
         if len(r):
-            values = _interpolate(vol, o[r] + t[r, c, None] * d[r])  # [P, 1 + C] at the reference's points
+            # [P, 1 + C] at the reference's points, looked up in the volume's dtype (float16 on CUDA)
+            values = interpolate(vol, o[r] + t[r, c, None] * d[r]).float()
             tau = optical_depth(values[:, 0], settings.step_ratio)  # [P]
             dense_tau = torch.zeros(occ.shape, device=dev).index_put_((r, c), tau)
             before = torch.cumsum(dense_tau, dim=1) - dense_tau  # optical depth within the segment

@@ -26,7 +26,6 @@ RenderError that names it (e.g. `frames[3].c2w`).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any
 import torch
 
 from featvid.data.cameras import Cameras, intrinsics_from_fov, look_at, opengl_to_opencv
-from featvid.errors import RenderError
+from featvid.errors import FormatError, RenderError
+from featvid.limits import read_json
 
 PATH_KINDS = ("orbit", "spiral", "test")
 
@@ -200,11 +200,9 @@ def load_path_file(path: str | Path, num_frames: int) -> CameraPath:
     """Read a JSON camera path file (see the module docstring)."""
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
-    except OSError as e:
-        raise RenderError(f"{path}: cannot read camera path file ({e.strerror or e})") from e
-    except ValueError as e:
-        raise RenderError(f"{path}: camera path file is not valid JSON ({e})") from e
+        spec = read_json(path, str(path))  # bounded: a size ceiling, deep nesting refused
+    except FormatError as e:
+        raise RenderError(f"{path}: cannot read camera path file ({str(e).removeprefix(f'{path}: ')})") from e
     try:
         return path_from_dict(spec, num_frames)
     except RenderError as e:

@@ -10,16 +10,28 @@ with them. It binds the loopback interface unless told otherwise.
 Hardening, since anything on the network may connect: a request target must be a path (origin
 form, starting with "/"; `GET *` or an absolute URL is a 400, never a crash); names starting with
 "." (hidden files, encode's temporary files) are never served (404); a connection that sends
-nothing for `timeout` seconds is closed; at most `max_connections` are served at once, and one
+nothing for `timeout` seconds is closed, and one whose request line and headers are not complete
+`header_timeout` seconds after their first byte is closed too (a client trickling a byte a second
+would otherwise hold its slot for ever); at most `max_connections` are served at once, and one
 more is answered 503 and closed. Before it binds, the stream is opened and summarised with the
 reader `featvid info` uses, so a stream every reader refuses is refused here too.
+
+DNS rebinding: a web page on evil.example may resolve its own name to 127.0.0.1 and so reach a
+loopback server from the user's browser. Every request's Host header is therefore checked
+against an allow-list (`allowed_hosts`): the loopback names, the bound address, the address the
+connection arrived on (an IP literal, which no DNS answer can spoof), this machine's name when
+bound to every interface, and any name given. Others are answered 421 Misdirected Request. The
+port in Host is not compared: a tunnel (ssh -L 9000:localhost:8000) changes it legitimately.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +62,8 @@ MIME_TYPES = {
 }
 _CHUNK = 1 << 16
 READ_TIMEOUT_S = 10.0  # an idle or slow client is dropped after this long without a byte
+HEADER_TIMEOUT_S = 5.0  # a request's line and headers must be complete this long after their first byte
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # Host values always served (with any port)
 MAX_CONNECTIONS = 32  # the player opens a handful; more are turned away with 503
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 
@@ -57,6 +71,55 @@ _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: c
 def mime_type(path: Path) -> str:
     """Content-Type of a served file, by extension; unknown types are opaque bytes."""
     return MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lower case, without port, brackets or a trailing dot:
+    "[::1]:8000" -> "::1", "LocalHost.:80" -> "localhost"."""
+    h = header.strip().lower()
+    if h.startswith("["):  # an IPv6 literal, e.g. [::1]:8000
+        end = h.find("]")
+        return h[1:end] if end > 0 else h
+    name, colon, port = h.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        h = name
+    return h.rstrip(".")
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reading side with two limits: `idle` seconds for any one read, and, once a
+    request's first byte has come (after `arm()`), the rest of its headers within `header_timeout`.
+    Past either, the read raises TimeoutError, which http.server answers by closing the connection."""
+
+    def __init__(self, sock: socket.socket, idle: float, header_timeout: float) -> None:
+        self._sock, self._idle, self._header_timeout = sock, idle, header_timeout
+        self._armed = False
+        self._deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def arm(self) -> None:
+        """A request is awaited: its header clock starts at its first byte."""
+        self._armed, self._deadline = True, None
+
+    def disarm(self) -> None:
+        """The headers are in: back to the idle timeout alone (also for writes on this socket)."""
+        self._armed, self._deadline = False, None
+        self._sock.settimeout(self._idle)
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        timeout = self._idle
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"request headers not complete after {self._header_timeout:g} s")
+            timeout = min(timeout, left)
+        self._sock.settimeout(timeout)
+        n = self._sock.recv_into(buffer)
+        if n and self._armed and self._deadline is None:
+            self._deadline = time.monotonic() + self._header_timeout
+        return n
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -93,14 +156,24 @@ class PlayerServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck browser connection must not hold the process open
 
     def __init__(self, address: tuple[str, int], stream_dir: Path, web_dir: Path = WEB_DIR,
-                 timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
+                 timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
+                 header_timeout: float | None = None, allowed_hosts: Iterable[str] = ()) -> None:
         """timeout: seconds a connection may stay silent (while a request is awaited or read);
-        max_connections: connections served at once (each holds a thread)."""
-        if not timeout > 0 or max_connections < 1:
-            raise ConfigError(f"serve needs timeout > 0 and max_connections >= 1, got {timeout}, {max_connections}")
+        max_connections: connections served at once (each holds a thread); header_timeout: seconds
+        a request's line and headers may take from their first byte [default: HEADER_TIMEOUT_S];
+        allowed_hosts: Host names served besides the loopback names and the bound address."""
+        header_timeout = HEADER_TIMEOUT_S if header_timeout is None else header_timeout
+        if not timeout > 0 or not header_timeout > 0 or max_connections < 1:
+            raise ConfigError(f"serve needs timeout > 0, header_timeout > 0 and max_connections >= 1, got "
+                              f"{timeout}, {header_timeout}, {max_connections}")
         self.stream_dir = stream_dir.resolve()
         self.web_dir = web_dir.resolve()
         self.read_timeout = float(timeout)
+        self.header_timeout = float(header_timeout)
+        hosts = {*LOOPBACK_HOSTS, host_name(address[0])}
+        if address[0] in ("", "0.0.0.0", "::"):  # every interface: the machine's own name too
+            hosts.add(socket.gethostname().lower())
+        self.allowed_hosts = frozenset(hosts | {host_name(h) for h in allowed_hosts})
         self.max_connections = int(max_connections)
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self._active = 0
@@ -211,6 +284,30 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.read_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.rfile.close()  # http.server's own reader: ours below replaces it (an open one would keep the socket)
+        self._reader = _DeadlineReader(self.connection, self.server.read_timeout, self.server.header_timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.arm()  # the request line and headers are read under the header deadline
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        finally:
+            self._reader.disarm()
+
+    def _host_allowed(self) -> bool:
+        """Whether the Host header names this server (see the module's note on DNS rebinding)."""
+        host = self.headers.get("Host")
+        if host is None:
+            return False
+        name = host_name(host)
+        if name in self.server.allowed_hosts:
+            return True
+        local = self.connection.getsockname()[0]  # the address this connection arrived on
+        return name == str(local).lower()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         self._send(body=True)
@@ -236,6 +333,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith("/"):  # "*", an absolute URL, a bare name: not a path of ours
             self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST)
+            return
+        if not self._host_allowed():  # DNS rebinding, or a request meant for another server
+            self.close_connection = True
+            self._error(HTTPStatus.MISDIRECTED_REQUEST)
+            log.debug("refused Host %r from %s", self.headers.get("Host"), self.address_string())
             return
         target = self.server.resolve(urlsplit(self.path).path)
         if target is False:
@@ -281,11 +383,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(stream_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, timeout: float = READ_TIMEOUT_S,
-          max_connections: int = MAX_CONNECTIONS) -> PlayerServer:
+          max_connections: int = MAX_CONNECTIONS, header_timeout: float | None = None,
+          allowed_hosts: Iterable[str] = ()) -> PlayerServer:
     """A bound (not yet serving) PlayerServer for the stream folder `stream_dir`.
 
     Call `.serve_forever()` (blocking) or `.start()` (background thread), and `.close()` to stop.
-    port 0 picks a free port (see `.url`); timeout and max_connections as PlayerServer. Raises
+    port 0 picks a free port (see `.url`); timeout, max_connections, header_timeout and
+    allowed_hosts as PlayerServer. Raises
     StreamError when the folder is not a finished stream or the stream is refused by the reader
     `featvid info` uses (a malformed manifest, a missing file, a size that is not the manifest's),
     ConfigError when the address cannot be bound.
@@ -297,6 +401,7 @@ def serve(stream_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, tim
     if not (WEB_DIR / "index.html").is_file():
         raise StreamError(f"{WEB_DIR}: the web player's files are missing from the installation")
     try:
-        return PlayerServer((host, port), stream_dir, timeout=timeout, max_connections=max_connections)
+        return PlayerServer((host, port), stream_dir, timeout=timeout, max_connections=max_connections,
+                            header_timeout=header_timeout, allowed_hosts=allowed_hosts)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e

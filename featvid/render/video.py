@@ -118,24 +118,6 @@ class Mp4Writer:
             self.abort()
 
 
-def write_mp4(path: str | Path, frames, fps: float, crf: int = 18) -> int:
-    """Write an iterable of images [H, W, 3] to an H.264 MP4; returns the frame count."""
-    writer: Mp4Writer | None = None
-    try:
-        for f in frames:
-            if writer is None:
-                writer = Mp4Writer(path, fps, int(f.shape[1]), int(f.shape[0]), crf)
-            writer.write(f)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is None:
-        raise RenderError(f"{path}: no frames to write")
-    writer.close()
-    return writer.frames
-
-
 def probe_mp4(path: str | Path) -> dict:
     """Decode an MP4 with PyAV: {"frames": count, "width", "height", "codec", "pix_fmt", "fps"}."""
     import av

@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as Fnn
-from tqdm.auto import tqdm
 
+from featvid.progress import progress_bar
 from featvid.train.config import TrainConfig
 from featvid.train.losses import optimizer_step
 from featvid.train.sampling import RaySampler
@@ -77,12 +77,12 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
                      background: torch.Tensor, generator: torch.Generator, desc: str = "coarse") -> CoarseGrid:
     """Fit `grid` (updated in place, also returned) to one frame's training images for `iters` steps."""
     param = torch.nn.Parameter(grid.data)
-    opt = torch.optim.Adam([param], lr=config.coarse_lr)
-    gamma = config.lr_decay ** (1 / max(1, iters))
-    for it in tqdm(range(iters), desc=desc, leave=False, unit="it"):
-        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+    opt = torch.optim.Adam([param], lr=config.coarse.lr)
+    gamma = config.optim.lr_decay ** (1 / max(1, iters))
+    for it in progress_bar(range(iters), desc=desc, leave=False, unit="it"):
+        origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=origins.device, generator=generator)
-        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.step_ratio, background, jitter)
+        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background, jitter)
         loss = ((rgb - target) ** 2).mean()
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: loss became {float(loss)} at iteration {it}")
@@ -103,15 +103,16 @@ def coarse_pass(frames: range, images_of: Callable[[int], tuple[torch.Tensor, "C
     on_frame(t, occupancy [nx, ny, nz] bool on the fine grid, coarse grid) is called per frame;
     it is where GOPs are formed, so no list of every frame's occupancy is ever kept.
     """
-    shape = grid_shape_for(aabb, config.coarse_resolution)
+    shape = grid_shape_for(aabb, config.grid.coarse_resolution)
     grid = CoarseGrid(torch.zeros(4, *shape, device=device), aabb.to(device))
     bg = torch.tensor(background, device=device)
-    for i, t in enumerate(tqdm(frames, desc="coarse pass", unit="frame")):
+    for i, t in enumerate(progress_bar(frames, desc="coarse pass", unit="frame")):
         images, cams = images_of(t)
         sampler = RaySampler(images, cams)
         gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * t + 1)
-        iters = config.coarse_iters if i == 0 else config.coarse_frame_iters
+        iters = config.coarse.iters if i == 0 else config.coarse.frame_iters
         fit_coarse_frame(grid, sampler, iters, config, bg, gen, desc=f"coarse {t}")
-        occ = grid.occupancy_on(fine_shape, config.step_ratio, config.occupancy_alpha, config.occupancy_dilation)
+        occ = grid.occupancy_on(fine_shape, config.grid.step_ratio, config.coarse.occupancy_alpha,
+                                config.coarse.occupancy_dilation)
         log.info("coarse frame %d: %d of %d fine vertices occupied", t, int(occ.sum()), occ.numel())
         on_frame(t, occ, grid)

@@ -1,71 +1,156 @@
-"""TrainConfig: every knob of the trainer, and the named presets.
+"""TrainConfig: every knob of the trainer, in frozen sections, and the named presets.
 
 A run folder stores its config (run.json "config"); resuming with a different one is refused,
-because frames trained under two configs are not one run.
+because frames trained under two configs are not one run. run.json holds the nested form
+(`to_dict`); runs written before the sections existed hold one flat dict, and `from_dict` reads
+both. The flat names (`FLAT_NAMES`) are also the names `preset()` and `with_overrides()` take, so
+the CLI options, the benchmark overrides and old results files keep one vocabulary.
+
+Why each default is what it is, with the measurements: docs/training.md.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Literal, Union, get_args
 
 from featvid.errors import ConfigError
 from featvid.field.mlp import MLPConfig
 from featvid.field.volume import STEP_RATIO_RANGE
 
+Importance = Literal["ist", "isg", "none"]
+"""Ray sampling of later frames: temporal difference (IST), temporal median (ISG), uniform."""
+IMPORTANCE_CHOICES: tuple[str, ...] = get_args(Importance)
+GopLength = Union[int, Literal["auto"]]
+"""Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
+MotionWindow = Literal[3, 5, 7]
+MOTION_WINDOWS: tuple[int, ...] = get_args(MotionWindow)
 
+
+# -- checks shared by the sections ------------------------------------------------------------------
+def _fail(where: str, what: str) -> None:
+    raise ConfigError(f"train config: {where}: {what}")
+
+
+def _int(where: str, value: Any, lo: int, hi: int | None = None) -> None:
+    """An int (not a bool) in lo..hi."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(where, f"expected a whole number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        _fail(where, f"{value} is below {lo}" if value < lo else f"{value} is above {hi}")
+
+
+def _float(where: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False,
+           hi_open: bool = False) -> None:
+    """A finite number (int or float, not a bool) in the range [lo, hi], ends open where asked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(where, f"expected a finite number, got {value!r}")
+    if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+        _fail(where, f"{value} not in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
+
+
+def _bool(where: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(where, f"expected true or false, got {value!r}")
+
+
+# -- the sections -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TrainConfig:
-    """How a multi-view video is fitted, frame after frame (VideoRF's two passes)."""
+class GridConfig:
+    """The grids: the fine one that is stored and streamed, the coarse one of the occupancy pass."""
 
-    # -- grids -----------------------------------------------------------------------------------
-    grid_resolution: int = 64
+    resolution: int = 64
     """Fine grid: vertices along the longest side of the scene box."""
     coarse_resolution: int = 32
-    """Coarse grid of the occupancy pass: vertices along the longest side."""
-    num_channels: int = 6
-    """Feature channels per vertex (C). ReRF/DVGO use 12; on the demo scene (4 frames, crf 23) 6 gave
-    the same float PSNR (32.23 vs 32.25 dB) in 53 % of the stream bytes, 4 lost 0.18 dB in 39 %."""
+    """Coarse grid of the occupancy pass: vertices along the longest side (at most `resolution`)."""
+    channels: int = 6
+    """Feature channels per vertex (C): ReRF/DVGO's 12 gave the same PSNR in twice the bytes."""
     step_ratio: float = 0.5
     """Ray-marching step in voxels (written to run.json for every renderer)."""
 
-    # -- tiny MLP (deferred shading) ---------------------------------------------------------------
-    mlp_hidden: int = 32
+    def __post_init__(self) -> None:
+        _int("grid.resolution", self.resolution, 8, 320)  # 320^3 fits field.schema.MAX_GRID_VERTICES
+        _int("grid.coarse_resolution", self.coarse_resolution, 4)
+        if self.coarse_resolution > self.resolution:
+            _fail("grid.coarse_resolution", f"{self.coarse_resolution} is finer than grid.resolution "
+                                            f"{self.resolution}")
+        _int("grid.channels", self.channels, 1, 64)
+        lo, hi = STEP_RATIO_RANGE
+        _float("grid.step_ratio", self.step_ratio, lo, hi)
+
+
+@dataclass(frozen=True)
+class MLPShape:
+    """The tiny MLP of deferred shading (its input width is the grid's channels)."""
+
+    hidden: int = 32
     """Width of each hidden layer of the shared MLP."""
-    mlp_layers: int = 2
+    layers: int = 2
     """Hidden layers of the shared MLP."""
     view_freqs: int = 2
     """sin/cos frequencies of the view direction fed to the MLP."""
 
-    # -- coarse pass: a low-res density + RGB grid per frame -> occupancy ----------------------------
-    coarse_iters: int = 300
+    def __post_init__(self) -> None:
+        _int("mlp.hidden", self.hidden, 4, 128)
+        _int("mlp.layers", self.layers, 1, 4)
+        _int("mlp.view_freqs", self.view_freqs, 0, 6)
+
+
+@dataclass(frozen=True)
+class CoarseConfig:
+    """The coarse pass: a low-resolution density + RGB grid per frame -> occupancy."""
+
+    iters: int = 300
     """Iterations of the first frame's coarse fit."""
-    coarse_frame_iters: int = 60
+    frame_iters: int = 60
     """Iterations of each later frame's coarse fit (warm-started from the previous frame)."""
-    coarse_lr: float = 0.3
+    lr: float = 0.3
     """Adam learning rate of the coarse grids (high: the coarse pass has few iterations to make density)."""
     occupancy_alpha: float = 0.05
     """A fine vertex is occupied where the upsampled coarse density gives alpha above this (per step)."""
     occupancy_dilation: int = 1
     """Occupied region grown by this many fine voxels, so the fine pass has room."""
 
-    # -- GOPs ---------------------------------------------------------------------------------------
-    gop: int | str = 10
+    def __post_init__(self) -> None:
+        _int("coarse.iters", self.iters, 1)
+        _int("coarse.frame_iters", self.frame_iters, 0)
+        _float("coarse.lr", self.lr, 0, lo_open=True)
+        _float("coarse.occupancy_alpha", self.occupancy_alpha, 0, 1, lo_open=True, hi_open=True)
+        _int("coarse.occupancy_dilation", self.occupancy_dilation, 0)
+
+
+@dataclass(frozen=True)
+class GopConfig:
+    """How frames are grouped into GOPs (one mapping, one keyframe each)."""
+
+    length: GopLength = 10
     """Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
-    gop_growth: float = 0.25
+    growth: float = 0.25
     """auto GOPs: start a new GOP once the union has this fraction more blocks than its first frame."""
-    max_gop: int = 30
+    max_length: int = 30
     """auto GOPs: longest GOP in frames."""
 
-    # -- fine pass ------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.length != "auto":
+            if isinstance(self.length, str):
+                _fail("gop.length", f"expected a positive whole number or 'auto', got {self.length!r}")
+            _int("gop.length", self.length, 1)
+        _float("gop.growth", self.growth, 0, lo_open=True)
+        _int("gop.max_length", self.max_length, 1)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How long each fit of the fine pass runs: between the fewest and the most iterations, stopped
+    once its loss stops improving."""
+
     keyframe_iters: int = 2000
     """Most iterations of a keyframe (frame 0: grid and MLP; a refreshed keyframe: the grid)."""
     keyframe_iters_min: int = 1200
     """Fewest iterations of a keyframe, before its loss may be judged to have stopped improving."""
     refresh_iters: int = 1000
-    """Most iterations of a refreshed keyframe (mid-sequence: density from the coarse pass, features
-    carried along the motion, the MLP kept), at least half of them. It needs fewer than frame 0,
-    which also learns the MLP: crossing scene, `fast`, frame 4 refitted with 150 / 300 / 600
-    iterations: 31.35 / 32.67 / 33.44 dB held-out, against 31.2 for its warm-started fit."""
+    """Most iterations of a refreshed keyframe, at least half of them: fewer than frame 0, which
+    also learns the MLP."""
     frame_iters: int = 300
     """Most iterations of every later (warm-started) frame."""
     frame_iters_min: int = 100
@@ -75,14 +160,27 @@ class TrainConfig:
     less than this fraction on the window before (0: always the most iterations)."""
     plateau_window: int = 20
     """Iterations per loss window of the plateau test."""
+
+    def __post_init__(self) -> None:
+        _int("schedule.keyframe_iters", self.keyframe_iters, 1)
+        _int("schedule.keyframe_iters_min", self.keyframe_iters_min, 0, self.keyframe_iters)
+        _int("schedule.refresh_iters", self.refresh_iters, 1, self.keyframe_iters)
+        _int("schedule.frame_iters", self.frame_iters, 0)
+        _int("schedule.frame_iters_min", self.frame_iters_min, 0, self.frame_iters)
+        _float("schedule.plateau", self.plateau, 0, 1, hi_open=True)
+        _int("schedule.plateau_window", self.plateau_window, 1)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How every fit learns: rays per step, Adam's learning rates and their decay, the feature clamp."""
+
     batch_rays: int = 4096
-    """Rays per iteration."""
+    """Rays per iteration (coarse and fine pass)."""
     lr_grid: float = 0.1
-    """Adam learning rate of density and features (DVGO: 0.1)."""
+    """Adam learning rate of density and features on a keyframe (DVGO: 0.1)."""
     lr_grid_frame: float = 0.2
-    """Adam learning rate of density and features in later (warm-started) frames. Higher than the
-    keyframe's: content that moves must travel far in few iterations (demo, 60 iterations a frame:
-    0.1 -> 0.2 with lr_decay 0.3 gave +1.5 dB held-out on frames 1-3 for 13 % more stream bytes)."""
+    """The same in later frames: higher, because content that moves must travel far in few iterations."""
     lr_mlp: float = 3e-3
     """Adam learning rate of the MLP on the keyframe."""
     lr_mlp_frame: float = 0.0
@@ -92,191 +190,337 @@ class TrainConfig:
     feature_range: float = 2.0
     """Features are clamped to [-feature_range, feature_range]: a bounded range for 8-bit quantization."""
 
-    # -- motion and quality over time ----------------------------------------------------------------
-    motion: bool = True
-    """Warm-start each later frame from the previous one carried along the motion estimated between
-    their coarse densities (featvid.train.motion; training only, streams still hold full grids).
-    Crossing scene, 30 frames, `fast` with the keyframe refresh, density TV off
-    (benchmarks/quality_over_time.py): with it the worst frame is 0.86 dB below the keyframe,
-    without it 1.54 (mean 0.16 / 0.18 below), and it takes 3 refreshes instead of 6, but the stream
-    costs 22 % more bytes at equal PSNR (the atlases change more from frame to frame when content is
-    carried along the motion)."""
-    motion_search: int = 3
+    def __post_init__(self) -> None:
+        _int("optim.batch_rays", self.batch_rays, 16)
+        for name in ("lr_grid", "lr_grid_frame", "lr_mlp"):
+            _float(f"optim.{name}", getattr(self, name), 0, lo_open=True)
+        _float("optim.lr_mlp_frame", self.lr_mlp_frame, 0)
+        _float("optim.lr_decay", self.lr_decay, 0, 1, lo_open=True)
+        _float("optim.feature_range", self.feature_range, 0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Warm starts of later frames: the previous frame carried along the motion between coarse densities."""
+
+    enabled: bool = True
+    """Carry the previous frame along the estimated motion (training only: streams hold full grids);
+    a smaller worst-frame drop and fewer refreshes, for more stream bytes at equal PSNR."""
+    search: int = 3
     """Largest motion searched per frame, in coarse voxels along each axis."""
-    motion_window: int = 5
-    """Side of the neighbourhood (coarse voxels) a voxel's motion is matched over (3: noisier, 7: no
-    better, measured on the crossing scene; see featvid.train.motion)."""
+    window: MotionWindow = 5
+    """Side of the neighbourhood (coarse voxels) a voxel's motion is matched over (3 is noisier, 7 no better)."""
     geometry_refresh: float = 0.5
     """Where the warm start's opacity and the current frame's coarse opacity differ by more than this
     (space that appeared or vanished), density restarts from the coarse pass; 0 switches it off."""
-    refresh_margin: float = 1.0
-    """dB: a frame whose quality falls more than this below its reference is fitted again as a
-    keyframe (density from its coarse pass, the MLP kept) and starts a new GOP; 0 switches keyframe
-    refresh off. Quality is judged without the dataset's test views: with validation views, their
-    PSNR against the last fresh keyframe's; without, the fitted views' PSNR against the first
-    warm-started frame's after that keyframe (a keyframe's own fit is ~3 dB tighter than any warm
-    frame's, so the first warm frame is the level to hold). Crossing scene, 30 frames, `fast`, density
-    TV off: without it the held-out PSNR drifts to 1.88 dB below the keyframe (mean 1.02), with it
-    0.86 (mean 0.16), and the stream is 20 % smaller at equal PSNR despite 3 more GOPs."""
-    validation_views: int = 0
-    """Training views held out of every fit (coarse and fine) to judge quality (the refresh and the
-    log's psnr_val); never more than a quarter of the training views. Crossing scene, 10 training
-    views: holding one out cost 1.1 dB on the keyframe and ~0.5 on later frames, so the default
-    judges by the fitted views; a large rig can spare a view."""
 
-    # -- regularisers (VideoRF) -----------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        _bool("motion.enabled", self.enabled)
+        _int("motion.search", self.search, 1, 16)
+        if self.window not in MOTION_WINDOWS or isinstance(self.window, bool):
+            _fail("motion.window", f"expected one of {', '.join(map(str, MOTION_WINDOWS))}, got {self.window!r}")
+        _float("motion.geometry_refresh", self.geometry_refresh, 0, 1)
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """Quality over time: when a frame is fitted again as a keyframe, and what judges it."""
+
+    margin: float = 1.0
+    """dB: a frame whose quality falls more than this below its reference is fitted again as a
+    keyframe (density from its coarse pass, the MLP kept) and starts a new GOP; 0 switches it off.
+    Quality is the validation views' PSNR against the last fresh keyframe's, or without them the
+    fitted views' PSNR against the first warm frame's after that keyframe (never the test views)."""
+    validation_views: int = 0
+    """Training views held out of every fit to judge quality (never more than a quarter of them);
+    0 judges by the fitted views, because a held-out view costs the fit more than it tells."""
+
+    def __post_init__(self) -> None:
+        _float("refresh.margin", self.margin, 0)
+        _int("refresh.validation_views", self.validation_views, 0, 16)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The regularisers (VideoRF's temporal and spatial losses, a density TV)."""
+
     temporal_weight: float = 0.1
-    """L1 between this frame's and the previous frame's vertex values (0 switches it off). On the demo
-    scene 0.01 -> 0.03 gave +0.3 dB held-out (less drift) and 16 % fewer stream bytes; with the feature
-    basis (featvid.codecs.basis), 0.03 -> 0.1 gave float 32.30 -> 32.42 dB and, at the same stream
-    PSNR, ~12 % fewer bytes (P-frames 5-6 KB -> 3.5-4 KB). 0.2: float 32.14 dB and a worse stream;
-    0.15: float 32.29 dB, worse stream; 0.1 with density_reg_scale 0.3: float 32.37 dB, worse stream."""
+    """L1 between this frame's and the previous frame's vertex values: less drift, smaller P-frames (0: off)."""
     spatial_weight: float = 0.003
-    """L1 between neighbouring pixels inside atlas tiles of the GOP's mapping (0 switches it off).
-    Demo scene, temporal weight 0.1: 0.001 -> 0.003 gave float 32.42 -> 32.45 dB and ~9 % fewer
-    stream bytes at the same stream PSNR; 0.006: float 32.31 dB, stream 0.1 dB worse at equal bytes."""
+    """L1 between neighbouring pixels inside atlas tiles of the GOP's mapping: smaller streams (0: off)."""
     density_tv_weight: float = 0.0
-    """Total variation of raw density on warm frames (featvid.train.losses.density_tv; 0 switches it
-    off): density that only a few training views ask for has to pay for its edges, so fewer floaters
-    reach the held-out views. `fast` and `default` use 3e-3 (measured at both grids, see PRESETS); 0
-    here, so a run recorded before the switch existed reads as what it was, trained without it.
-    Crossing scene, 30 frames, `fast` (benchmarks/quality_over_time.py), 0 / 3e-3 / 1e-2: held-out
-    mean 31.56 / 31.97 / 31.78 dB, worst frame 30.87 / 31.36 / 31.05 (keyframe 31.73), stream at
-    crf 16.5 30.85 / 31.23 / 31.17 dB, BD-rate against 0: -6.8 % / -7.8 %. It lowers the fitted
-    views' PSNR, so the keyframe refresh fires more often (5 refreshes instead of 3). On the orbits
-    scene, which no weight was chosen on (12 frames): mean 31.34 -> 31.39 dB, worst frame 30.98 ->
-    31.11, BD-rate -1.9 % (benchmarks/results/orbits/)."""
-    density_reg_scale: float = 0.1
+    """Total variation of raw density on warm frames: fewer floaters in the held-out views (0: off).
+    0 here so a run recorded before the switch existed reads as what it was; presets set it."""
+    density_scale: float = 0.1
     """Both regularisers weigh the density channel by this factor (its range is ~10x the features')."""
 
-    # -- ray importance sampling (DyNeRF) ---------------------------------------------------------------
-    importance: str = "ist"
-    """Ray sampling of later frames: "ist" (temporal difference), "isg" (temporal median), "none"."""
-    importance_floor: float = 0.05
+    def __post_init__(self) -> None:
+        for name in ("temporal_weight", "spatial_weight", "density_tv_weight"):
+            _float(f"losses.{name}", getattr(self, name), 0)
+        _float("losses.density_scale", self.density_scale, 0)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Ray importance sampling of later frames (DyNeRF)."""
+
+    importance: Importance = "ist"
+    """"ist" (temporal difference), "isg" (temporal median) or "none" (uniform rays)."""
+    floor: float = 0.05
     """Smallest sampling weight of a pixel (DyNeRF's alpha), so static pixels are still seen."""
     isg_gamma: float = 0.02
     """ISG: psi = d^2 / (d^2 + gamma^2)."""
-    importance_window: int = 2
+    window: int = 2
     """Frames either side of t used by IST / ISG."""
 
-    # -- misc ---------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.importance not in IMPORTANCE_CHOICES:
+            _fail("sampling.importance", f"expected one of {', '.join(IMPORTANCE_CHOICES)}, got {self.importance!r}")
+        _float("sampling.floor", self.floor, 0, 1, lo_open=True)
+        _float("sampling.isg_gamma", self.isg_gamma, 0, lo_open=True)
+        _int("sampling.window", self.window, 1)
+
+
+SECTIONS: dict[str, type] = {
+    "grid": GridConfig, "mlp": MLPShape, "coarse": CoarseConfig, "gop": GopConfig, "schedule": ScheduleConfig,
+    "optim": OptimConfig, "motion": MotionConfig, "refresh": RefreshConfig, "losses": LossConfig,
+    "sampling": SamplingConfig,
+}
+
+# The flat names (run.json before the sections, the CLI, preset overrides) -> (section, field);
+# section None: a field of TrainConfig itself.
+FLAT_NAMES: dict[str, tuple[str | None, str]] = {
+    "grid_resolution": ("grid", "resolution"), "coarse_resolution": ("grid", "coarse_resolution"),
+    "num_channels": ("grid", "channels"), "step_ratio": ("grid", "step_ratio"),
+    "mlp_hidden": ("mlp", "hidden"), "mlp_layers": ("mlp", "layers"), "view_freqs": ("mlp", "view_freqs"),
+    "coarse_iters": ("coarse", "iters"), "coarse_frame_iters": ("coarse", "frame_iters"),
+    "coarse_lr": ("coarse", "lr"), "occupancy_alpha": ("coarse", "occupancy_alpha"),
+    "occupancy_dilation": ("coarse", "occupancy_dilation"),
+    "gop": ("gop", "length"), "gop_growth": ("gop", "growth"), "max_gop": ("gop", "max_length"),
+    "keyframe_iters": ("schedule", "keyframe_iters"), "keyframe_iters_min": ("schedule", "keyframe_iters_min"),
+    "refresh_iters": ("schedule", "refresh_iters"), "frame_iters": ("schedule", "frame_iters"),
+    "frame_iters_min": ("schedule", "frame_iters_min"), "plateau": ("schedule", "plateau"),
+    "plateau_window": ("schedule", "plateau_window"),
+    "batch_rays": ("optim", "batch_rays"), "lr_grid": ("optim", "lr_grid"),
+    "lr_grid_frame": ("optim", "lr_grid_frame"), "lr_mlp": ("optim", "lr_mlp"),
+    "lr_mlp_frame": ("optim", "lr_mlp_frame"), "lr_decay": ("optim", "lr_decay"),
+    "feature_range": ("optim", "feature_range"),
+    "motion": ("motion", "enabled"), "motion_search": ("motion", "search"), "motion_window": ("motion", "window"),
+    "geometry_refresh": ("motion", "geometry_refresh"),
+    "refresh_margin": ("refresh", "margin"), "validation_views": ("refresh", "validation_views"),
+    "temporal_weight": ("losses", "temporal_weight"), "spatial_weight": ("losses", "spatial_weight"),
+    "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
+    "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),
+    "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),
+    "seed": (None, "seed"), "eval_heldout": (None, "eval_heldout"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a multi-view video is fitted, frame after frame (VideoRF's two passes)."""
+
+    grid: GridConfig = field(default_factory=GridConfig)
+    mlp: MLPShape = field(default_factory=MLPShape)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    gop: GopConfig = field(default_factory=GopConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int = 0
     """Seed of every random choice (MLP init, rays, jitter): same seed, same run."""
     eval_heldout: bool = True
-    """Render the held-out views after every frame and log their PSNR."""
+    """Render the dataset's held-out test views after every frame and log their PSNR."""
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                _fail(name, f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        _int("seed", self.seed, -(2**31), 2**31 - 1)
+        _bool("eval_heldout", self.eval_heldout)
+        self.mlp_config().validate()  # the sections together: the MLP's input width is the grid's channels
+
+    def mlp_config(self) -> MLPConfig:
+        """The shared MLP's architecture."""
+        return MLPConfig(self.grid.channels, self.mlp.hidden, self.mlp.layers, self.mlp.view_freqs)
 
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError on values that cannot work."""
-        def need(ok: bool, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"train config: {what}")
-
-        need(8 <= self.grid_resolution <= 1024, f"grid_resolution {self.grid_resolution} not in 8..1024")
-        need(4 <= self.coarse_resolution <= self.grid_resolution,
-             f"coarse_resolution {self.coarse_resolution} not in 4..grid_resolution")
-        need(1 <= self.num_channels <= 64, "num_channels not in 1..64")
-        lo, hi = STEP_RATIO_RANGE
-        need(lo <= self.step_ratio <= hi, f"step_ratio not in {lo}..{hi}")
-        need(self.coarse_iters >= 1 and self.keyframe_iters >= 1, "keyframe iterations must be >= 1")
-        need(self.coarse_frame_iters >= 0 and self.frame_iters >= 0, "iterations must be >= 0")
-        need(self.refresh_iters >= 1, "refresh_iters must be >= 1")
-        need(0 <= self.keyframe_iters_min <= self.keyframe_iters and 0 <= self.frame_iters_min <= self.frame_iters,
-             "the fewest iterations must be within 0..the most iterations")
-        need(0 <= self.plateau < 1 and self.plateau_window >= 1, "plateau in [0, 1) and plateau_window >= 1")
-        need(1 <= self.motion_search <= 16 and self.motion_window in (3, 5, 7), "motion_search in 1..16, motion_window 3, 5 or 7")
-        need(0 <= self.geometry_refresh <= 1, "geometry_refresh in [0, 1]")
-        need(self.refresh_margin >= 0 and 0 <= self.validation_views <= 16, "refresh_margin >= 0, validation_views in 0..16")
-        need(self.batch_rays >= 16, "batch_rays must be >= 16")
-        need(0 < self.occupancy_alpha < 1, "occupancy_alpha not in (0, 1)")
-        need(self.occupancy_dilation >= 0, "occupancy_dilation must be >= 0")
-        need(self.gop == "auto" or (isinstance(self.gop, int) and not isinstance(self.gop, bool) and self.gop >= 1),
-             f"gop must be a positive integer or 'auto', got {self.gop!r}")
-        need(self.gop_growth > 0 and self.max_gop >= 1, "gop_growth must be > 0 and max_gop >= 1")
-        need(min(self.lr_grid, self.lr_grid_frame, self.lr_mlp, self.coarse_lr) > 0, "learning rates must be > 0")
-        need(self.lr_mlp_frame >= 0 and 0 < self.lr_decay <= 1, "lr_mlp_frame >= 0 and lr_decay in (0, 1]")
-        need(self.feature_range > 0, "feature_range must be > 0")
-        need(min(self.temporal_weight, self.spatial_weight, self.density_tv_weight) >= 0, "regulariser weights must be >= 0")
-        need(self.importance in ("ist", "isg", "none"), f"importance must be ist, isg or none, got {self.importance!r}")
-        need(0 < self.importance_floor <= 1 and self.isg_gamma > 0 and self.importance_window >= 1,
-             "importance_floor in (0, 1], isg_gamma > 0, importance_window >= 1")
-        MLPConfig(self.num_channels, self.mlp_hidden, self.mlp_layers, self.view_freqs).validate()
+        """The config itself: every section checked its values when it was made (ConfigError)."""
         return self
 
+    # -- dicts --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The nested form run.json records: {"grid": {...}, ..., "seed": 0, "eval_heldout": true}."""
         return asdict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """The flat form: every field under its flat name (FLAT_NAMES), as run.json held it before the sections."""
+        return {name: self._get(name) for name in FLAT_NAMES}
+
+    def _get(self, flat_name: str) -> Any:
+        section, name = FLAT_NAMES[flat_name]
+        return getattr(self if section is None else getattr(self, section), name)
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error (a run from another version)."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+    def from_dict(cls, d: Any) -> "TrainConfig":
+        """Rebuild from `to_dict` output (nested) or from a flat dict (run.json before the sections,
+        results files); a field left out takes its default. Unknown keys are a ConfigError (a run
+        from another version)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"train config: expected a JSON object, got {type(d).__name__}")
+        if any(isinstance(v, dict) for v in d.values()):
+            return cls._from_nested(d)
+        return cls()._changed(dict(d))
+
+    @classmethod
+    def _from_nested(cls, d: dict[str, Any]) -> "TrainConfig":
+        top = {f.name for f in fields(cls)} - set(SECTIONS)
+        unknown = set(d) - set(SECTIONS) - top
         if unknown:
             raise ConfigError(f"train config: unknown fields {sorted(unknown)}")
-        return cls(**d).validate()
+        parts: dict[str, Any] = {k: d[k] for k in top if k in d}
+        for name, section in SECTIONS.items():
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"train config: {name}: expected an object, got {values!r}")
+            bad = set(values) - {f.name for f in fields(section)}
+            if bad:
+                raise ConfigError(f"train config: unknown fields {sorted(f'{name}.{b}' for b in bad)}")
+            parts[name] = section(**values)
+        return cls(**parts)
 
+    def matches(self, recorded: Any) -> bool:
+        """Whether a config as a run recorded it (either form) is this one."""
+        try:
+            return TrainConfig.from_dict(recorded) == self
+        except ConfigError:
+            return False
+
+    # -- changes ------------------------------------------------------------------------------------
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
-        """A copy with some fields changed (None values are ignored), validated."""
-        names = {f.name for f in fields(self)}
-        bad = set(overrides) - names
+        """A copy with the fields named by their flat names changed (None values are ignored).
+        Changes exactly those: one that contradicts another value is a ConfigError (see
+        `derive_overrides` for the rules `preset()` applies)."""
+        return self._changed({k: v for k, v in overrides.items() if v is not None})
+
+    def _changed(self, flat: dict[str, Any]) -> "TrainConfig":
+        bad = set(flat) - set(FLAT_NAMES)
         if bad:
             raise ConfigError(f"train config: unknown fields {sorted(bad)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
+        per_section: dict[str | None, dict[str, Any]] = {}
+        for k, v in flat.items():
+            section, name = FLAT_NAMES[k]
+            per_section.setdefault(section, {})[name] = v
+        top = per_section.pop(None, {})
+        try:
+            return replace(self, **{s: replace(getattr(self, s), **vals) for s, vals in per_section.items()}, **top)
+        except TypeError as e:  # a value of a wrong type that a comparison tripped over
+            raise ConfigError(f"train config: {e}") from e
 
 
-# The named presets, in one table. `fast` is the CPU preset for captures that move, `demo` what
-# `make demo` trains (8 frames x 24 views x 64 px: 2 min 40 s of fine pass on 2 cores, 217 s for the
-# whole demo); `test` is the smallest that still learns the tiny test scene.
+# -- presets and their rules ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """A value that must not exceed another: when an override lowers `source` below the preset's
+    `dependent` and does not name `dependent` too, the dependent value follows (and is reported);
+    when both are named and contradict, the config is refused."""
+
+    dependent: str  # flat name
+    source: str  # flat name
+    follow: Callable[[int], int]  # the dependent value, from the source's new value
+    why: str
+
+
+PRESET_RULES: tuple[Rule, ...] = (
+    Rule("coarse_resolution", "grid_resolution", lambda grid: max(4, grid // 2),
+         "the coarse grid may not be finer than the fine grid: it becomes half of it"),
+    Rule("keyframe_iters_min", "keyframe_iters", lambda most: most,
+         "a keyframe's fewest iterations may not exceed its most"),
+    Rule("refresh_iters", "keyframe_iters", lambda most: most,
+         "a refreshed keyframe gets no more iterations than the first one"),
+    Rule("frame_iters_min", "frame_iters", lambda most: most,
+         "a later frame's fewest iterations may not exceed its most"),
+)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A value a preset rule changed because an override would otherwise contradict it."""
+
+    name: str
+    was: Any
+    value: Any
+    source: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.was} -> {self.value} (follows {self.source}: {self.why})"
+
+
+def derive_overrides(base: TrainConfig, overrides: dict[str, Any]) -> tuple[dict[str, Any], list[Derived]]:
+    """The overrides of `base` that `preset()` applies: those given (None ignored) plus the values
+    PRESET_RULES derive from them, and what was derived. A rule fires only when its source is
+    named, its dependent is not, and the base's dependent value would exceed the new source value;
+    everything else is changed exactly as named (contradictions are a ConfigError)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    bad = set(given) - set(FLAT_NAMES)
+    if bad:
+        raise ConfigError(f"train config: unknown fields {sorted(bad)}")
+    derived: list[Derived] = []
+    for rule in PRESET_RULES:
+        source = given.get(rule.source)
+        if source is None or rule.dependent in given or isinstance(source, bool) or not isinstance(source, int):
+            continue  # not named, or named wrongly: the config check reports that
+        was = base._get(rule.dependent)
+        if was > source:
+            derived.append(Derived(rule.dependent, was, rule.follow(source), rule.source, rule.why))
+    return {**given, **{d.name: d.value for d in derived}}, derived
+
+
+# The named presets, in one table; each line of PRESET_HELP says what one is for (the CLI shows
+# them). Why their numbers are what they are: docs/training.md.
 PRESETS: dict[str, TrainConfig] = {
-    "test": TrainConfig(grid_resolution=32, coarse_resolution=16, coarse_iters=150, coarse_frame_iters=30,
-                        keyframe_iters=300, keyframe_iters_min=300, refresh_iters=150,
-                        frame_iters=100, frame_iters_min=40, batch_rays=2048, mlp_hidden=16, eval_heldout=True),
-    # `fast`: the CPU preset for captures that move. Warm-started fits still improve 5-10 % per 20
-    # iterations at 120 (crossing scene), and the held-out views fall behind the fitted ones: frames
-    # 1-7 from one keyframe (31.69 dB held-out, refresh off) at 60 / 120 / 180 / 240 iterations:
-    # mean 30.08 / 30.73 / 31.14 / 31.23 dB, worst 29.55 / 30.29 / 30.71 / 30.91. With the 1 dB
-    # refresh the fitted views only notice a drop once the held-out ones have fallen 1-1.35 dB at
-    # 120 (6 of 30 frames past 1 dB), so 180-240: the plateau rule may stop a fit from 180 on.
-    # (Sampling the changed pixels matters more than the count: uniform rays at 120 -> mean 29.6.)
-    # The density TV on warm frames (3e-3): +0.41 dB held-out mean, -6.8 % BD-rate (its docstring).
-    "fast": TrainConfig(grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20,
-                        keyframe_iters=600, keyframe_iters_min=600, refresh_iters=300,
-                        frame_iters=240, frame_iters_min=180, batch_rays=4096, density_tv_weight=3e-3),
-    # `demo`: what `make demo` trains its slow-moving scene with, inside its four minutes: `fast` at
-    # 60 iterations a later frame (they reach 32.7 dB at 60, 32.8 at 120) and no keyframe refresh.
-    # A refresh is a new GOP: on the demo's 8 frames it refitted frame 7 (-0.8 dB) and cost 62 % more
-    # bytes a frame (12.3 vs 7.8 KiB) for +0.16 dB after the codec, and 50 s. The density TV (3e-3,
-    # as `fast`): float 32.48 -> 32.53, stream 32.00 -> 32.11 dB for 2.9 % more bytes (7.85 -> 8.08
-    # KiB/frame), one thread each side by side. One crf point is no BD-rate to decide on, so the demo
-    # leaves it off and keeps its reference figures.
-    "demo": TrainConfig(grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20,
-                        keyframe_iters=600, keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0,
-                        frame_iters=60, frame_iters_min=60, batch_rays=4096),
-    # `default` (64^3) with the density TV too: crossing frames 0-5 (one refresh, at 3), held-out
-    # 32.90 / 32.18 / 31.72 / 34.08 / 33.16 / 32.54 -> 32.90 / 32.66 / 32.46 / 34.09 / 33.40 / 32.82 dB
-    # (mean 32.76 -> 33.06), stream at crf 16.5 32.10 -> 32.32 dB with 0.9 % fewer bytes (35.8 ->
-    # 35.5 KiB/frame). `quality` (160^3) is unmeasured and leaves it off.
-    "default": TrainConfig(density_tv_weight=3e-3),
-    "quality": TrainConfig(grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200,
-                           keyframe_iters=16000, keyframe_iters_min=10000, refresh_iters=8000,
-                           frame_iters=2000, frame_iters_min=600, batch_rays=8192, mlp_hidden=64, lr_mlp=1e-3),
+    "test": TrainConfig().with_overrides(
+        grid_resolution=32, coarse_resolution=16, coarse_iters=150, coarse_frame_iters=30, keyframe_iters=300,
+        keyframe_iters_min=300, refresh_iters=150, frame_iters=100, frame_iters_min=40, batch_rays=2048,
+        mlp_hidden=16, eval_heldout=True),
+    "fast": TrainConfig().with_overrides(
+        grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
+        keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
+        density_tv_weight=3e-3),
+    "demo": TrainConfig().with_overrides(
+        grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
+        keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
+        batch_rays=4096),
+    "default": TrainConfig().with_overrides(density_tv_weight=3e-3),
+    "quality": TrainConfig().with_overrides(
+        grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
+        keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
+        mlp_hidden=64, lr_mlp=1e-3),
+}
+
+PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them
+    "test": "tiny: learns the test scene (32^3)",
+    "fast": "CPU, captures that move (48^3)",
+    "demo": "`make demo`: fast, 60 it/frame, no refresh",
+    "default": "64^3, 2000 iterations a keyframe",
+    "quality": "160^3, a 64-wide MLP (for a GPU)",
 }
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The named preset, with `overrides` (None ignored) applied.
+    """The named preset with `overrides` (flat names, None ignored) applied, and the values that
+    PRESET_RULES derive from them (`derive_overrides`; `preset_and_derived` also says which)."""
+    return preset_and_derived(name, **overrides)[0]
 
-    A grid_resolution below the preset's coarse_resolution brings the coarse grid down to half of it;
-    fewer most iterations than the preset's fewest bring the fewest down with them (and fewer
-    keyframe iterations than the preset's refresh_iters, those too).
-    """
+
+def preset_and_derived(name: str, **overrides: Any) -> tuple[TrainConfig, list[Derived]]:
+    """`preset()`, and the values the rules derived (for the caller to report)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown train preset {name!r} (choose from {', '.join(PRESETS)})")
     base = PRESETS[name]
-    grid = overrides.get("grid_resolution")
-    if grid is not None and overrides.get("coarse_resolution") is None and grid < base.coarse_resolution:
-        overrides = {**overrides, "coarse_resolution": max(4, grid // 2)}
-    for most, fewest in (("keyframe_iters", "keyframe_iters_min"), ("keyframe_iters", "refresh_iters"),
-                         ("frame_iters", "frame_iters_min")):
-        if overrides.get(most) is not None and overrides.get(fewest) is None:
-            overrides = {**overrides, fewest: min(getattr(base, fewest), overrides[most])}
-    return base.with_overrides(**overrides)
+    changes, derived = derive_overrides(base, overrides)
+    return base.with_overrides(**changes), derived

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from featvid.progress import progress_bar
 from featvid.train import losses
 from featvid.train.config import TrainConfig
 from featvid.train.sampling import RaySampler
@@ -36,16 +36,19 @@ class FitSchedule:
 
     @classmethod
     def keyframe(cls, c: TrainConfig) -> "FitSchedule":
-        return cls(c.keyframe_iters, c.keyframe_iters_min, c.lr_grid, c.lr_mlp, c.plateau, c.plateau_window)
+        s, o = c.schedule, c.optim
+        return cls(s.keyframe_iters, s.keyframe_iters_min, o.lr_grid, o.lr_mlp, s.plateau, s.plateau_window)
 
     @classmethod
     def refresh(cls, c: TrainConfig) -> "FitSchedule":
         """A keyframe fitted again mid-sequence: the MLP kept as it is (or tuned at a later frame's rate)."""
-        return cls(c.refresh_iters, c.refresh_iters // 2, c.lr_grid, c.lr_mlp_frame, c.plateau, c.plateau_window)
+        s, o = c.schedule, c.optim
+        return cls(s.refresh_iters, s.refresh_iters // 2, o.lr_grid, o.lr_mlp_frame, s.plateau, s.plateau_window)
 
     @classmethod
     def frame(cls, c: TrainConfig) -> "FitSchedule":
-        return cls(c.frame_iters, c.frame_iters_min, c.lr_grid_frame, c.lr_mlp_frame, c.plateau, c.plateau_window)
+        s, o = c.schedule, c.optim
+        return cls(s.frame_iters, s.frame_iters_min, o.lr_grid_frame, o.lr_mlp_frame, s.plateau, s.plateau_window)
 
 
 def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, mlp: TinyMLP,
@@ -68,39 +71,39 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     if schedule.lr_mlp > 0:
         groups.append({"params": list(mlp.parameters()), "lr": schedule.lr_mlp})
     opt = torch.optim.Adam(groups)
-    gamma = config.lr_decay ** (1 / max(1, schedule.iters_max))
-    use_temporal = previous is not None and config.temporal_weight > 0
-    use_spatial = config.spatial_weight > 0
-    use_tv = previous is not None and config.density_tv_weight > 0  # warm frames only (see the config)
+    gamma = config.optim.lr_decay ** (1 / max(1, schedule.iters_max))
+    use_temporal = previous is not None and config.losses.temporal_weight > 0
+    use_spatial = config.losses.spatial_weight > 0
+    use_tv = previous is not None and config.losses.density_tv_weight > 0  # warm frames only (see the config)
     window = max(1, schedule.plateau_window)
     sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv"), 0.0)  # over the current window
     last: dict[str, float] | None = None  # the previous window's means
     curve: list[float] = []  # every window's mean photometric loss (the log shows how a fit went)
-    bar = tqdm(total=schedule.iters_max, desc=desc, leave=False, unit="it")
+    bar = progress_bar(total=schedule.iters_max, desc=desc, leave=False, unit="it")
     it = 0
     while it < schedule.iters_max:
-        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+        origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=device, generator=generator)
         out, dense = field.render(param, mlp, origins, dirs, settings, jitter)  # dense [1 + C, nx, ny, nz]
         mse = losses.photometric(out["rgb"], target)
         loss = mse
         temporal = spatial = tv = torch.zeros((), device=device)
         if use_temporal:
-            temporal = losses.temporal(param, previous, config.density_reg_scale)
-            loss = loss + config.temporal_weight * temporal
+            temporal = losses.temporal(param, previous, config.losses.density_scale)
+            loss = loss + config.losses.temporal_weight * temporal
         if use_spatial:
-            spatial = losses.atlas_smoothness(dense, mapping, config.density_reg_scale)
-            loss = loss + config.spatial_weight * spatial
+            spatial = losses.atlas_smoothness(dense, mapping, config.losses.density_scale)
+            loss = loss + config.losses.spatial_weight * spatial
         if use_tv:
             tv = losses.density_tv(dense)
-            loss = loss + config.density_tv_weight * tv
+            loss = loss + config.losses.density_tv_weight * tv
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
         losses.optimizer_step(opt, loss, gamma)
         with torch.no_grad():
             # bounded ranges: the baker quantizes each channel per GOP over its min..max to 8 bits
             param[:, 0].clamp_(*DENSITY_RANGE)
-            param[:, 1:].clamp_(-config.feature_range, config.feature_range)
+            param[:, 1:].clamp_(-config.optim.feature_range, config.optim.feature_range)
         for k, v in (("loss", loss), ("mse", mse), ("temporal", temporal), ("spatial", spatial),
                      ("density_tv", tv)):
             sums[k] += float(v.detach())
@@ -130,7 +133,7 @@ def start_loss(values: torch.Tensor, occupancy: torch.Tensor, mlp: TinyMLP, samp
     field = SparseField(occupancy, aabb, values.device)
     total = 0.0
     for _ in range(batches):
-        origins, dirs, target = sampler.sample(config.batch_rays, generator)
+        origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=values.device, generator=generator)
         out, _ = field.render(values, mlp, origins, dirs, settings, jitter)
         total += float(losses.photometric(out["rgb"], target))

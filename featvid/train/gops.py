@@ -51,13 +51,13 @@ class GopBuilder:
         self._count += 1
 
     def _should_close(self, occupancy: torch.Tensor) -> bool:
-        gop = self.config.gop
+        gop = self.config.gop.length
         if gop != "auto":
             return self._count >= int(gop)
-        if self._count >= self.config.max_gop:
+        if self._count >= self.config.gop.max_length:
             return True
         blocks = Mapping.from_occupancy(self._union | occupancy).num_blocks
-        return blocks > (1 + self.config.gop_growth) * max(1, self._first_blocks)
+        return blocks > (1 + self.config.gop.growth) * max(1, self._first_blocks)
 
     def _close(self) -> None:
         self.gops.append((Gop(self._start, self._count), Mapping.from_occupancy(self._union)))

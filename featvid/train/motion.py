@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as Fnn
 
+from featvid.field.grid import flat_vertex_index
 from featvid.field.volume import optical_depth
 
 
@@ -144,6 +145,6 @@ def warp(values: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     grids = torch.meshgrid(*(torch.arange(n, device=values.device) for n in (nx, ny, nz)), indexing="ij")
     src = [g - d[i] for i, g in enumerate(grids)]  # 3 x [nx, ny, nz]
     inside = (src[0] >= 0) & (src[0] < nx) & (src[1] >= 0) & (src[1] < ny) & (src[2] >= 0) & (src[2] < nz)
-    flat = (src[0].clamp(0, nx - 1) * ny + src[1].clamp(0, ny - 1)) * nz + src[2].clamp(0, nz - 1)  # [nx, ny, nz]
+    flat = flat_vertex_index(src[0].clamp(0, nx - 1), src[1].clamp(0, ny - 1), src[2].clamp(0, nz - 1), (nx, ny, nz))
     moved = values.reshape(C1, -1)[:, flat.reshape(-1)].view_as(values) * inside
     return torch.where(moving, moved, values)

@@ -57,8 +57,8 @@ WARN_OUTSIDE = 0.02  # a given box that leaves out more than this share of the s
 # layout (12 cameras, 64 px, 2 frames) 24^3 / 1024 rays / one sample a voxel / 150+50 iterations
 # gave the same box as 32^3 / 2048 rays / two samples a voxel / 300+100 (within 0.1 units) in a
 # tenth of the time.
-_CONFIG = TrainConfig(coarse_resolution=DENSITY_RESOLUTION, grid_resolution=DENSITY_RESOLUTION,
-                      batch_rays=1024, step_ratio=1.0)
+_CONFIG = TrainConfig().with_overrides(coarse_resolution=DENSITY_RESOLUTION, grid_resolution=DENSITY_RESOLUTION,
+                                       batch_rays=1024, step_ratio=1.0)
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _density_points(video, region: torch.Tensor, frames: list[int] | None, dev: 
         gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + 7919 * t + 5)
         fit_coarse_frame(grid, sampler, DENSITY_ITERS if i == 0 else DENSITY_FRAME_ITERS, _CONFIG, bg, gen,
                          desc=f"scene box: frame {t}")
-        occ = grid.occupancy_on(shape, _CONFIG.step_ratio, DENSITY_ALPHA, 0)  # [nx, ny, nz]
+        occ = grid.occupancy_on(shape, _CONFIG.grid.step_ratio, DENSITY_ALPHA, 0)  # [nx, ny, nz]
         # density coloured like the background is what images cannot tell from empty space: the fit
         # leaves such fog where few cameras agree, and it must not widen the box
         colour = torch.sigmoid(grid.data[1:4])  # [3, nx, ny, nz]
@@ -212,13 +212,13 @@ def box_for_run(video, out, force: bool = False):
     from pathlib import Path
 
     from featvid.formats.run import Run
-    from featvid.errors import ConfigError, StreamError
+    from featvid.errors import ConfigError, FormatError
 
     if force or not (Path(out) / "run.json").is_file():
         return None
     try:
         aabb = Run(out).aabb
-    except StreamError:
+    except FormatError:
         return None
     given = video.box if video.box_source_is("option") else None
     if given is not None and not torch.allclose(given.aabb, aabb, atol=1e-5):

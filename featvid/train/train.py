@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
-from tqdm.auto import tqdm
 
-from featvid.atomic import write_text
+from featvid.atomic import make_dirs, write_text
+from featvid.progress import progress_bar
 from featvid.train import motion
 from featvid.train.coarse import CoarseGrid, coarse_pass
 from featvid.train.config import TrainConfig
@@ -49,12 +49,13 @@ from featvid.formats.run import (COARSE_DIR, Run, RunGop, coarse_name, frame_nam
                               write_run_meta)
 from featvid.train.sampling import RaySampler, isg_weights, ist_weights
 from featvid.device import resolve_device
-from featvid.errors import ConfigError, StreamError, TrainingError
+from featvid.errors import ConfigError, FormatError, TrainingError
 from featvid.field.evaluate import score_frame
 from featvid.field.grid import SparseGrid, grid_shape_for
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
 from featvid.field.volume import RenderSettings
+from featvid.outputs import RUN, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +72,38 @@ def _identity(config: TrainConfig, dataset: str, frame_start: int, num_frames: i
     return {"config": config.to_dict(), "dataset": dataset, "frame_start": frame_start, "num_frames": num_frames}
 
 
-def _prepare_folder(out: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+def _differs(meta: dict[str, Any] | None, identity: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The parts of `identity` a recorded run differs in; its config is compared as a TrainConfig,
+    so a run that recorded the flat form (before the config had sections) still resumes."""
+    if meta is None:
+        return list(identity)
+    return [k for k, v in identity.items() if not (config.matches(meta.get(k)) if k == "config" else meta.get(k) == v)]
+
+
+def _changed_fields(recorded: Any, config: TrainConfig) -> list[str]:
+    """The config fields (flat names) a recorded config differs in; all of them when it is unreadable."""
+    try:
+        old = TrainConfig.from_dict(recorded).flat()
+    except ConfigError:
+        old = {}
+    return [k for k, v in config.flat().items() if old.get(k) != v]
+
+
+def _prepare_folder(out: Path, identity: dict[str, Any], config: TrainConfig, force: bool) -> dict[str, Any] | None:
     """Check (or clear with force) an existing run folder; return its meta when it can be resumed."""
     meta_path = out / "run.json"
     if meta_path.is_file():
         try:
             meta = Run(out).meta
-        except StreamError:
+        except FormatError:
             meta = None
-        same = meta is not None and all(meta.get(k) == v for k, v in identity.items())
-        if same and not force:
+        diff = _differs(meta, identity, config)
+        if not diff and not force:
             return meta
         if not force:
-            diff = [k for k, v in identity.items() if meta is None or meta.get(k) != v]
             detail = ""
             if meta is not None and "config" in diff:
-                old = meta.get("config", {})
-                changed = [k for k, v in identity["config"].items() if old.get(k) != v]
-                detail = f" (config fields: {', '.join(changed)})"
+                detail = f" (config fields: {', '.join(_changed_fields(meta.get('config'), config))})"
             raise ConfigError(f"{out} holds a run made with another {', '.join(diff)}{detail}; "
                               "use --force to start it over, or another --out")
     elif out.exists() and any(out.iterdir()) and not force:
@@ -137,7 +152,7 @@ def _load_coarse(out: Path, t: int, aabb: torch.Tensor, dev: torch.device) -> Co
     try:
         data = torch.from_numpy(_st_load(raw)["data"].astype(np.float32))
     except Exception as e:  # missing or corrupt: the folder cannot go on
-        raise StreamError(f"{path}: unreadable coarse grid ({e}); rerun with --force") from e
+        raise FormatError(f"{path}: unreadable coarse grid ({e}); rerun with --force") from e
     return CoarseGrid(data.to(dev), aabb.to(dev))
 
 
@@ -148,7 +163,7 @@ def _frame_generator(config: TrainConfig, t: int, device: torch.device, salt: in
 
 def mlp_config(config: TrainConfig) -> MLPConfig:
     """The shared MLP's architecture under a training config."""
-    return MLPConfig(config.num_channels, config.mlp_hidden, config.mlp_layers, config.view_freqs)
+    return config.mlp_config()
 
 
 def _new_mlp(config: TrainConfig, device: torch.device) -> TinyMLP:
@@ -202,6 +217,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     video: an already loaded MultiViewVideo of `dataset` (skips loading it again).
     Returns the finished run. Raises TrainingError on a non-finite loss (finished frames are kept).
     """
+    check_output_dir(out, RUN, [dataset])  # new, empty or a run (even with force), never the dataset
     config = config.validate()
     dev = resolve_device(device)
     if video is None:
@@ -213,21 +229,21 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
         raise ConfigError(f"frames {a}:{b} not inside the dataset's 0:{video.num_frames}")
     out = Path(out)
     dataset_id = str(Path(dataset).resolve())
-    meta = _prepare_folder(out, _identity(config, dataset_id, a, b - a), force)
+    meta = _prepare_folder(out, _identity(config, dataset_id, a, b - a), config, force)
     aabb = video.aabb.float().cpu()
-    fine_shape = grid_shape_for(aabb, config.grid_resolution)
-    fit_views, val_views = split_views(list(video.train_views), config.validation_views)
+    fine_shape = grid_shape_for(aabb, config.grid.resolution)
+    fit_views, val_views = split_views(list(video.train_views), config.refresh.validation_views)
     scene = _Scene(out, video, a, b - a, fit_views, val_views, aabb,
-                   RenderSettings(step_ratio=config.step_ratio, near=0.0, background=tuple(video.background)),
+                   RenderSettings(step_ratio=config.grid.step_ratio, near=0.0, background=tuple(video.background)),
                    config, dev)
 
     if meta is None or not meta.get("gops"):
         meta = {**_identity(config, dataset_id, a, scene.num_frames), "fps": video.fps, "aabb": aabb.tolist(),
-                "grid_shape": list(fine_shape), "num_channels": config.num_channels,
+                "grid_shape": list(fine_shape), "num_channels": config.grid.channels,
                 "mlp": mlp_config(config).to_dict(), "render": scene.settings.to_dict(),
                 "views": {"fit": fit_views, "validation": val_views, "test": list(video.test_views)},
                 "gops": [], "trainer": "featvid.train.train"}
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
         write_run_meta(out, meta)
         meta["gops"] = _coarse_and_gops(scene, fine_shape)
         write_run_meta(out, meta)
@@ -247,9 +263,9 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     records = [r for r in run.log() if r["frame"] < first]  # frame records (Run.log skips junk lines, warning)
     missing = sorted(set(range(first)) - {r["frame"] for r in records})
     if missing:  # later frames are judged against earlier frames' scores: without them it is another run
-        raise StreamError(f"{out / 'log.jsonl'}: no record of finished frame {missing[0]}, so the run cannot "
+        raise FormatError(f"{out / 'log.jsonl'}: no record of finished frame {missing[0]}, so the run cannot "
                           "resume as it would have gone on; rerun with --force")
-    bar = tqdm(total=scene.num_frames, initial=first, desc="fine pass", unit="frame")
+    bar = progress_bar(total=scene.num_frames, initial=first, desc="fine pass", unit="frame")
     for t in range(first, scene.num_frames):
         reference = _reference_psnr(records, bool(scene.val_views))
         record, prev_grid, run = _train_frame(scene, run, t, prev_grid, mlp, reference)
@@ -308,20 +324,20 @@ def _fine_occupancy(scene: _Scene, t: int, shape: tuple[int, int, int]) -> torch
     """Frame t's occupancy on the fine grid [nx, ny, nz] (CPU), from its stored coarse density."""
     c = scene.config
     grid = _load_coarse(scene.out, t, scene.aabb, scene.dev)
-    return grid.occupancy_on(shape, c.step_ratio, c.occupancy_alpha, c.occupancy_dilation).cpu()
+    return grid.occupancy_on(shape, c.grid.step_ratio, c.coarse.occupancy_alpha, c.coarse.occupancy_dilation).cpu()
 
 
 def _importance(scene: _Scene, t: int, images: torch.Tensor) -> torch.Tensor | None:
     """Sampling weights [V, H, W] of a later frame's fitted pixels (None: uniform)."""
     c = scene.config
-    if c.importance == "none":
+    if c.sampling.importance == "none":
         return None
-    w = c.importance_window
+    w = c.sampling.window
     near = [s for s in range(t - w, t + w + 1) if s != t and 0 <= s < scene.num_frames]
     neighbours = [scene.video.images(scene.a + s, scene.fit_views).to(scene.dev) for s in near]
-    if c.importance == "ist":
-        return ist_weights(images, neighbours, c.importance_floor)
-    return isg_weights(images, neighbours, c.isg_gamma, c.importance_floor)
+    if c.sampling.importance == "ist":
+        return ist_weights(images, neighbours, c.sampling.floor)
+    return isg_weights(images, neighbours, c.sampling.isg_gamma, c.sampling.floor)
 
 
 def _warm_start(scene: _Scene, t: int, prev_grid: SparseGrid, occupancy: torch.Tensor,
@@ -334,20 +350,20 @@ def _warm_start(scene: _Scene, t: int, prev_grid: SparseGrid, occupancy: torch.T
     dense = prev_grid.to_dense(scene.dev)  # [1 + C, nx, ny, nz]
     still = dense[:, occupancy.to(scene.dev)].T.contiguous()  # [N, 1 + C]
     stats: dict[str, Any] = {}
-    if not (c.motion or c.geometry_refresh > 0):
+    if not (c.motion.enabled or c.motion.geometry_refresh > 0):
         return still, stats
     shape = tuple(occupancy.shape)
     cur = _load_coarse(scene.out, t, scene.aabb, scene.dev)
     prev = _load_coarse(scene.out, t - 1, scene.aabb, scene.dev)
     field = None  # [3, cx, cy, cz] coarse voxels, when motion is estimated
-    if c.motion:
-        field = motion.estimate_motion(prev.data, cur.data, c.step_ratio, c.motion_search, c.motion_window)
+    if c.motion.enabled:
+        field = motion.estimate_motion(prev.data, cur.data, c.grid.step_ratio, c.motion.search, c.motion.window)
         dense = motion.warp(dense, field)
         moving = field.abs().amax(0) > 0
         ratio = (dense.shape[1] - 1) / (field.shape[1] - 1)  # fine voxels per coarse voxel
         stats["motion_voxels"] = float(field.norm(dim=0)[moving].mean() * ratio) if bool(moving.any()) else 0.0
     occ = occupancy.to(scene.dev)
-    if c.geometry_refresh > 0:
+    if c.motion.geometry_refresh > 0:
         # appeared or vanished space: where the coarse pass itself changed from frame t-1 (carried
         # along the motion) to frame t. Not where the fine grid and the coarse one differ: the fine
         # grid is sharper than the coarse pass everywhere on a surface
@@ -355,8 +371,9 @@ def _warm_start(scene: _Scene, t: int, prev_grid: SparseGrid, occupancy: torch.T
         if field is not None:
             prev_coarse = motion.warp(prev_coarse, field)
         coarse_density = cur.density_on(shape)  # [nx, ny, nz]
-        changed = (motion.opacity(prev_coarse[0], c.step_ratio) - motion.opacity(coarse_density, c.step_ratio)).abs() \
-            > c.geometry_refresh
+        step = c.grid.step_ratio
+        changed = (motion.opacity(prev_coarse[0], step) - motion.opacity(coarse_density, step)).abs() \
+            > c.motion.geometry_refresh
         dense[0] = torch.where(changed, coarse_density, dense[0])
         stats["refreshed"] = float(changed[occ].float().mean())
     moved = dense[:, occ].T.contiguous()  # [N, 1 + C]
@@ -380,7 +397,7 @@ def _keyframe_start(scene: _Scene, t: int, occupancy: torch.Tensor, prev_grid: S
     occ = occupancy.to(scene.dev)
     density = _load_coarse(scene.out, t, scene.aabb, scene.dev).density_on(tuple(occupancy.shape))[occ]  # [N]
     if prev_grid is None:
-        features = torch.zeros(len(density), scene.config.num_channels, device=scene.dev)
+        features = torch.zeros(len(density), scene.config.grid.channels, device=scene.dev)
     else:
         features = _warm_start(scene, t, prev_grid, occupancy, mlp)[0][:, 1:]
     return torch.cat([density[:, None], features], dim=1)
@@ -416,7 +433,7 @@ def _judge(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP) -> dict[str, f
     scores = {}
     if scene.val_views:
         scores["psnr_val"] = _score(scene, t, grid, mlp, scene.val_views)
-    if c.refresh_margin > 0 or c.eval_heldout:
+    if c.refresh.margin > 0 or c.eval_heldout:
         scores["psnr_fit"] = _score(scene, t, grid, mlp, _judge_views(scene))
     return scores
 
@@ -443,9 +460,10 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
         keyframe, why = False, ""
         scores = _judge(scene, t, grid, mlp)
         quality = _quality(scores)
-        if c.refresh_margin > 0 and reference is not None and quality is not None and quality < reference - c.refresh_margin:
+        margin = c.refresh.margin
+        if margin > 0 and reference is not None and quality is not None and quality < reference - margin:
             why = (f"{'validation' if scene.val_views else 'fitted-view'} PSNR {quality:.2f} dB fell more than "
-                   f"{c.refresh_margin:g} dB below {reference:.2f}")
+                   f"{margin:g} dB below {reference:.2f}")
             log.info("frame %d: %s: refitting it as a keyframe", t, why)
             record["refreshed_from_psnr"] = round(quality, 4)
             if t > run.gops[g].start:  # a new GOP from here on, with its own mapping
@@ -475,7 +493,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
     record["seconds"] = round(time.perf_counter() - start, 3)
     # order matters for resume: the log line and the MLP first, the frame file (the marker) last
     _append_log(scene.out, record)
-    if t == 0 or c.lr_mlp_frame > 0:
+    if t == 0 or c.optim.lr_mlp_frame > 0:
         write_run_file(scene.out, "mlp.safetensors", mlp.to_bytes())
     write_run_file(scene.out, frame_name(t), grid.to_bytes(meta={"frame": t, "gop": g}))  # recorded in files.json
     return record, grid, run

@@ -9,7 +9,7 @@ import torch
 from featvid.bake.atlas import bake_run
 from featvid.formats.baked import Baked
 from featvid.formats.run import Run
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.mapping import Mapping
 from tests.codecs.synthetic import make_grid, make_run
 
@@ -26,7 +26,7 @@ def test_grid_outside_the_mapping_is_refused():
     far = make_grid((16, 16, 16), 2, 0)
     far.coords = torch.tensor([[15, 15, 15]], dtype=torch.int32)
     far.density, far.features = torch.ones(1), torch.ones(1, 2)
-    with pytest.raises(StreamError, match="outside the GOP's mapping"):
+    with pytest.raises(FormatError, match="outside the GOP's mapping"):
         mapping.grid_to_atlas(far)
 
 
@@ -69,19 +69,19 @@ def test_bake_resumes_and_is_repeatable(tmp_path):
 def test_unfinished_run_is_refused(tmp_path):
     run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=2)
     (run / "frames" / "00001.safetensors").unlink()
-    with pytest.raises(StreamError, match="unfinished"):
+    with pytest.raises(FormatError, match="unfinished"):
         bake_run(run, tmp_path / "baked")
 
 
 def test_nan_is_refused(tmp_path):
     run = make_run(tmp_path / "run", frames=2, gop=1, shape=(16, 16, 16), channels=2, nan_frame=1)
-    with pytest.raises(StreamError, match="NaN"):
+    with pytest.raises(FormatError, match="NaN"):
         bake_run(run, tmp_path / "baked")
     assert not (tmp_path / "baked" / "baked.json").exists()
 
 
 def test_missing_baked_folder(tmp_path):
-    with pytest.raises(StreamError, match="no baked.json"):
+    with pytest.raises(FormatError, match="no baked.json"):
         Baked(tmp_path)
 
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from featvid.formats.baked import Baked
 from featvid.formats.run import FILES, Run, frame_name, write_run_file
 from featvid.cli import main
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
@@ -74,7 +74,7 @@ def test_a_bake_records_every_file_it_consists_of(tiny_baked):
 def test_a_flipped_run_or_baked_file_is_refused_naming_it(request, folder, name, read):
     path = request.getfixturevalue(folder)
     flip(path / name, (path / name).stat().st_size // 2, 4)
-    with pytest.raises(StreamError, match=f"{name}: SHA-256 differs"):
+    with pytest.raises(FormatError, match=f"{name}: SHA-256 differs"):
         read(path)
     one_line_error(CliRunner().invoke(main, ["verify", str(path)]), name, "SHA-256")
 
@@ -97,29 +97,36 @@ def test_a_truncated_coarse_grid_is_refused_on_resume(run):
     (run / frame_name(3)).unlink()
     from featvid.train.train import _load_coarse
 
-    with pytest.raises(StreamError, match="coarse/00003.safetensors: .* bytes, files.json records"):
+    with pytest.raises(FormatError, match="coarse/00003.safetensors: .* bytes, files.json records"):
         _load_coarse(run, 3, Run(run).aabb, torch.device("cpu"))
 
 
 def test_an_unlisted_file_in_a_recorded_bake_is_refused(baked):
     edit_json(baked / "baked.json", lambda d: d["files"].pop("gop_00000.samples"))
-    with pytest.raises(StreamError, match="files lists no size and SHA-256 for gop_00000.samples"):
+    with pytest.raises(FormatError, match="files lists no size and SHA-256 for gop_00000.samples"):
         Baked(baked)
 
 
-def test_runs_and_bakes_without_records_still_read_with_a_warning(run, baked, caplog):
+def test_runs_and_bakes_without_records_are_refused_unless_read_as_legacy(run, baked, caplog, monkeypatch):
     (run / FILES).unlink()
     edit_json(baked / "baked.json", lambda d: d.pop("files"))
+    for read in (Run, Baked):
+        with pytest.raises(FormatError, match="records no file hashes.*--legacy-read"):
+            read(run if read is Run else baked)
+    one_line_error(CliRunner().invoke(main, ["info", str(run)]), "no file hashes", "--legacy-read")
     with caplog.at_level(logging.WARNING):
-        r, b = Run(run), Baked(baked)
+        r, b = Run(run, legacy=True), Baked(baked, legacy=True)
         r.frame(0), r.mapping(1), r.mlp(), b.atlas(0), b.mlp()
     assert "records no file hashes" in caplog.text
-    one_line_error(CliRunner().invoke(main, ["verify", str(run)]), "no file hashes")
+    monkeypatch.setenv("FEATVID_LEGACY_READ", "0")  # restored after the test: --legacy-read sets it to 1
+    out = CliRunner().invoke(main, ["--legacy-read", "info", str(baked)])
+    assert out.exit_code == 0, out.output
+    one_line_error(CliRunner().invoke(main, ["--legacy-read", "verify", str(run)]), "no file hashes")
 
 
 def test_resuming_an_old_run_records_the_files_already_there(run):
     (run / FILES).unlink()
-    grid = Run(run).frame(3)
+    grid = Run(run, legacy=True).frame(3)
     write_run_file(run, frame_name(3), grid.to_bytes())
     r = Run(run)
     assert len(r.files) == 1 + len(r.gops) + 2 * r.num_frames  # the old files adopted, the new one recorded
@@ -137,12 +144,12 @@ def _rewrite_frame(run: Path, t: int, change) -> None:
 @pytest.mark.parametrize("change, needle", [
     (lambda g: SparseGrid(g.aabb, (g.shape[0] + 1, *g.shape[1:]), g.coords, g.density, g.features), "does not match run.json"),
     (lambda g: SparseGrid(g.aabb * 2, g.shape, g.coords, g.density, g.features), "does not match run.json"),
-    (lambda g: SparseGrid(g.aabb, g.shape, g.coords, g.density, g.features[:, :2].contiguous()), "2 channels"),
+    (lambda g: SparseGrid(g.aabb, g.shape, g.coords, g.density, g.features[:, :2].contiguous()), "2 features"),
     (lambda g: SparseGrid(torch.zeros(3, 3), g.shape, g.coords, g.density, g.features), "aabb"),
 ])
 def test_a_frame_that_differs_from_run_json_is_one_line_and_exit_2(run, tiny_dataset, change, needle):
     _rewrite_frame(run, 1, change)
-    with pytest.raises(StreamError, match=needle):
+    with pytest.raises(FormatError, match=needle):
         Run(run).frame(1)
     one_line_error(CliRunner().invoke(main, ["eval", str(run), "--data", str(tiny_dataset), "--device", "cpu"]),
                    "frames/00001.safetensors")
@@ -153,11 +160,11 @@ def test_duplicate_coordinates_in_a_frame_are_refused(run):
         return SparseGrid(g.aabb, g.shape, torch.cat([g.coords, g.coords[:3]]), torch.cat([g.density, g.density[:3] + 1]),
                           torch.cat([g.features, g.features[:3]]))
 
-    with pytest.raises(StreamError, match="3 vertices twice"):
+    with pytest.raises(FormatError, match="3 vertices twice"):
         _rewrite_frame(run, 1, lambda g: doubled(g).validate())
     data = doubled(Run(run).frame(1)).to_bytes()  # `to_bytes` writes what it is given
     write_run_file(run, frame_name(1), data)
-    with pytest.raises(StreamError, match="frames/00001.safetensors: grid stores 3 vertices twice"):
+    with pytest.raises(FormatError, match="frames/00001.safetensors: grid stores 3 vertices twice"):
         Run(run).frame(1)
 
 
@@ -174,10 +181,10 @@ def test_duplicate_or_outside_blocks_in_a_mapping_are_refused(tiny_run):
     deltas = np.frombuffer(gzip.decompress(m.to_bytes()).split(b"\n", 2)[2], dtype="<u4")
     assert Mapping.from_bytes(_mapping_with_deltas(m, deltas)).num_blocks == m.num_blocks
     twice = np.concatenate([deltas[:5], [0], deltas[5:]])
-    with pytest.raises(StreamError, match="m.fvmap: the mapping lists a block twice"):
+    with pytest.raises(FormatError, match="m.fvmap: the mapping lists a block twice"):
         Mapping.from_bytes(_mapping_with_deltas(m, twice), "m.fvmap")
     far = np.concatenate([deltas, [1 << 29]])
-    with pytest.raises(StreamError, match="outside its grid"):
+    with pytest.raises(FormatError, match="outside its grid"):
         Mapping.from_bytes(_mapping_with_deltas(m, far), "m.fvmap")
 
 
@@ -196,7 +203,7 @@ def test_nan_mlp_weights_are_refused_naming_the_file(run):
     mlp = Run(run).mlp()
     with torch.no_grad():
         mlp.out.weight[0, 0] = float("nan")
-    with pytest.raises(StreamError, match="x.safetensors: the MLP holds NaN"):
+    with pytest.raises(FormatError, match="x.safetensors: the MLP holds NaN"):
         TinyMLP.from_bytes(mlp.to_bytes(), "x.safetensors")
     write_run_file(run, "mlp.safetensors", mlp.to_bytes())  # recorded: only the value check can tell
     one_line_error(_after_the_bar(CliRunner().invoke(main, ["bake", str(run), "--out", str(run.parent / "b")])),

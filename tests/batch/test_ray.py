@@ -42,7 +42,7 @@ def test_featvid_batch_on_ray_reports_a_failing_task(reference, tmp_path):
     job_file = write_job(tmp_path / "job.toml", runs, retries=1)
     result = CliRunner().invoke(main, ["batch", str(job_file), "--executor", "ray", "--workers", "2"])
     assert result.exit_code == 2, result.output
-    assert "FAILED beta / baked: bake GOP 2 after 2 attempts: StreamError: " in result.stdout
+    assert "FAILED beta / baked: bake GOP 2 after 2 attempts: FormatError: " in result.stdout
     assert "frames/00005.safetensors: grid holds NaN" in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("featvid: error: 1 of the job's tasks or outputs failed "
                                                              "(first: beta / baked: bake GOP 2)")

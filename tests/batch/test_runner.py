@@ -99,7 +99,7 @@ def test_a_failing_task_is_retried_then_reported_and_the_rest_completes(referenc
         assert status[("beta", f"{p}.fvv")] == ("skipped", "not made: beta / baked failed")
         assert content(job.out / "alpha" / f"{p}.fvv") == reference["alpha"][f"{p}.fvv"]
     assert not (job.out / "beta" / f"{PRESETS[0]}.fvv").exists()
-    assert "FAILED beta / baked: bake GOP 2 after 3 attempts: StreamError" in report.table()
+    assert "FAILED beta / baked: bake GOP 2 after 3 attempts: FormatError" in report.table()
 
     # rerun: the finished outputs are kept, beta's two good GOPs stay staged, GOP 2 fails again
     ex = InlineExecutor()

@@ -71,7 +71,7 @@ def test_earlier_results_of_another_setup_or_config_are_refused(tmp_path: Path):
     with pytest.raises(FeatvidError, match="not .*'size': 16"):
         mod.earlier_rows([other], SETUP, NAMES)
     changed = json.loads(_earlier(mod, tmp_path / "changed.json").read_text())
-    changed["variants"][1]["config"]["frame_iters"] += 1
+    changed["variants"][1]["config"]["schedule"]["frame_iters"] += 1
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     with pytest.raises(FeatvidError, match="'motion' was trained with another config"):
         mod.earlier_rows([tmp_path / "changed.json"], SETUP, NAMES)
@@ -87,7 +87,7 @@ def test_rows_are_taken_by_the_config_they_trained_whatever_their_name(tmp_path:
     today's `default` (TV on) is not it, and then needs a row of its own config."""
     mod = _module()
     setup = {**SETUP, "preset": "fast"}
-    old = preset("fast", density_tv_weight=0.0).to_dict()
+    old = preset("fast", density_tv_weight=0.0).flat()  # results files held the flat form then
     del old["density_tv_weight"]
     earlier = {"benchmark": "quality_over_time", **setup,
                "variants": [{"variant": "default", "config": old, "from": "old.json"}]}
@@ -100,4 +100,4 @@ def test_rows_are_taken_by_the_config_they_trained_whatever_their_name(tmp_path:
           "variants": [{"variant": "tv3e-3", "config": preset("fast").to_dict()}]}
     (tmp_path / "tv.json").write_text(json.dumps(tv))
     rows = mod.earlier_rows([tmp_path / "old.json", tmp_path / "tv.json"], setup, ["no-tv", "default"])
-    assert rows["default"]["config"]["density_tv_weight"] > 0 and rows["no-tv"]["from"] == "old.json"
+    assert rows["default"]["config"]["losses"]["density_tv_weight"] > 0 and rows["no-tv"]["from"] == "old.json"

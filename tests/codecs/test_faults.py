@@ -1,4 +1,4 @@
-"""Bad input: every fault is a StreamError with a clear message, and nothing is left half-written."""
+"""Bad input: every fault is a FormatError (a StreamError where the stream itself is at fault) with a clear message, and nothing is left half-written."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 from featvid.bake.atlas import bake_run
 from featvid.codecs import encode_baked, open_stream, pyav_backend
 from featvid.codecs.manifest import Manifest
-from featvid.errors import CodecError, StreamError
+from featvid.errors import CodecError, FormatError, OutputError, StreamError
 from tests.codecs.synthetic import make_run
 
 
@@ -97,7 +97,7 @@ def test_truncated_video(copy, decoder):
     video = copy / "gop_00000" / "atlas.mp4"
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
     s = open_stream(copy, hwaccel="none", decoder=decoder)
-    with pytest.raises(StreamError, match="atlas.mp4"):
+    with pytest.raises(FormatError, match="atlas.mp4"):
         s.decode_gop(0)
     assert len(s.decode_gop(1)) == 2  # the other GOP still decodes on its own
 
@@ -106,13 +106,13 @@ def test_truncated_video(copy, decoder):
 def test_corrupt_video(copy, decoder):
     video = copy / "gop_00001" / "atlas.mp4"
     video.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(StreamError, match="atlas.mp4"):
+    with pytest.raises(FormatError, match="atlas.mp4"):
         open_stream(copy, hwaccel="none", decoder=decoder).frame(3)
 
 
 def test_corrupt_mapping(copy):
     (copy / "gop_00000" / "mapping.fvmap").write_bytes(b"nope")
-    with pytest.raises(StreamError, match="mapping"):
+    with pytest.raises(FormatError, match="mapping"):
         open_stream(copy, hwaccel="none").frame(0)
 
 
@@ -154,7 +154,7 @@ def test_all_features_constant_with_the_basis(tmp_path):
 
 def test_nan_grid_is_refused_at_bake(tmp_path):
     run = make_run(tmp_path / "run", frames=2, gop=2, shape=(16, 16, 16), channels=3, nan_frame=1)
-    with pytest.raises(StreamError, match="NaN"):
+    with pytest.raises(FormatError, match="NaN"):
         bake_run(run, tmp_path / "baked")
     assert not (tmp_path / "baked" / "baked.json").exists()
 
@@ -185,7 +185,7 @@ def test_killed_encode_leaves_no_manifest(stream, tmp_path, monkeypatch):
 def test_encode_refuses_a_foreign_folder(stream, tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "precious.txt").write_text("keep me")
-    with pytest.raises(StreamError, match="not a featvid stream"):
+    with pytest.raises(OutputError, match="not a featvid stream"):
         encode_baked(stream.parent / "baked", tmp_path / "x")
     assert (tmp_path / "x" / "precious.txt").read_text() == "keep me"
 

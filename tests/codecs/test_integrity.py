@@ -16,7 +16,7 @@ from featvid.bake.atlas import bake_run
 from featvid.cli import main
 from featvid.codecs import encode_baked, open_stream
 from featvid.codecs.manifest import Manifest
-from featvid.errors import StreamError
+from featvid.errors import FormatError, StreamError
 from tests.codecs.synthetic import make_run
 
 
@@ -90,9 +90,9 @@ def test_a_flipped_mapping_or_mlp_is_refused_by_the_reader(copy):
     flip(copy / m.gops[0].mapping, 40, n=4)
     flip(copy / m.mlp["file"], (copy / m.mlp["file"]).stat().st_size - 20, n=4)
     s = open_stream(copy, hwaccel="none")
-    with pytest.raises(StreamError, match="mapping.fvmap: SHA-256 differs"):
+    with pytest.raises(FormatError, match="mapping.fvmap: SHA-256 differs"):
         s.decode_gop(0)
-    with pytest.raises(StreamError, match="mlp.safetensors: SHA-256 differs"):
+    with pytest.raises(FormatError, match="mlp.safetensors: SHA-256 differs"):
         s.mlp()
 
 
@@ -105,15 +105,19 @@ def test_a_truncated_file_is_reported_by_info_and_verify(copy):
     one_line_error(run(main, ["verify", str(copy)]), video.name, f"records {size}")
 
 
-def test_a_stream_without_hashes_still_reads_with_a_warning(copy, caplog):
+def test_a_stream_without_hashes_reads_only_as_legacy_with_a_warning(copy, caplog, monkeypatch):
     d = json.loads((copy / "manifest.json").read_text())
     del d["files"]
     (copy / "manifest.json").write_text(json.dumps(d))
-    with caplog.at_level(logging.WARNING, logger="featvid.codecs.stream"):
-        s = open_stream(copy, hwaccel="none")
+    with pytest.raises(StreamError, match="the manifest records no file hashes.*--legacy-read"):
+        open_stream(copy, hwaccel="none")
+    one_line_error(CliRunner().invoke(main, ["info", str(copy)]), "no file hashes")
+    with caplog.at_level(logging.WARNING, logger="featvid.formats.folder"):
+        s = open_stream(copy, hwaccel="none", legacy=True)
     assert "records no file hashes" in caplog.text
     assert len(s.decode_gop(0)) == s.manifest.gops[0].frames and s.mlp() is not None
-    assert CliRunner().invoke(main, ["info", str(copy)]).exit_code == 0
+    monkeypatch.setenv("FEATVID_LEGACY_READ", "0")  # restored after the test: --legacy-read sets it to 1
+    assert CliRunner().invoke(main, ["--legacy-read", "info", str(copy)]).exit_code == 0
     one_line_error(CliRunner().invoke(main, ["verify", str(copy)]), "no file hashes")
     video = copy / s.manifest.gops[0].video  # the GOPs' own sizes still show a truncated copy
     video.write_bytes(video.read_bytes()[:100])

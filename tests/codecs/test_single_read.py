@@ -13,6 +13,8 @@ import pytest
 from featvid.codecs import open_stream
 from featvid.codecs.backends import get_backend
 from featvid.codecs.manifest import Manifest
+from featvid.errors import FormatError
+from featvid.field import files
 
 
 @pytest.fixture()
@@ -33,17 +35,16 @@ def test_a_video_swapped_after_its_check_is_not_decoded(copy, monkeypatch, decod
     still the verified content, code for code."""
     reference = open_stream(copy, hwaccel="none").decode_codes(0)  # [F, P, H, W] from the pristine file
     video = Manifest.read(copy).gops[0].video
-    checked = Manifest.check_record
+    checked = files.check_record
     swapped = []
 
-    def check_then_swap(self, name, found, folder):
-        checked(self, name, found, folder)  # the bytes matched the manifest ...
-        if name == video and not swapped:  # ... then someone rewrites the file on disk
-            path = Path(folder) / name
+    def check_then_swap(path, want, found, recorded_in, error=FormatError):
+        checked(path, want, found, recorded_in, error)  # the bytes matched the manifest ...
+        if path == copy / video and not swapped:  # ... then someone rewrites the file on disk
             _flip(path, path.stat().st_size // 2)
-            swapped.append(name)
+            swapped.append(video)
 
-    monkeypatch.setattr(Manifest, "check_record", check_then_swap)
+    monkeypatch.setattr(files, "check_record", check_then_swap)
     codes = open_stream(copy, hwaccel="none", decoder=decoder).decode_codes(0)
     assert swapped == [video]
     np.testing.assert_array_equal(codes, reference)

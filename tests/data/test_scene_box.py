@@ -101,7 +101,8 @@ def test_train_takes_the_box_and_keeps_a_resumed_runs_own(capture, tmp_path, mon
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps({"aabb": video.aabb.tolist()}))
 
-        class _Run:  # what cli.train's summary reads of a Run
+        class _Run:  # what the train summary (featvid.train.summary.TrainSummary) reads of a Run
+            path = out
             num_frames = 1
             gops = [[0]]
 
@@ -109,7 +110,10 @@ def test_train_takes_the_box_and_keeps_a_resumed_runs_own(capture, tmp_path, mon
                 return []
         return _Run()
 
+    import featvid.pipeline as pipeline
+
     monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(pipeline, "train", fake_train)  # the name featvid.pipeline.train_dataset calls
     out = tmp_path / "run"
     box = "-0.6,-0.7,-0.6,1.0,0.5,1.0"
     result = CliRunner().invoke(main, ["train", str(capture), "--out", str(out), "--preset", "test", "--aabb", box,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.grid import SparseGrid, grid_shape_for
 
 AABB = torch.tensor([[-1.0, -0.5, -1], [1, 0.5, 1]])
@@ -43,12 +43,12 @@ def test_save_load(tmp_path):
 def test_nan_and_bad_files(tmp_path):
     g = _grid()
     g.features[0, 0] = float("nan")
-    with pytest.raises(StreamError, match="NaN"):
+    with pytest.raises(FormatError, match="NaN"):
         g.validate()
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(StreamError):
+    with pytest.raises(FormatError):
         SparseGrid.load(tmp_path / "bad.safetensors")
-    with pytest.raises(StreamError, match="missing"):
+    with pytest.raises(FormatError, match="missing"):
         SparseGrid.load(tmp_path / "none.safetensors")
-    with pytest.raises(StreamError):
+    with pytest.raises(FormatError):
         SparseGrid.file_vertices(tmp_path / "bad.safetensors")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.mapping import BLOCK, TILE, Mapping, demorton3, morton3
 
 
@@ -84,12 +84,12 @@ def test_file_round_trip_and_empty(tmp_path):
 
 @pytest.mark.parametrize("data", [b"", b"garbage", gzip.compress(b"FVMAP1\n{}\n"), gzip.compress(b"NOTMAP\n")])
 def test_bad_mapping_files(data):
-    with pytest.raises(StreamError):
+    with pytest.raises(FormatError):
         Mapping.from_bytes(data)
 
 
 def test_missing_mapping_file(tmp_path):
-    with pytest.raises(StreamError, match="missing"):
+    with pytest.raises(FormatError, match="missing"):
         Mapping.load(tmp_path / "nope.fvmap")
 
 

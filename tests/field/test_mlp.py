@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from featvid.errors import StreamError
+from featvid.errors import FormatError
 from featvid.field.mlp import MLPConfig, TinyMLP
 
 
@@ -30,5 +30,5 @@ def test_missing_weights_are_refused(tmp_path):
     from dataclasses import asdict
 
     save_file(t, str(tmp_path / "m.safetensors"), metadata={"format": "featvid-mlp", "config": json.dumps(asdict(mlp.config))})
-    with pytest.raises(StreamError, match="not a readable"):
+    with pytest.raises(FormatError, match="not a readable"):
         TinyMLP.load(tmp_path / "m.safetensors")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from featvid.errors import StreamError
+from featvid.errors import FormatError, StreamError
 from featvid.field import DENSITY_SHIFT, Gop, MLPConfig, RenderSettings, TinyMLP
 from featvid.field.gop import check_tiling, gop_index
 from featvid.field.schema import read_aabb, read_grid_shape
@@ -16,11 +16,11 @@ def test_gop_span_and_lookup():
     assert gops[2].end == 9 and 4 in gops[2] and 9 not in gops[2]
     check_tiling(gops, 9, "x")
     assert [gop_index(gops, t) for t in range(9)] == [0, 0, 0, 1, 2, 2, 2, 2, 2]
-    with pytest.raises(StreamError, match="frame 9 is in no GOP"):
+    with pytest.raises(FormatError, match="frame 9 is in no GOP"):
         gop_index(gops, 9)
-    with pytest.raises(StreamError, match="GOP 1 starts at frame 4, expected 3"):
+    with pytest.raises(FormatError, match="GOP 1 starts at frame 4, expected 3"):
         check_tiling([Gop(0, 3), Gop(4, 5)], 9, "x")
-    with pytest.raises(StreamError, match="cover 9 frames, the sequence has 10"):
+    with pytest.raises(FormatError, match="cover 9 frames, the sequence has 10"):
         check_tiling(gops, 10, "x")
 
 
@@ -33,7 +33,7 @@ def test_render_settings_round_trip_and_refusals():
            {"step_ratio": True}, {"step_ratio": 0.5, "near": -1}, {"step_ratio": 0.5, "background": [1, 1]},
            {"step_ratio": 0.5, "background": [1, 1, 2]}, {"step_ratio": 0.5, "density_shift": 0.0}]
     for b in bad:
-        with pytest.raises(StreamError, match="manifest.json"):
+        with pytest.raises(FormatError, match="manifest.json"):
             RenderSettings.from_dict(b, "manifest.json")
 
 
@@ -41,7 +41,7 @@ def test_mlp_config_from_dict_checks_the_architecture():
     c = MLPConfig(6, 32, 2, 2)
     assert MLPConfig.from_dict({"file": "mlp.safetensors", **c.to_dict()}) == c
     for bad in ({}, {**c.to_dict(), "hidden": 1000}, {**c.to_dict(), "layers": "2"}, {**c.to_dict(), "in_features": 0}):
-        with pytest.raises(StreamError):
+        with pytest.raises(FormatError):
             MLPConfig.from_dict(bad, "baked.json")
 
 
@@ -49,21 +49,21 @@ def test_mlp_file_is_checked_against_its_expected_architecture(tmp_path):
     mlp = TinyMLP(MLPConfig(4, 16, 2, 1))
     mlp.save(tmp_path / "m.safetensors")
     assert TinyMLP.load(tmp_path / "m.safetensors", expect=MLPConfig(4, 16, 2, 1)).config == mlp.config
-    with pytest.raises(StreamError, match="expected"):
+    with pytest.raises(FormatError, match="expected"):
         TinyMLP.load(tmp_path / "m.safetensors", expect=MLPConfig(5, 16, 2, 1))
-    with pytest.raises(StreamError, match="NaN"):
+    with pytest.raises(FormatError, match="NaN"):
         mlp.out.bias.data[0] = math.nan
         TinyMLP.from_bytes(mlp.to_bytes(), "m")
-    with pytest.raises(StreamError, match="not a readable"):
+    with pytest.raises(FormatError, match="not a readable"):
         TinyMLP.from_bytes(b"\x00" * 20, "m")
 
 
 def test_box_and_grid_shape_checks():
     assert read_aabb([[-1, -1, -1], [1, 2, 3]], "x").shape == (2, 3)
     for bad in ([[0, 0, 0], [0, 1, 1]], [[0, 0], [1, 1]], "box", [[0, 0, math.inf], [1, 1, 1]], [[1, 1, 1], [0, 0, 0]]):
-        with pytest.raises(StreamError, match="aabb"):
+        with pytest.raises(FormatError, match="aabb"):
             read_aabb(bad, "x")
     assert read_grid_shape([4, 5, 6], "x") == (4, 5, 6)
     for bad in ([1, 5, 6], [4, 5], [4, 5, 6.0], [4, 5, 1 << 20], None):
-        with pytest.raises(StreamError, match="grid_shape"):
+        with pytest.raises(FormatError, match="grid_shape"):
             read_grid_shape(bad, "x")

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from featvid.cli import main
-from featvid.errors import StreamError
+from featvid.errors import FormatError, StreamError
 from featvid.field.volume import STEP_RATIO_RANGE, RenderSettings
 
 
@@ -37,7 +37,7 @@ def edit_json(path: Path, change) -> None:
 
 @pytest.mark.parametrize("step", [1e-9, 0, 0.0, -0.5, math.nan, math.inf, -math.inf, 1e9, "0.5", True, None])
 def test_render_settings_refuse_a_step_ratio_out_of_range(step):
-    with pytest.raises(StreamError, match="step_ratio"):
+    with pytest.raises(FormatError, match="step_ratio"):
         RenderSettings.from_dict({"step_ratio": step}, "manifest.json")
 
 
@@ -45,9 +45,9 @@ def test_render_settings_take_the_range_ends():
     lo, hi = STEP_RATIO_RANGE
     assert RenderSettings.from_dict({"step_ratio": lo}).step_ratio == lo
     assert RenderSettings.from_dict({"step_ratio": hi}).step_ratio == hi
-    with pytest.raises(StreamError, match="near"):
+    with pytest.raises(FormatError, match="near"):
         RenderSettings.from_dict({"step_ratio": 0.5, "near": math.nan})
-    with pytest.raises(StreamError, match="background"):
+    with pytest.raises(FormatError, match="background"):
         RenderSettings.from_dict({"step_ratio": 0.5, "background": [1, 1]})
 
 

@@ -8,6 +8,7 @@ import math
 import shutil
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -19,13 +20,16 @@ from tests.fuzz.helpers import DELETE, EDGE_NUMBERS, FUZZ, bounded, check, dump,
 
 
 @pytest.fixture(scope="module")
-def run(tiny_run, tmp_path_factory) -> Path:
+def run(tiny_run, tmp_path_factory) -> Iterator[Path]:
     """A private copy of the session's run without its file records (as an older featvid wrote
     it), so that an edited frame reaches the frame reader's own checks instead of the hash's;
-    each example edits it and puts it back."""
+    each example edits it and puts it back. Read as legacy (FEATVID_LEGACY_READ=1 for this module:
+    a run without records is refused otherwise; one with records reads the same either way)."""
     path = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("fuzz_run") / "run"))
     (path / "files.json").unlink(missing_ok=True)
-    return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEATVID_LEGACY_READ", "1")
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,8 @@ def test_a_cut_or_grown_file_is_refused_by_info_too(stream, data):
 @given(data=st.data())
 def test_an_old_stream_without_hashes_decodes_garbage_cleanly(stream, tiny_dataset, tmp_path_factory, data):
     """Without a files table nothing can tell a flipped byte: the decoder, the mapping reader and
-    the MLP reader must still fail cleanly or give finite output (never a traceback or NaN)."""
+    the MLP reader must still fail cleanly or give finite output (never a traceback or NaN). It is
+    read as legacy (FEATVID_LEGACY_READ=1): without that such a stream is refused outright."""
     manifest = stream / "manifest.json"
     text = manifest.read_text()
     old = json.loads(text)
@@ -144,7 +145,8 @@ def test_an_old_stream_without_hashes_decodes_garbage_cleanly(stream, tiny_datas
         target.write_bytes(target.read_bytes()[:len(original)])
         out = tmp_path_factory.mktemp("o")
         for args in commands(stream, tiny_dataset, out, True)[2:]:
-            with bounded():
+            with bounded(), pytest.MonkeyPatch.context() as mp:
+                mp.setenv("FEATVID_LEGACY_READ", "1")
                 r = CliRunner().invoke(main, args)
             check(r, f"old stream, {target.name}: {n} bytes at {offset}: featvid {args[0]}")
     finally:
@@ -163,7 +165,7 @@ def test_a_mosaic_that_cannot_hold_the_channels_is_refused(stream, mosaic):
         d["gops"][0]["mosaic"].update(mosaic)
         manifest.write_text(dump(d))
         r = CliRunner().invoke(main, ["info", str(stream)])
-        check(r, f"mosaic {mosaic}", needles=("manifest.json", "GOP 0", "mosaic", "7 channels"))
+        check(r, f"mosaic {mosaic}", needles=("manifest.json", "GOP 0", "mosaic", "7 planes"))
         assert r.exit_code == 2
     finally:
         manifest.write_text(text)

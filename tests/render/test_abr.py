@@ -15,8 +15,10 @@ from featvid.errors import ConfigError, StreamError
 from featvid.render.abr import AbrRule, Link, Visit, fallback, simulate
 from featvid.render.fast import FastRenderer
 from featvid.render.paths import make_path, orbit
-from featvid.render.player import (by_bitrate, choose_renditions, gop_table, gop_visits, link_visits, play,
-                                    play_stream)
+from featvid.render.gops import gop_table, gop_visits
+from featvid.render.playback import play_stream
+from featvid.render.player import play
+from featvid.render.renditions import by_bitrate, choose_renditions, link_visits
 from tests.render.conftest import LADDER
 
 

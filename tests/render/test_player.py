@@ -12,7 +12,8 @@ from featvid.field.mlp import MLPConfig, TinyMLP
 from featvid.field.volume import RenderSettings
 from featvid.render.fast import FastRenderer
 from featvid.render.paths import orbit
-from featvid.render.player import PlaybackStats, gop_order, gop_table, play
+from featvid.render.gops import gop_order, gop_table
+from featvid.render.player import PlaybackStats, play
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 C = 4

@@ -6,13 +6,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from featvid.formats.run import write_run_meta
+from featvid.formats.run import frame_name, write_run_file, write_run_meta
 from featvid.cli import main
 from featvid.field.grid import SparseGrid
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
 from featvid.render.paths import orbit, path_to_dict
-from featvid.render.player import play_stream, render_path_video
+from featvid.render.playback import play_stream, render_path_video
 from featvid.render.video import probe_mp4
 from tests.fixtures.data import TINY_SIZE
 
@@ -25,7 +25,7 @@ def make_stream(folder: Path, num_frames: int = 8, gop: int = 4, R: int = 12) ->
     from featvid.pipeline import encode_run
 
     run = folder / "run"
-    (run / "frames").mkdir(parents=True)
+    run.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
     x = torch.linspace(-1, 1, R)
     X, Y, Z = torch.meshgrid(x, x, x, indexing="ij")
@@ -41,12 +41,12 @@ def make_stream(folder: Path, num_frames: int = 8, gop: int = 4, R: int = 12) ->
         union = torch.zeros(R, R, R, dtype=torch.bool)
         for grid in grids[start:start + n]:
             union |= grid.occupancy()
-        Mapping.from_occupancy(union).save(run / f"gop_{gi:05d}.fvmap")
+        write_run_file(run, f"gop_{gi:05d}.fvmap", Mapping.from_occupancy(union).to_bytes())
         gops.append({"start": start, "frames": n, "mapping": f"gop_{gi:05d}.fvmap"})
     for t, grid in enumerate(grids):
-        grid.save(run / "frames" / f"{t:05d}.safetensors")
+        write_run_file(run, frame_name(t), grid.to_bytes())  # recorded in files.json, as the trainer does
     torch.manual_seed(0)
-    TinyMLP(MLPConfig(in_features=C, hidden=16)).save(run / "mlp.safetensors")
+    write_run_file(run, "mlp.safetensors", TinyMLP(MLPConfig(in_features=C, hidden=16)).to_bytes())
     write_run_meta(run, {"num_frames": num_frames, "fps": 24.0, "aabb": AABB.tolist(), "grid_shape": [R, R, R],
                          "num_channels": C, "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]},
                          "gops": gops})

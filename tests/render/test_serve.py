@@ -1,6 +1,6 @@
 """The web player's HTTP server: only its two folders, right types, byte ranges, loopback default;
-no hidden files, 400 for a target that is not a path, a read timeout, a connection cap, and no
-start on a stream the readers refuse."""
+no hidden files, 400 for a target that is not a path, a read timeout, a header deadline, a
+connection cap, a Host allow-list (DNS rebinding), and no start on a stream the readers refuse."""
 from __future__ import annotations
 
 import http.client
@@ -14,7 +14,8 @@ import pytest
 from pathlib import Path
 
 from featvid.errors import StreamError
-from featvid.render.serve import WEB_DIR, parse_range, serve
+from featvid.render import serve as serve_module
+from featvid.render.serve import WEB_DIR, PlayerServer, host_name, parse_range, serve
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def get(srv, path: str, headers: dict | None = None, method: str = "GET"):
     host, port = srv.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_accept_encoding=True, skip_host="Host" in (headers or {}))
         for k, v in (headers or {}).items():
             conn.putheader(k, v)
         conn.endheaders()
@@ -260,3 +261,141 @@ def test_refuses_to_start_on_a_stream_the_readers_refuse(stream_dir, breakage, m
         serve(stream_dir, port=0)
     r = CliRunner().invoke(main, ["serve", str(stream_dir), "--port", "0"])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, r.output
+
+
+@pytest.fixture
+def files_dir(tmp_path):
+    """A folder to serve for the tests of the HTTP layer alone (PlayerServer does not read it as a
+    stream, so these need no trained fixture)."""
+    d = tmp_path / "files"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"format": "featvid-stream"}')
+    return d
+
+
+def plain_server(files_dir, **kwargs) -> PlayerServer:
+    srv = PlayerServer(("127.0.0.1", 0), files_dir, **kwargs)
+    srv.start()
+    return srv
+
+
+def _trickle(srv, request: bytes, every: float, limit: float) -> tuple[float, bytes]:
+    """Send `request` a byte every `every` seconds until the server closes the connection (or
+    `limit` seconds pass); (seconds until closed, what the server answered)."""
+    with socket.create_connection(srv.server_address[:2], timeout=limit) as c:
+        c.settimeout(every)
+        t0 = time.monotonic()
+        answer = b""
+        for i in range(len(request) * 1000):
+            if time.monotonic() - t0 > limit:
+                break
+            try:
+                c.send(request[i % len(request):i % len(request) + 1])
+            except OSError:  # reset by the server
+                break
+            try:
+                chunk = c.recv(1024)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        return time.monotonic() - t0, answer
+
+
+def test_a_trickling_client_is_dropped_at_the_header_deadline(files_dir, monkeypatch):
+    monkeypatch.setattr(serve_module, "HEADER_TIMEOUT_S", 0.6)  # the default the server reads at start
+    srv = plain_server(files_dir, timeout=5, max_connections=1)
+    try:
+        assert srv.header_timeout == 0.6
+        # a byte every 0.1 s never trips the 5 s idle timeout, only the header deadline
+        took, answer = _trickle(srv, b"GET /stream/manifest.json HTTP/1.1\r\nX-Slow: " + b"a" * 200, 0.1, 8)
+        assert 0.5 < took < 3, took  # measured ~0.7 s
+        assert answer == b""
+        deadline = time.monotonic() + 3
+        while srv.active_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert get(srv, "/stream/manifest.json")[0] == 200  # its only slot is free again
+    finally:
+        srv.close()
+
+
+def test_the_header_deadline_starts_with_each_request_not_with_the_connection(files_dir):
+    srv = plain_server(files_dir, timeout=5, header_timeout=0.3)
+    try:
+        host, port = srv.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            for _ in range(2):  # one keep-alive connection, idle longer than the deadline between requests
+                conn.request("GET", "/stream/manifest.json")
+                r = conn.getresponse()
+                assert r.status == 200 and r.read() == (files_dir / "manifest.json").read_bytes()
+                time.sleep(0.6)
+        finally:
+            conn.close()
+    finally:
+        srv.close()
+
+
+def test_slow_clients_cannot_lock_others_out(files_dir):
+    srv = plain_server(files_dir, timeout=5, max_connections=2, header_timeout=0.5)
+    slow = []
+    try:
+        for _ in range(2):  # every slot taken by a client that started a request and never finishes it
+            c = socket.create_connection(srv.server_address[:2], timeout=5)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            slow.append(c)
+        time.sleep(0.2)
+        assert raw(srv, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").startswith(b"HTTP/1.1 503 ")
+        for c in slow:  # dropped at the deadline, not at the 5 s idle timeout
+            c.settimeout(3)
+            assert c.recv(1024) == b""
+        deadline = time.monotonic() + 3
+        while srv.active_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert get(srv, "/stream/manifest.json")[0] == 200
+    finally:
+        for c in slow:
+            c.close()
+        srv.close()
+
+
+def test_host_name():
+    assert host_name("localhost:8000") == "localhost"
+    assert host_name("LocalHost.") == "localhost"
+    assert host_name("[::1]:8000") == "::1"
+    assert host_name("[::1]") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1"
+    assert host_name("evil.example:8000") == "evil.example"
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("localhost", True), ("localhost:{port}", True), ("127.0.0.1:{port}", True), ("127.0.0.1", True),
+    ("[::1]:{port}", True), ("[::1]", True), ("LOCALHOST:9000", True),  # a tunnel may change the port
+    ("evil.example", False), ("evil.example:{port}", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io:{port}", False), ("", False),
+])
+def test_only_the_loopback_names_and_the_bound_address_are_served(files_dir, host, ok):
+    server = plain_server(files_dir)
+    port = server.server_address[1]
+    try:
+        answer = raw(server, b"GET /stream/manifest.json HTTP/1.1\r\nHost: " + host.format(port=port).encode()
+                     + b"\r\nConnection: close\r\n\r\n")
+    finally:
+        server.close()
+    status = answer.split(b" ", 2)[1]
+    assert status == (b"200" if ok else b"421"), answer[:80]
+    if not ok:
+        assert b"featvid-stream" not in answer
+
+
+def test_a_request_without_host_is_refused_and_extra_names_can_be_allowed(files_dir):
+    srv = plain_server(files_dir, allowed_hosts=["player.test"])
+    try:
+        assert raw(srv, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 421 ")
+        assert get(srv, "/", {"Host": "player.test:80"})[0] == 200
+        assert get(srv, "/", {"Host": "other.test"})[0] == 421
+    finally:
+        srv.close()

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from featvid.train import losses
-from featvid.train.config import preset
+from featvid.train.config import TrainConfig, preset
 from featvid.formats.run import Run
 from featvid.train.train import train
 from featvid.cli import main
@@ -66,7 +66,7 @@ def test_tiny_run_folder(tiny_run: Path):
         assert torch.equal(grid.occupancy(), run.mapping(run.gop_of(t)).occupancy())
         assert grid.num_channels == meta["num_channels"]
         assert float(grid.density.min()) >= -5 and float(grid.density.max()) <= 30
-        assert float(grid.features.abs().max()) <= meta["config"]["feature_range"]
+        assert float(grid.features.abs().max()) <= TrainConfig.from_dict(meta["config"]).optim.feature_range
 
 
 class _Stop(Exception):
@@ -117,7 +117,7 @@ def test_config_mismatch_refused_unless_force(tiny_dataset: Path, tmp_path: Path
     with pytest.raises(ConfigError):
         train(tiny_dataset, out, micro(), frames=(0, 2), device="cpu")
     run = train(tiny_dataset, out, micro(seed=1), frames=(0, 1), device="cpu", force=True)
-    assert run.meta["config"]["seed"] == 1 and run.is_complete()
+    assert TrainConfig.from_dict(run.meta["config"]).seed == 1 and run.is_complete()
 
 
 def test_non_finite_loss_stops_and_keeps_finished_frames(tiny_dataset: Path, tmp_path: Path, monkeypatch):
@@ -156,8 +156,9 @@ def test_cli_train_and_bad_input(tiny_dataset: Path, tmp_path: Path, monkeypatch
                                        "--density-tv", "0.01"])
     assert result.exit_code == 0, result.output
     run = Run(out)
-    assert run.num_frames == 2 and run.is_complete() and run.meta["config"]["seed"] == 3
-    assert run.meta["config"]["gop"] == "auto" and run.meta["config"]["density_tv_weight"] == 0.01
+    recorded = TrainConfig.from_dict(run.meta["config"])
+    assert run.num_frames == 2 and run.is_complete() and recorded.seed == 3
+    assert recorded.gop.length == "auto" and recorded.losses.density_tv_weight == 0.01
     assert run.log()[1]["density_tv"] > 0 and run.log()[0]["density_tv"] == 0  # warm frames only
     runner = CliRunner()
     for args in (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
@@ -181,5 +182,5 @@ def test_every_train_preset_runs_shrunk_on_the_cpu(name: str, tiny_dataset: Path
                     keyframe_iters=5, frame_iters=3, batch_rays=1024, eval_heldout=False)
     run = train(tiny_dataset, tmp_path / name, config, frames=(0, 2), device="cpu")
     assert run.is_complete() and run.num_frames == 2
-    assert run.mlp().config.hidden == base.mlp_hidden and run.num_channels == base.num_channels
+    assert run.mlp().config.hidden == base.mlp.hidden and run.num_features == base.grid.channels
     assert all(torch.isfinite(g.features).all() for _, g in run.frames())
