@@ -65,7 +65,10 @@ class LineProgress:
             for item in self.iterable:
                 yield item
                 self.n += 1
-        finally:  # like tqdm: the end of the loop (or a break, or an error) closes it
+        except Exception:  # (not GeneratorExit: a break still ends with its line)
+            self.closed = True  # no end line for a loop an error stopped: the error is the one line
+            raise
+        finally:  # like tqdm: the end of the loop (or a break) closes it
             self.close()
 
     def update(self, n: int = 1) -> None:
@@ -91,7 +94,9 @@ class LineProgress:
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.closed = True  # as in __iter__: the error, not a count, is what the user reads
         self.close()
 
 
