@@ -65,11 +65,10 @@ class LineProgress:
             for item in self.iterable:
                 yield item
                 self.n += 1
-        except Exception:  # (not GeneratorExit: a break still ends with its line)
-            self.closed = True  # no end line for a loop an error stopped: the error is the one line
+        except BaseException:  # an error in the loop, or its consumer dropped it (GeneratorExit)
+            self.closed = True  # no end line for a loop that did not finish: an error is the one line
             raise
-        finally:  # like tqdm: the end of the loop (or a break) closes it
-            self.close()
+        self.close()  # the loop ran to its end
 
     def update(self, n: int = 1) -> None:
         self.n += n
