@@ -38,7 +38,7 @@ from featvid.field.evaluate import EvalReport, evaluate
 from featvid.formats.baked import Baked
 from featvid.formats.run import Run, recorded_config
 from featvid.metrics import bytes_per_frame
-from featvid.outputs import DEMO, check_output_dir
+from featvid.outputs import DEMO, RUN, check_output_dir
 from featvid.train.config import TrainConfig
 from featvid.train.config import preset as train_preset
 from featvid.train.config import preset_and_derived as train_preset_and_derived
@@ -139,6 +139,7 @@ def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides
     scene box (`training_video`: the box told to `on_step`, its warnings to `on_warning`), then the
     run trained into `out` or resumed there. frames: dataset frames (A, B), B -1 for the end.
     Returns what the run holds in a few figures."""
+    check_output_dir(out, RUN, [dataset])  # before the dataset is read: a refusal costs nothing
     config, derived = train_preset_and_derived(preset_name, **(overrides or {}))
     for rule in derived:
         on_warning(str(rule))

@@ -93,10 +93,14 @@ def _prepare_folder(out: Path, identity: dict[str, Any], config: TrainConfig, fo
     """Check (or clear with force) an existing run folder; return its meta when it can be resumed."""
     meta_path = out / "run.json"
     if meta_path.is_file():
+        unreadable = None
         try:
             meta = Run(out).meta
-        except FormatError:
-            meta = None
+        except FormatError as e:
+            meta, unreadable = None, e
+        if unreadable is not None and not force:  # say why it cannot resume, not that its config differs
+            raise ConfigError(f"{out} holds a run that cannot be resumed ({unreadable}); "
+                              "use --force to start it over, or another --out") from unreadable
         diff = _differs(meta, identity, config)
         if not diff and not force:
             return meta

@@ -184,3 +184,18 @@ def test_every_train_preset_runs_shrunk_on_the_cpu(name: str, tiny_dataset: Path
     assert run.is_complete() and run.num_frames == 2
     assert run.mlp().config.hidden == base.mlp.hidden and run.num_features == base.grid.channels
     assert all(torch.isfinite(g.features).all() for _, g in run.frames())
+
+
+def test_an_unreadable_run_says_why_it_cannot_resume(tmp_path):
+    """A run.json the reader refuses (here: no file records, an older featvid) is named as such,
+    not as a run 'made with another config'."""
+    from featvid.errors import ConfigError
+    from featvid.train.config import preset
+    from featvid.train.train import _prepare_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"format": "featvid-run", "version": 1}')
+    with pytest.raises(ConfigError, match="cannot be resumed") as info:
+        _prepare_folder(out, {}, preset("fast"), force=False)
+    assert "another config" not in str(info.value)
