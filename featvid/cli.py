@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 
 from featvid.errors import FeatvidError
+from featvid.limits import LEGACY_ENV  # a base module: no torch loaded for the CLI's options
 
-LEGACY_ENV = "FEATVID_LEGACY_READ"  # featvid.formats.folder.LEGACY_ENV (not imported: it loads torch)
 DEBUG_ENV = "FEATVID_DEBUG"  # FEATVID_DEBUG=1: tracebacks instead of the one-line internal error
 # OSErrors the user fixes (a name, a disk, a permission): one line and exit 2, like a FeatvidError
 _USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,

@@ -26,6 +26,7 @@ import numpy as np
 
 from featvid.errors import FormatError
 
+LEGACY_ENV = "FEATVID_LEGACY_READ"  # "1": read folders without file records (unverified, warned)
 MAX_JSON_BYTES = 64 << 20  # run.json, baked.json, manifests, job files: far below this in practice
 
 

@@ -32,11 +32,10 @@ from featvid.errors import FormatError
 from featvid.field.files import FileRecord, check_record, read_checked
 from featvid.field.schema import int_field, number_field, read_aabb, read_grid_shape
 from featvid.field.volume import RenderSettings
-from featvid.limits import read_json
+from featvid.limits import LEGACY_ENV, read_json
 
 log = logging.getLogger(__name__)
 
-LEGACY_ENV = "FEATVID_LEGACY_READ"  # "1": read folders without file records (unverified, warned)
 MAX_FRAMES = 1_000_000  # what a folder may claim: an edited number cannot make a reader run away
 MAX_FEATURES = 64  # C, features per vertex
 
