@@ -46,13 +46,16 @@ __all__ = ["synth_scene", "train_run", "bake_run", "encode_stream", "open_stream
 
 
 def synth_scene(out: PathLike, scene: str = DEFAULT_SCENE, frames: int = 8, views: int = 12, size: int = 64,
-                test_views: int = 2, seed: int = 0) -> Path:
+                test_views: int = 2, seed: int = 0, backdrop: bool = True) -> Path:
     """Render a built-in dynamic scene into the dataset folder `out` (D-NeRF/Blender layout).
 
     `views` cameras in all, the last `test_views` held out for evaluation; `size` pixels a side;
-    `frames` at 30 fps. Returns `out`. Scenes: featvid.data.synth.SCENES (dancer, orbits, crossing).
+    `frames` at 30 fps. Returns `out`. Scenes: featvid.data.synth.SCENES (dancer, orbits, crossing;
+    room and forward: a subject in a textured room / before a backdrop, opaque images, which
+    `backdrop=False` leaves out: the same subject and cameras masked on white).
     """
-    return write_synth(out, scene=scene, frames=frames, views=views, size=size, seed=seed, test_views=test_views)
+    return write_synth(out, scene=scene, frames=frames, views=views, size=size, seed=seed, test_views=test_views,
+                       backdrop=backdrop)
 
 
 def train_run(dataset: PathLike, out: PathLike, preset: str = "fast", *, frames: tuple[int, int] | None = None,
@@ -108,7 +111,7 @@ def render_video(stream: PathLike | Stream, out: PathLike, path: str | CameraPat
                  size: tuple[int, int] | None = None, frames: int | None = None, fps: float | None = None,
                  device: str = "auto", data: PathLike | None = None, progress: bool = False) -> PlaybackStats:
     """Render a free-viewpoint video of a stream (a folder or an opened Stream) along a camera path
-    into the H.264 MP4 `out`; returns the timings.
+    into the H.264 MP4 `out`; returns the timings. A Gaussian stream is splatted (featvid.render.splats).
 
     path: orbit, spiral, test (the dataset's held-out cameras: give `data`), a .json path file
     (format: `featvid render --help`), or a featvid.render.paths.CameraPath. size: (width, height)
@@ -123,7 +126,9 @@ def render_video(stream: PathLike | Stream, out: PathLike, path: str | CameraPat
 def evaluate(source: PathLike, data: PathLike, *, device: str = "auto", aabb: torch.Tensor | None = None,
              data_format: str | None = None, downscale: float = 1.0, masks: str = "auto") -> EvalReport:
     """Held-out PSNR/SSIM of a run or a stream folder against the dataset `data` (read as it was
-    trained: data_format, downscale, masks). `.mean_psnr` (dB), `.mean_ssim`, `.per_frame`, `.table()`."""
+    trained: data_format, downscale, masks). `.mean_psnr` (dB), `.mean_ssim`, `.per_frame`, `.table()`.
+    A Gaussian stream is splatted; its `data` may also be the folder of PLY frames it was made from
+    (both rendered through held-out cameras, featvid.render.splat_eval)."""
     return evaluate_source(Path(source), Path(data), aabb, device, format=data_format, downscale=downscale,
                            masks=masks)
 

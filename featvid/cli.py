@@ -243,23 +243,66 @@ def _backend_names() -> list[str]:
 @click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True, help="Image height = width, pixels.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the scene's textures, colours and motion phase.")
-def synth(out: Path, scene: str, frames: int, views: int, test_views: int, size: int, seed: int) -> None:
+@click.option("--backdrop", type=click.Choice(["scene", "none"]), default="scene", show_default=True,
+              help="For room and forward: scene renders the room or wall (opaque images, no box given); none "
+                   "renders the same subject with the same cameras alone on white (RGBA, the subject's box), "
+                   "to compare a masked capture with one in a room. The other scenes have no backdrop.")
+def synth(out: Path, scene: str, frames: int, views: int, test_views: int, size: int, seed: int,
+          backdrop: str) -> None:
     """Render a built-in dynamic scene into OUT as a D-NeRF/Blender dataset.
 
     \b
-    Cameras sit on the upper hemisphere around the scene; ground truth is exact volume
-    rendering of analytic fields (RGBA PNGs, transforms_train.json / transforms_test.json with
-    a per-image time). OUT must be new, empty, or an earlier synth folder (which is replaced).
-    Example:  featvid synth data/dancer --frames 8 --views 12 --size 64
+    dancer, orbits, crossing: a subject on an empty background, cameras on the upper hemisphere
+    around it (RGBA PNGs). room: the dancer inside a textured room, cameras on a ring inside it.
+    forward: the dancer before a textured wall and floor 8 units behind it, cameras on a small
+    ellipse in a plane in front (forward-facing, N3DV-like). room and forward look like real
+    captures: opaque RGB images, no scene box in the JSON, and score_masks/ with the subject's
+    foreground per image, which `featvid eval` uses for PSNR inside the foreground only (training
+    never sees them). Ground truth is exact volume rendering of analytic fields;
+    transforms_train.json / transforms_test.json give a per-image time. OUT must be new, empty,
+    or an earlier synth folder (which is replaced).
+
+    \b
+    Examples:  featvid synth data/dancer --frames 8 --views 12 --size 64
+               featvid synth data/room --scene room --views 24
+               featvid synth data/room-white --scene room --views 24 --backdrop none
     """
-    from featvid.data.synth import write_synth
+    from featvid.data.synth import SCENES, write_synth
 
     if test_views >= views:
         raise click.BadParameter(f"must be smaller than --views ({views})", param_hint="--test-views")
+    if backdrop == "none" and not SCENES[scene].has_backdrop:
+        raise click.BadParameter(f"scene {scene} has no backdrop to leave out", param_hint="--backdrop")
     path = write_synth(out, scene=scene, frames=frames, views=views, size=size, seed=seed,
-                       test_views=test_views, progress=True)
-    click.echo(f"wrote {path}: scene {scene}, {frames} frames x {views} views "
-               f"({views - test_views} train + {test_views} test), {size}x{size} px")
+                       test_views=test_views, progress=True, backdrop=backdrop == "scene")
+    click.echo(f"wrote {path}: scene {scene}{' (no backdrop)' if backdrop == 'none' else ''}, {frames} frames x "
+               f"{views} views ({views - test_views} train + {test_views} test), {size}x{size} px")
+
+
+@main.command("synth-gaussians")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--scene", type=click.Choice(_scene_names()), default="dancer", show_default=True,
+              help="Which built-in scene's surfaces to cover (room and forward: their subject alone).")
+@click.option("--count", type=click.IntRange(1, 5_000_000), default=50_000, show_default=True,
+              help="Gaussians per frame (the same Gaussians in every frame).")
+@click.option("--frames", type=click.IntRange(1, 10000), default=30, show_default=True, help="Number of frames (30 fps).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed of the scene and of the Gaussians' placement.")
+def synth_gaussians(out: Path, scene: str, count: int, frames: int, seed: int) -> None:
+    """Write a dynamic 3D Gaussian sequence on a built-in scene into OUT: one 3DGS PLY a frame.
+
+    \b
+    Gaussians sit on the moving parts' surfaces (flat discs, SH degree 3, colour from the scene)
+    and follow them frame to frame, keeping their identity: Gaussian i is the same piece of
+    surface in every frame. Bake the folder with `featvid bake OUT --out BAKED` (docs/gaussians.md).
+
+    \b
+    Example:  featvid synth-gaussians seq --count 50000 --frames 30
+    """
+    from featvid.gaussians.generate import write_gaussian_sequence
+
+    write_gaussian_sequence(out, scene, count, frames, seed)
+    click.echo(f"wrote {out}: {frames} frames of {count} Gaussians (SH degree 3) on scene {scene}")
 
 
 # ---- trainer: train ---------------------------------------------------------------------------
@@ -304,6 +347,16 @@ def _parse_gop(text: str | None) -> int | str | None:
               help="Ray importance sampling of later frames [default: the preset's].")
 @click.option("--motion/--no-motion", default=None,
               help="Warm-start later frames along the motion estimated from the coarse pass [default: on].")
+@click.option("--space", type=click.Choice(["auto", "box", "contracted"]), default=None,
+              help="What the grid holds: box (the scene box only), contracted (all of space: the scene box at "
+                   "full resolution, a room or backdrop squeezed into a shell around it), auto (contracted when "
+                   "the dataset has no masks) [default: the preset's, auto].")
+@click.option("--colour-correction/--no-colour-correction", "colour_correction", default=None,
+              help="Learn a per-camera colour correction (exposure, white balance) on the training views "
+                   "only; the stream stays camera-independent [default: the preset's, off].")
+@click.option("--keyframe-iters", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Iterations of the first keyframe's fit (a static capture has only it) "
+                   "[default: the preset's].")
 @click.option("--refresh-margin", type=FiniteFloat(min=0), default=None, metavar="DB",
               help="Refit a frame as a keyframe (a new GOP) when its quality falls this many dB below "
                    "its reference; 0 switches the refresh off [default: the preset's, 1].")
@@ -312,11 +365,26 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Random seed [default: the preset's, 0].")
 @click.option("--force", is_flag=True, help="Start over in a folder that holds a run made with another config.")
 @click.option("--aabb", default="auto", show_default=True, metavar="x0,y0,z0,x1,y1,z1|auto", help=_AABB_HELP)
+@click.option("--segment", type=click.IntRange(min=1), default=None, metavar="S",
+              help="Train in segments of S frames, each starting with a refreshed keyframe (frame 0's MLP "
+                   "kept) and training on its own, so --workers can train them side by side; each segment "
+                   "starts a GOP [default: the preset's, none].")
+@click.option("--workers", "train_workers", type=click.IntRange(min=1), default=None,
+              help="Train the segments (--segment) on this many workers at once; the run is the same bytes "
+                   "for any number [default: one process, no workers].")
+@click.option("--executor", "train_executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where --workers run: local (a process pool here) or ray (a Ray cluster; the run folder and "
+                   "the dataset on a file system every node sees).")
+@click.option("--address", "train_address", default=None,
+              help="The Ray cluster to join with --executor ray (e.g. auto or 10.0.0.1:6379) [default: a local Ray].")
 @dataset_options
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
           temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
-          importance: str | None, motion: bool | None, refresh_margin: float | None, device: str,
-          seed: int | None, force: bool, aabb: str, data_format: str | None, downscale: float, masks: str) -> None:
+          importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
+          keyframe_iters: int | None, refresh_margin: float | None, device: str,
+          seed: int | None, force: bool, aabb: str, segment: int | None, train_workers: int | None,
+          train_executor: str, train_address: str | None, data_format: str | None, downscale: float,
+          masks: str) -> None:
     """Fit DATASET (a multi-view video folder) frame after frame into a run folder.
 
     \b
@@ -326,15 +394,28 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
     reference is fitted again as a keyframe and starts a new GOP; every fit stops once its loss
     stops improving (log.jsonl: iterations, motion and why each keyframe began).
     Killed? Rerun the same command: it resumes after the last finished frame.
+    With --segment S the capture trains in segments of S frames, and --workers N trains N of them
+    at once (docs/scale.md), e.g.  featvid train scene --out run --segment 8 --workers 2
     """
     from featvid.pipeline import train_dataset
 
+    if train_workers is None and (train_executor != "local" or train_address is not None):
+        raise click.UsageError("--executor and --address say where --workers run: give --workers N")
+    if train_address is not None and train_executor != "ray":
+        raise click.UsageError("--address joins a Ray cluster: it needs --executor ray")
     overrides = dict(grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
                      spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
-                     seed=seed, motion=motion, refresh_margin=refresh_margin)
-    summary = train_dataset(dataset, out, preset_name, overrides, frames=_parse_frames(frames), aabb=parse_aabb(aabb),
-                            force=force, device=device, on_step=click.echo, on_warning=lambda w: _warn([w]),
-                            format=data_format, downscale=downscale, masks=masks)
+                     seed=seed, motion=motion, refresh_margin=refresh_margin, segment=segment, space=space,
+                     colour_correction=colour_correction, keyframe_iters=keyframe_iters)
+    options = dict(frames=_parse_frames(frames), aabb=parse_aabb(aabb), force=force, device=device, on_step=click.echo,
+                   on_warning=lambda w: _warn([w]), format=data_format, downscale=downscale, masks=masks)
+    if train_workers is not None:
+        from featvid.batch.train_job import train_parallel
+
+        summary = train_parallel(dataset, out, preset_name, overrides, train_workers, train_executor, train_address,
+                                 **options)
+    else:
+        summary = train_dataset(dataset, out, preset_name, overrides, **options)
     click.echo(str(summary))
 
 
@@ -345,12 +426,61 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Baked folder to write (lossless atlas planes per GOP; resumes an interrupted bake).")
-def bake(run_dir: Path, out: Path) -> None:
-    """Bake a finished RUN_DIR into lossless per-GOP atlas planes (bake once, encode many times)."""
+@click.option("--gop", "gop_frames", type=click.IntRange(1, 10000), default=None,
+              help="Gaussian PLY folders only: frames per GOP, at most [default: 30]; a GOP also ends where "
+                   "the Gaussian count changes.")
+@click.option("--sh-degree", type=click.IntRange(0, 3), default=None,
+              help="Gaussian PLY folders only: keep spherical harmonics up to this degree [default: the input's].")
+@click.option("--fps", type=FiniteFloat(min=0.001, max=1000), default=30.0, show_default=True,
+              help="Gaussian PLY folders only: frames per second of the sequence.")
+@click.option("--background", default="1,1,1", show_default=True, metavar="R,G,B",
+              help="Gaussian PLY folders only: the colour the sequence is seen on (0..1 each), for players.")
+def bake(run_dir: Path, out: Path, gop_frames: int | None, sh_degree: int | None, fps: float, background: str) -> None:
+    """Bake a finished RUN_DIR into lossless per-GOP atlas planes (bake once, encode many times).
+
+    RUN_DIR may instead be a folder of 3D Gaussian Splatting PLY frames (name order, one a frame):
+    it bakes into a Gaussian bake (docs/gaussians.md), which `featvid encode` turns into a stream.
+    """
+    from featvid.gaussians.ply import is_ply_folder
+
+    if is_ply_folder(run_dir):
+        from featvid.bake.gaussians import DEFAULT_GOP, bake_gaussians
+
+        try:
+            bg = tuple(float(x) for x in background.split(","))
+        except ValueError:
+            bg = ()
+        if len(bg) != 3 or not all(0 <= c <= 1 for c in bg):
+            raise click.BadParameter("expected three numbers in 0..1, e.g. 1,1,1", param_hint="--background")
+        bake_gaussians(run_dir, out, gop=gop_frames or DEFAULT_GOP, sh_degree=sh_degree, fps=fps,
+                       background=bg)  # type: ignore[arg-type]
+        click.echo(f"baked Gaussian frames {run_dir} -> {out}")
+        return
+    if gop_frames is not None or sh_degree is not None:
+        raise click.UsageError("--gop and --sh-degree apply to a folder of Gaussian PLY frames; a run has its GOPs")
     from featvid.bake import bake_run
 
     bake_run(run_dir, out)
     click.echo(f"baked {run_dir} -> {out}")
+
+
+@main.command()
+@click.argument("stream_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--frame", type=click.IntRange(min=0), required=True, help="Frame to export (0-based).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="PLY file to write (binary little-endian 3DGS layout, for any 3DGS viewer).")
+@click.option("--rendition", default=None, help="Which rendition of a ladder to decode [default: the main one].")
+def export(stream_dir: Path, frame: int, out: Path, rendition: str | None) -> None:
+    """Write frame N of a Gaussian stream STREAM_DIR back to a 3DGS PLY file (docs/gaussians.md)."""
+    from featvid.codecs import open_stream
+    from featvid.codecs.gaussians import decode_gaussians
+    from featvid.gaussians.ply import write_ply
+    from featvid.outputs import check_output_file
+
+    check_output_file(out, [stream_dir])
+    g = decode_gaussians(open_stream(stream_dir, hwaccel="none"), frame, rendition=rendition)
+    write_ply(out, g)
+    click.echo(f"exported frame {frame} of {stream_dir}: {g.count} Gaussians (SH degree {g.sh_degree}) -> {out}")
 
 
 @main.command()
@@ -479,6 +609,9 @@ _PATH_HELP = ("Camera path: orbit or spiral around the scene box, test (the data
               help="Dataset folder (for --path test).")
 def render(stream: Path, path_kind: str, out: Path, size, frames, fps, device, hwaccel, data) -> None:
     """Render a free-viewpoint video of STREAM (a .fvv folder) along a camera path to an MP4.
+
+    A Gaussian stream (manifest representation "gaussians") is splatted (gsplat on CUDA where
+    installed, else featvid's torch rasterizer) over its background colour.
 
     Time advances with the path: output frame i shows stream frame i mod T.
 
@@ -731,7 +864,8 @@ def verify(stream: Path, quiet: bool) -> None:
 @main.command(name="eval")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The dataset whose held-out views are the ground truth.")
+              help="The dataset whose held-out views are the ground truth (for a Gaussian stream also a folder of "
+                   "the PLY frames it came from: both rendered through 8 held-out cameras).")
 @click.option("--aabb", default=None, metavar="x0,y0,z0,x1,y1,z1|auto",
               help="Scene box of the dataset [default: the run's or stream's own, which the grids index].")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -740,10 +874,13 @@ def verify(stream: Path, quiet: bool) -> None:
 @dataset_options
 def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, device: str, data_format: str | None,
              downscale: float, masks: str) -> None:
-    """PSNR/SSIM of a RUN or a STREAM on the dataset's held-out views.
+    """PSNR/SSIM of a RUN or a STREAM on the dataset's held-out views (a Gaussian stream: splatted).
 
     A stream is evaluated exactly like the run it came from, so the codec's cost is
     one subtraction. Read the dataset as it was trained: the same --format, --downscale, --masks.
+    Where the dataset has scoring masks (a per-image "score_mask_path", as `featvid synth --scene
+    room|forward` writes), it also reports PSNR inside the subject's foreground (psnr_fg) and
+    outside it (psnr_bg), in the table, the summary line and the JSON.
     """
     from featvid.atomic import write_json
     from featvid.outputs import check_output_file
@@ -754,6 +891,9 @@ def eval_cmd(source: Path, data: Path, aabb: str | None, out: Path | None, devic
                              masks=masks)
     click.echo(report.table())
     click.echo(f"mean PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
+    if report.mean_psnr_fg is not None:  # the dataset has scoring masks (featvid synth --scene room|forward)
+        bg = "" if report.mean_psnr_bg is None else f", outside it {report.mean_psnr_bg:.2f} dB"
+        click.echo(f"mean PSNR inside the foreground (psnr_fg) {report.mean_psnr_fg:.2f} dB{bg}")
     if target is not None:
         write_json(target, report.to_json())
         click.echo(f"wrote {out}")

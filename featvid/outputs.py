@@ -83,14 +83,16 @@ def _foreign_entry(entry: Path, files: tuple[str, ...], folders: dict[str, tuple
 
 # What each command writes (docs/stream-format.md, featvid/formats/baked.py, featvid/formats/run.py).
 STREAM = OutputKind("featvid stream folder", ("manifest.json", "mlp.safetensors"),
-                    {"gop_[0-9]*": ("mapping.fvmap", "*.mp4")})
+                    {"gop_[0-9]*": ("mapping.fvmap", "layout.fvgl", "*.mp4")})  # layout.fvgl: Gaussian streams
 BAKED = OutputKind("featvid baked folder", ("baked.json", "mlp.safetensors", "gop_[0-9]*.fvmap", "gop_[0-9]*.planes.zst",
-                                    "gop_[0-9]*.samples"))
-RUN = OutputKind("featvid run folder", ("run.json", "mlp.safetensors", "log.jsonl", "files.json", "gop_[0-9]*.fvmap",
-                                "coarse_[0-9]*.safetensors"),  # the last: what older featvids wrote
-                 {"frames": ("*.safetensors",), "coarse": ("*.safetensors",)})
+                                    "gop_[0-9]*.samples", "gop_[0-9]*.layout.json"))
+RUN = OutputKind("featvid run folder", ("run.json", "mlp.safetensors", "colour.safetensors", "log.jsonl", "files.json",
+                                "gop_[0-9]*.fvmap", "coarse_[0-9]*.safetensors"),  # the last: what older featvids wrote
+                 {"frames": ("*.safetensors",), "coarse": ("*.safetensors",),
+                  "segments": None})  # a segmented run's staging folders (featvid.train.segments)
 SYNTH = OutputKind("featvid synth dataset", ("transforms_train.json", "transforms_test.json"),
-                   {"train": ("*.png",), "test": ("*.png",)})
+                   {"train": ("*.png",), "test": ("*.png",), "score_masks": ("*.png",)})
+GAUSSIAN_FRAMES = OutputKind("featvid Gaussian sequence", ("frame_[0-9]*.ply",))  # featvid synth-gaussians
 DEMO = OutputKind("featvid demo folder", ("demo.json", "orbit.mp4"),  # each part is checked by its own step
                   {"scene": None, "run": None, "baked": None, "scene.fvv": None, "scene-web.fvv": None})
 

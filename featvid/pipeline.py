@@ -43,6 +43,7 @@ from featvid.train.config import TrainConfig
 from featvid.train.config import preset as train_preset
 from featvid.train.config import preset_and_derived as train_preset_and_derived
 from featvid.train.scene_box import resolve_box
+from featvid.train.segments import train_segmented
 from featvid.train.summary import TrainSummary
 from featvid.train.train import train
 
@@ -95,10 +96,16 @@ def evaluate_source(source: Path, data: Path, aabb: torch.Tensor | None = None, 
                     **dataset_options: Any) -> EvalReport:
     """Held-out PSNR/SSIM of a run or a stream folder against a dataset (read with `dataset_options`:
     format, downscale, masks, as it was trained). A stream is decoded on the evaluation device and
-    scored exactly like the run it came from."""
+    scored exactly like the run it came from. A Gaussian stream is splatted (featvid.render.splat_eval),
+    against a dataset's held-out views or, when `data` is a folder of PLY frames, against those
+    Gaussians rendered through held-out cameras."""
     dev = resolve_device(device)
     if kind_of(source) == "stream":
         stream = open_stream(source)
+        if stream.representation == "gaussians":  # splatted; `data` may also be the PLY frames it came from
+            from featvid.render.splat_eval import evaluate_gaussian_stream
+
+            return evaluate_gaussian_stream(stream, Path(data), dev, **dataset_options)
         frames = enumerate(stream.frames(dev))
         mlp, settings, box = stream.mlp(dev), stream.render_settings, stream.aabb
         offset = 0
@@ -133,12 +140,13 @@ def training_video(dataset: Path, out: Path, aabb: torch.Tensor | None = None, f
 def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides: dict[str, Any] | None = None,
                   frames: tuple[int, int] | None = None, aabb: torch.Tensor | None = None, force: bool = False,
                   device: str = "auto", on_step: StepCallback = _quiet, on_warning: StepCallback = log.warning,
-                  **dataset_options: Any) -> TrainSummary:
+                  workers: Any = None, **dataset_options: Any) -> TrainSummary:
     """What `featvid train` does: the preset with `overrides` (flat TrainConfig names, None ignored;
     each value the preset rules derive from them is told to `on_warning`), the dataset with its
     scene box (`training_video`: the box told to `on_step`, its warnings to `on_warning`), then the
     run trained into `out` or resumed there. frames: dataset frames (A, B), B -1 for the end.
-    Returns what the run holds in a few figures."""
+    workers: where a segmented run's segments train (featvid.train.segments.Workers; made by
+    featvid.batch.train_job), None: here. Returns what the run holds in a few figures."""
     check_output_dir(out, RUN, [dataset])  # before the dataset is read: a refusal costs nothing
     config, derived = train_preset_and_derived(preset_name, **(overrides or {}))
     for rule in derived:
@@ -149,7 +157,8 @@ def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides
     on_step(f"scene box {format_box(video.aabb)}: {video.box.reason}")
     if frames is not None and frames[1] == -1:
         frames = (frames[0], video.num_frames)
-    return TrainSummary.of(train(dataset, out, config, frames=frames, device=device, force=force, video=video))
+    return TrainSummary.of(train_segmented(dataset, out, config, frames=frames, device=device, force=force,
+                                           video=video, workers=workers))
 
 
 # ---- make what is missing -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The layers, bottom to top (DESIGN.md, "Layout"):
     base      errors, atomic, names, device, metrics, limits, progress, outputs (no featvid imports but each other)
     data      cameras, rays, dataset loaders, synthetic scenes
     field     the representation every stage shares (grids, mappings, MLP, reference renderer)
+              gaussians: the other representation (3DGS frames, PLY, rasterizer), beside field
     formats   the folders that cross stages: the run folder and the baked folder
     train     the trainer (coarse pass, GOPs, frame after frame)
     bake      the baker (run folder -> baked folder)
@@ -32,7 +33,7 @@ import featvid
 LAYERS = [
     {"errors", "atomic", "names", "device", "metrics", "limits", "progress", "outputs"},
     {"data"},
-    {"field"},
+    {"field", "gaussians"},
     {"formats"},
     {"train"},
     {"bake"},

@@ -8,7 +8,9 @@ encode = ["h264-crf16.5"]    # the default encodes of a sequence that lists none
 [[sequence]]
 name = "dancer"              # default: the input folder's name
 run = "runs/dancer"          # a finished run folder: baked into OUT/dancer/baked, or
-# baked = "bakes/dancer"     # a baked folder, encoded as it is
+# baked = "bakes/dancer"     # a baked folder, encoded as it is, or
+# train = {preset = "fast", segment = 8}  # train `data` into OUT/dancer/run first (a preset name
+#                            # alone, or a table: preset + TrainConfig flat names)
 data = "data/dancer"         # optional: score every output on this dataset's held-out views
 encode = ["h264-crf16.5", "web", {preset = "h265-crf23", crf = [20, 23, 26]}, {ladder = "abr"}]
 ```
@@ -43,7 +45,7 @@ MAX_CRF_LIST = 64  # rates of one crf list
 MAX_OUTPUTS = 4096  # streams of the whole job (a crf list makes one per rate)
 
 _JOB_KEYS = {"out", "retries", "backend", "encode", "sequence"}
-_SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode"}
+_SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode", "train"}
 _ENCODE_KEYS = {"preset", "crf", "basis", "name", "ladder"}
 
 
@@ -65,6 +67,20 @@ class EncodeSpec:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """A sequence trained by the job: a training preset and its overrides (TrainConfig flat names)."""
+
+    preset: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def config(self):
+        """The TrainConfig (featvid.train.config.preset_and_derived: ConfigError when it is not one)."""
+        from featvid.train.config import preset_and_derived
+
+        return preset_and_derived(self.preset, **dict(self.overrides))[0]
+
+
+@dataclass(frozen=True)
 class Sequence:
     """One captured sequence and what to make of it."""
 
@@ -74,6 +90,7 @@ class Sequence:
     baked: Path  # the bake the streams are encoded from (folder/baked when made from `run`)
     data: Path | None  # the dataset to score outputs on, or None
     encodes: tuple[EncodeSpec, ...]
+    train: TrainSpec | None = None  # train `data` into `run` first, or None (`run` is finished)
 
     def stream_dir(self, spec: EncodeSpec) -> Path:
         return self.folder / f"{spec.name}.fvv"
@@ -188,10 +205,14 @@ def _sequence(e: Any, i: int, default_encodes: Any, out: Path, root: Path, src: 
     if not isinstance(e, dict):
         raise ConfigError(f"{where}: must be a table with run or baked")
     _known(e, _SEQUENCE_KEYS, where)
-    if ("run" in e) == ("baked" in e):
-        raise ConfigError(f"{where}: give either run (a run folder to bake) or baked (a baked folder)")
+    if sum(k in e for k in ("run", "baked", "train")) != 1:
+        raise ConfigError(f"{where}: give either run (a run folder to bake), baked (a baked folder) or train "
+                          "(a preset to train data with)")
+    train = _train(e["train"], where) if "train" in e else None
+    if train is not None and "data" not in e:
+        raise ConfigError(f"{where}: train needs data (the dataset to train)")
     run = _path(e["run"], "run", where, root) if "run" in e else None
-    given = run if run is not None else _path(e["baked"], "baked", where, root)
+    given = run if run is not None else _path(e["data" if train is not None else "baked"], "data", where, root)
     name = e.get("name", given.name)
     try:
         safe_name(name, "name", where)
@@ -201,6 +222,8 @@ def _sequence(e: Any, i: int, default_encodes: Any, out: Path, root: Path, src: 
         raise ConfigError(f"{where}: name {name!r} must be a plain folder name")
     where = f"{src}: sequence {name!r}"
     folder = out / name
+    if train is not None:
+        run = folder / "run"
     baked = folder / "baked" if run is not None else given
     data = _path(e["data"], "data", where, root) if "data" in e else None
     raw = e.get("encode", default_encodes)
@@ -215,7 +238,21 @@ def _sequence(e: Any, i: int, default_encodes: Any, out: Path, root: Path, src: 
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{where}: two encodes write {twice[0]}.fvv: give one a `name`")
-    return Sequence(name, folder, run, baked, data, tuple(encodes))
+    return Sequence(name, folder, run, baked, data, tuple(encodes), train)
+
+
+def _train(item: Any, where: str) -> TrainSpec:
+    """A sequence's `train`: a preset name, or a table of a preset and TrainConfig flat names."""
+    if isinstance(item, str):
+        item = {"preset": item}
+    if not isinstance(item, dict) or not isinstance(item.get("preset", "fast"), str):
+        raise ConfigError(f"{where}: train must be a training preset name or a table with preset")
+    spec = TrainSpec(item.get("preset", "fast"), tuple(sorted((k, v) for k, v in item.items() if k != "preset")))
+    try:
+        spec.config()  # unknown preset or field, a value out of range
+    except ConfigError as e:
+        raise ConfigError(f"{where}: train: {e}") from None
+    return spec
 
 
 def _encodes(item: Any, where: str) -> list[EncodeSpec]:

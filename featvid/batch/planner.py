@@ -146,10 +146,11 @@ class BakeOutput(Output):
     kind = "bake"
     verb = "bake"
 
-    def __init__(self, seq: Sequence) -> None:
+    def __init__(self, seq: Sequence, deps: list[Output] | None = None) -> None:
         assert seq.run is not None
         self.run_dir = seq.run
-        super().__init__(seq.name, "baked", seq.baked, len(Run(seq.run).gops), data=seq.data)
+        gops = 0 if deps else len(Run(seq.run).gops)  # a run the job trains: counted once it is trained
+        super().__init__(seq.name, "baked", seq.baked, gops, deps, data=seq.data)
 
     @property
     def score_file(self) -> Path:
@@ -159,6 +160,12 @@ class BakeOutput(Output):
         return self.run_dir
 
     def begin(self) -> list[Task]:
+        if not self.gops_total:
+            try:
+                self.gops_total = len(Run(self.run_dir).gops)
+            except FeatvidError as e:
+                self.fail(None, str(e))
+                return []
         if (self.path / "baked.json").is_file():
             try:
                 baked = Baked(self.path)
@@ -233,6 +240,28 @@ class StreamOutput(Output):
         return m.differs(self.spec.presets, self.spec.crf, self.backend, self.spec.basis)
 
 
+class TrainOutput(Output):
+    """A sequence's run trained (or resumed) into OUT/<sequence>/run, one task on one worker
+    (a config with segments trains them one after another there: featvid.train.segments)."""
+
+    kind = "train"
+    verb = "train"
+
+    def __init__(self, seq: Sequence) -> None:
+        assert seq.train is not None and seq.run is not None and seq.data is not None
+        super().__init__(seq.name, "run", seq.run, gops_total=1)  # one unit on the progress bar
+        self.spec, self.dataset = seq.train, seq.data
+
+    def begin(self) -> list[Task]:
+        self.status = "running"
+        return [Task(self, "train", tasks.train_task, (self.dataset, self.path, self.spec.preset,
+                                                       dict(self.spec.overrides)))]
+
+    def take(self, task: Task, value: Any) -> list[Task]:
+        self.status, self.gops_done = "done", 1
+        return []
+
+
 class SingleTask(Output):
     """One task of its own (what `featvid bench` runs through an executor: one point each)."""
 
@@ -263,9 +292,12 @@ def plan_job(job: Job) -> list[Output]:
     for seq in job.sequences:
         deps: list[Output] = []
         gops = 0
+        if seq.train is not None:
+            deps = [TrainOutput(seq)]
+            outputs.append(deps[0])
         if seq.run is not None:
             try:
-                bake: Output = BakeOutput(seq)
+                bake: Output = BakeOutput(seq, deps)
                 gops = bake.gops_total
             except FeatvidError as e:
                 bake = Output(seq.name, "baked", seq.baked)

@@ -2,6 +2,7 @@
 
 Per baked folder:  open_bake -> bake_gop (one per GOP, any order, anywhere) -> finish_bake
 Per stream:        plan_stream -> encode_gop (one per GOP) -> finish_stream
+Per trained sequence: train_task (the whole run, on one worker)
 Per scored output: score
 
 Every task reads its inputs from and writes its outputs to paths all workers see, each file
@@ -127,6 +128,17 @@ def finish_stream(plan: EncodePlan, entries: list[GopEntry]) -> Path:
     finish_encode(plan, entries)
     Staging(plan.out).remove()
     return plan.out
+
+
+# ---- train ------------------------------------------------------------------------------------------
+
+def train_task(data: Path, run_dir: Path, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) `data` into `run_dir` with a training preset and overrides (TrainConfig
+    flat names), as `featvid train` does; returns its figures (frames, GOPs)."""
+    from featvid.pipeline import train_dataset
+
+    summary = train_dataset(data, run_dir, preset, overrides)
+    return {"frames": summary.frames, "gops": summary.gops}
 
 
 # ---- scores -----------------------------------------------------------------------------------------

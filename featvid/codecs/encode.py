@@ -17,6 +17,10 @@ per GOP its atlas and its mapping.
 The unit of work is one GOP (`encode_gop`, under an `EncodePlan`: every rendition of that GOP),
 then `finish_encode` writes the MLP and the manifest; `encode_baked` does it all in order. GOPs
 are independent: a batch executor runs them anywhere, and the bytes are the same.
+
+A Gaussian bake (docs/gaussians.md) takes the same path without the grid's steps (no feature
+basis, no density clamp, no MLP): featvid.codecs.gaussians makes its codes and its GOPs' layout
+files, which sit where a grid GOP's mapping does.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import torch
 from featvid.atomic import atomic_path, make_dirs, write_bytes, write_failed
 from featvid.codecs import basis
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
+from featvid.codecs.gaussians import gaussian_codes, gaussian_ranges, stream_layout_bytes
 from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, CodecInfo, FileRecord, GopEntry,
                                      GopVideo, Manifest, Rendition, bitrates, valid_rendition_name)
 from featvid.codecs.pack import Mosaic, num_cells, pack
@@ -42,6 +47,7 @@ from featvid.errors import ConfigError, StreamError
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
 from featvid.formats.baked import Atlas, Baked, plane_ranges
+from featvid.gaussians.layout import GaussianInfo, position_codes, stream_plane_names
 from featvid.outputs import STREAM, check_output_dir
 from featvid.progress import progress_bar
 
@@ -129,7 +135,7 @@ class EncodePlan:
     out: Path
     renditions: list[PlannedRendition]  # one, or a ladder (in the order given)
     backend: Backend
-    mlp: TinyMLP  # the run's MLP
+    mlp: TinyMLP | None  # the run's MLP (None: a Gaussian bake has none)
     basis: torch.Tensor | None  # A [C, C] of the stream's feature basis, or None
 
     @property
@@ -183,6 +189,10 @@ def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset | N
     for r in renditions:  # a ladder's rendition names its files: gop_xxxxx/NAME.mp4
         if len(renditions) > 1 and not valid_rendition_name(r.name):
             raise ConfigError(f"rendition name {r.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if baked.gaussians is not None:  # docs/gaussians.md: no MLP, so no feature basis to fold into one
+        if feature_basis:
+            raise ConfigError("a Gaussian bake has no features to code in a basis: leave out --basis")
+        return EncodePlan(baked, Path(out), renditions, be, None, None)
     mlp = baked.mlp()
     if feature_basis is None:
         choices = {r.preset.feature_basis for r in renditions}
@@ -199,8 +209,24 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
     atomically into out/gop_xxxxx/ - and return its manifest entry."""
     baked = plan.baked
     entry = baked.gops[g]
-    mapping = baked.mapping(g)
-    planes, ranges = gop_planes(baked.atlas(g), mapping, baked.render_settings.step_ratio, plan.basis)  # [F, P, H, W]
+    if baked.gaussians is not None:  # featvid.codecs.gaussians: positions' high bytes in the layout file
+        atlas = baked.atlas(g)  # [F, P_b, H, W]
+        ranges = gaussian_ranges(atlas.ranges)
+        count = baked.layout(g).count
+        num_planes, mapping_name = len(ranges), "layout.fvgl"
+        # the positions' high bytes do not depend on the rendition: one layout file for all
+        high = np.stack([position_codes(frame[:3], ranges)[0] for frame in atlas.planes])  # [F, 3, H, W]
+        mapping_bytes = stream_layout_bytes(count, entry.atlas, high)
+
+        def codes_of(p: Preset) -> np.ndarray:
+            return gaussian_codes(atlas.planes, atlas.ranges, p.levels)[0]  # [F, P_s, H, W]
+    else:
+        mapping = baked.mapping(g)
+        planes, ranges = gop_planes(baked.atlas(g), mapping, baked.render_settings.step_ratio, plan.basis)  # [F, P, H, W]
+        num_planes, mapping_name, mapping_bytes = baked.num_planes, "mapping.fvmap", mapping.to_bytes()
+
+        def codes_of(p: Preset) -> np.ndarray:
+            return quantized_gop(planes, ranges, p)  # [F, P, H, W]
     gdir = f"gop_{g:05d}"
     make_dirs(plan.out / gdir)
     single = len(plan.renditions) == 1
@@ -209,9 +235,9 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
     for r in plan.renditions:
         p = r.preset
         if p.levels not in codes_by_levels:
-            codes_by_levels[p.levels] = quantized_gop(planes, ranges, p)  # [F, P, H, W]
+            codes_by_levels[p.levels] = codes_of(p)  # [F, P, H, W]
         codes = codes_by_levels[p.levels]
-        mosaic = Mosaic.layout(num_cells(baked.num_planes, p.packing), entry.atlas)
+        mosaic = Mosaic.layout(num_cells(num_planes, p.packing), entry.atlas)
         frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth)
                                               for c in codes)
         name = f"{gdir}/{r.video_name(single)}"
@@ -220,9 +246,8 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
         with atomic_path(plan.out / name) as tmp:
             plan.backend.encode(tmp, frames, spec)
         videos[r.name] = GopVideo(name, mosaic.to_json(), (plan.out / name).stat().st_size)
-    mapping_bytes = mapping.to_bytes()
-    write_bytes(plan.out / gdir / "mapping.fvmap", mapping_bytes)
-    return GopEntry(entry.start, entry.frames, gdir, f"{gdir}/mapping.fvmap", entry.atlas, ranges,
+    write_bytes(plan.out / gdir / mapping_name, mapping_bytes)
+    return GopEntry(entry.start, entry.frames, gdir, f"{gdir}/{mapping_name}", entry.atlas, ranges,
                     len(mapping_bytes), videos)
 
 
@@ -231,6 +256,9 @@ def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     encoded GOPs `gops` (one per GOP, in order, each with every rendition): from here on the
     stream is complete."""
     baked, A = plan.baked, plan.basis
+    if baked.gaussians is not None:
+        return _finish_gaussians(plan, list(gops))
+    assert plan.mlp is not None  # a grid bake's plan holds its MLP
     if A is None:  # the run's MLP as trained, in float16 (demo: held-out PSNR moves by 0.0001 dB)
         mlp_bytes = plan.mlp.to_bytes(half=True)
     else:
@@ -240,13 +268,7 @@ def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     mlp_meta = {"file": "mlp.safetensors", **plan.mlp.config.to_dict(), "dtype": "float16",
                 "feature_basis": basis.BASIS_NAME if A is not None else "none"}
     gops = list(gops)
-    renditions = []
-    for r in plan.renditions:
-        p = r.preset
-        codec = CodecInfo(p.name, p.codec, plan.backend.name, plan.backend.version(), r.options, p.pix_fmt,
-                          p.bit_depth, p.packing, p.levels)
-        renditions.append(Rendition(r.name, codec, *bitrates(gops, r.name, baked.fps),
-                                    sum(g.videos[r.name].bytes for g in gops)))
+    renditions = _renditions(plan, gops)
     video_total = sum(v.bytes for g in gops for v in g.videos.values())
     mapping_total = sum(g.mapping_bytes for g in gops)
     manifest = Manifest(
@@ -261,6 +283,40 @@ def finish_encode(plan: EncodePlan, gops: list[GopEntry]) -> Path:
     manifest.check()
     manifest.write(plan.out / MANIFEST)  # last: the stream is complete from here on
     return plan.out
+
+
+def _finish_gaussians(plan: EncodePlan, gops: list[GopEntry]) -> Path:
+    """`finish_encode` of a Gaussian bake: the manifest (docs/gaussians.md), without MLP."""
+    baked = plan.baked
+    info = baked.gaussians
+    assert info is not None
+    renditions = _renditions(plan, gops)
+    video_total = sum(v.bytes for g in gops for v in g.videos.values())
+    mapping_total = sum(g.mapping_bytes for g in gops)
+    stream_info = GaussianInfo(info.sh_degree, tuple(stream_plane_names(info.sh_degree)), info.background)
+    manifest = Manifest(
+        frames=baked.num_frames, fps=baked.fps, aabb=baked.aabb.tolist(), grid_shape=baked.grid_shape,
+        num_planes=len(stream_info.planes), render=baked.render_settings, mlp={}, renditions=renditions,
+        gops=gops, bytes={"video": video_total, "mapping": mapping_total, "mlp": 0,
+                          "total_without_manifest": video_total + mapping_total},
+        created_by=_version(), version=SINGLE_VERSION if len(renditions) == 1 else STREAM_VERSION,
+        representation="gaussians", gaussians=stream_info)
+    manifest.files = {name: FileRecord.of_file(plan.out / name) for name in manifest.named_files()}
+    manifest.check()
+    manifest.write(plan.out / MANIFEST)  # last: the stream is complete from here on
+    return plan.out
+
+
+def _renditions(plan: EncodePlan, gops: list[GopEntry]) -> list[Rendition]:
+    """The manifest's renditions: each one's codec and bitrates over the encoded `gops`."""
+    out = []
+    for r in plan.renditions:
+        p = r.preset
+        codec = CodecInfo(p.name, p.codec, plan.backend.name, plan.backend.version(), r.options, p.pix_fmt,
+                          p.bit_depth, p.packing, p.levels)
+        out.append(Rendition(r.name, codec, *bitrates(gops, r.name, plan.baked.fps),
+                             sum(g.videos[r.name].bytes for g in gops)))
+    return out
 
 
 def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | None = None,

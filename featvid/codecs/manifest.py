@@ -19,6 +19,10 @@ GOP's mapping and videos); readers verify each file's bytes against it before us
 (`Stream.read_file`, featvid.formats.folder). A stream written before the field existed has none:
 it is refused unless read with legacy=True / `featvid --legacy-read` (unverified, with a warning).
 
+Representation: a stream holds voxel grids (no "representation" key: every stream before
+Gaussians, byte for byte) or 3D Gaussians ("representation": "gaussians", docs/gaussians.md: a
+"gaussians" block instead of grid_shape, render and mlp; each GOP's "mapping" is its layout file).
+
 `Manifest.differs` / `stream_is_current` is the one rule for "is this stream what an encode with
 these presets makes now" (`featvid demo`'s cache and the batch planner both ask it).
 """
@@ -41,7 +45,9 @@ from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mlp import MLPConfig
 from featvid.field.schema import int_field, number_field
 from featvid.field.volume import RenderSettings
+from featvid.formats.baked import gaussian_common
 from featvid.formats.folder import Common, check_format, read_meta
+from featvid.gaussians.layout import REPRESENTATIONS, GaussianInfo
 from featvid.names import safe_name
 
 STREAM_FORMAT = "featvid-stream"
@@ -153,6 +159,8 @@ class Manifest:
     format: str = STREAM_FORMAT
     version: int = SINGLE_VERSION  # 1 for one rendition, 2 for a ladder (see the module docstring)
     files: dict[str, FileRecord] = field(default_factory=dict)  # name -> size and SHA-256; {}: an old stream
+    representation: str = "grids"  # or "gaussians" (docs/gaussians.md): no grid_shape, render or MLP
+    gaussians: GaussianInfo | None = None  # a Gaussian stream's SH degree and plane names
 
     @property
     def num_features(self) -> int:
@@ -160,8 +168,9 @@ class Manifest:
         return self.num_planes - 1
 
     def named_files(self) -> list[str]:
-        """Every file the manifest names (not itself): the MLP, then each GOP's mapping and videos."""
-        names = [self.mlp["file"]]
+        """Every file the manifest names (not itself): the MLP (a grid stream's), then each GOP's
+        mapping (a Gaussian stream's: its layout) and videos."""
+        names = [self.mlp["file"]] if self.gaussians is None else []
         for g in self.gops:
             names += [g.mapping, *(v.file for v in g.videos.values())]
         return names
@@ -170,7 +179,7 @@ class Manifest:
         """The size in bytes the manifest states for file `name` (None: it does not say)."""
         if name in self.files:
             return self.files[name].bytes
-        stated = {self.mlp["file"]: self.bytes.get("mlp", 0)}
+        stated = {self.mlp["file"]: self.bytes.get("mlp", 0)} if self.gaussians is None else {}
         for g in self.gops:
             stated[g.mapping] = g.mapping_bytes
             stated.update({v.file: v.bytes for v in g.videos.values()})
@@ -196,6 +205,8 @@ class Manifest:
                 return f"with other encoder options ({r.codec.options})"
             if backend is not None and r.codec.backend and r.codec.backend != backend:  # older manifests name none
                 return f"with back end {r.codec.backend!r}"
+        if self.gaussians is not None:  # no feature basis to compare
+            return None
         choices = {p.feature_basis for p in want} if basis is None else {basis}
         had = self.mlp.get("feature_basis", "none")
         if len(choices) == 1 and had != (BASIS_NAME if choices.pop() else "none"):
@@ -228,6 +239,10 @@ class Manifest:
         head = {"format": self.format, "version": self.version, "created_by": self.created_by,
                 "frames": self.frames, "fps": self.fps, "aabb": self.aabb, "grid_shape": list(self.grid_shape),
                 "channels": self.num_planes, "render": self.render.to_dict(), "mlp": self.mlp}
+        if self.gaussians is not None:  # docs/gaussians.md: no grid, render settings or MLP
+            head = {"format": self.format, "version": self.version, "representation": "gaussians",
+                    "created_by": self.created_by, "frames": self.frames, "fps": self.fps, "aabb": self.aabb,
+                    "channels": self.num_planes, "gaussians": self.gaussians.to_dict()}
         if self.version == 1:
             (r,) = self.renditions
             gops = [{**g.span(), "dir": g.dir, "mapping": g.mapping, "video": g.video, "atlas": list(g.atlas),
@@ -254,7 +269,16 @@ class Manifest:
         d = check_format(d, source, STREAM_FORMAT, READS, "a featvid stream", StreamError)
         version = d["version"]
         try:
-            common = Common.read(d, source, "frames", "channels", planes_offset=0)  # the file states P
+            representation = d.get("representation", "grids")  # absent: every stream before Gaussians
+            info = None
+            if representation == "gaussians":
+                info = GaussianInfo.from_dict(d.get("gaussians"), source, stream=True)
+                common = gaussian_common(d, source, len(info.planes))
+            elif representation == "grids":
+                common = Common.read(d, source, "frames", "channels", planes_offset=0)  # the file states P
+            else:
+                raise StreamError(f"{source}: representation {str(representation)[:40]!r} is not one of "
+                                  f"{', '.join(REPRESENTATIONS)} (a newer featvid?)")
             planes, frames, fps = common.num_planes, common.num_frames, common.fps
             if version == 1:
                 codec = _codec_info(d["codec"], f"{source}: codec")
@@ -266,11 +290,12 @@ class Manifest:
                 renditions = _renditions(d["renditions"], source)
                 names = [r.name for r in renditions]
                 gops = [_gop_entry_v2(g, i, planes, names, source) for i, g in enumerate(d["gops"])]
-            mlp = _mlp(d["mlp"], source)
+            mlp = _mlp(d["mlp"], source) if info is None else {}
             m = cls(frames, float(fps), common.aabb.tolist(), common.grid_shape,
                     planes, common.render_settings, mlp, renditions, gops,
                     _counts(d.get("bytes", {}), f"{source}: bytes"), str(d.get("created_by", "")),
-                    version=version, files=_files(d.get("files"), source))
+                    version=version, files=_files(d.get("files"), source), representation=representation,
+                    gaussians=info)
             m.check(source)
         except StreamError:
             raise
@@ -320,7 +345,7 @@ class Manifest:
                     if size and self.files[n].bytes != size:
                         raise StreamError(f"{source}: GOP {i}: {n} is {size} bytes, files records "
                                           f"{self.files[n].bytes}")
-        if self.mlp_config.in_features != self.num_features:
+        if self.gaussians is None and self.mlp_config.in_features != self.num_features:
             raise StreamError(f"{source}: the MLP takes {self.mlp_config.in_features} features, "
                               f"the GOPs hold {self.num_features}")
 

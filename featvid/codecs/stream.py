@@ -94,11 +94,22 @@ class Stream(FolderFormat):
                 self._holes[i] = missing
                 log.warning("%s: GOP %d has no video of rendition(s) %s on disk; players fall back to another",
                             self.path, i, ", ".join(missing))
-        if not (self.path / m.mlp["file"]).is_file():
+        if m.gaussians is None and not (self.path / m.mlp["file"]).is_file():
             raise StreamError(f"{self.path}: file {m.mlp['file']} named in the manifest is missing")
         self._set_records(m.files or None, m.named_files(), str(self.path / MANIFEST))  # none: legacy reads only
         self._mappings: dict[int, Mapping] = {}  # g -> Mapping (it caches its own vertex layout)
         self._index: dict[tuple, CodeIndex] = {}  # (g, packing, mosaic) -> where its codes sit in a decoded frame
+
+    @property
+    def representation(self) -> str:
+        """What the stream holds: "grids" (voxel grids and an MLP) or "gaussians" (3D Gaussians:
+        decode them with featvid.codecs.gaussians, docs/gaussians.md)."""
+        return self.manifest.representation
+
+    def _grids_only(self, what: str) -> None:
+        if self.manifest.gaussians is not None:
+            raise StreamError(f"{self.path}: a Gaussian stream has no {what} (decode it with "
+                              "featvid.codecs.gaussians.decode_gaussians)")
 
     @property
     def decoder(self) -> str:
@@ -197,6 +208,7 @@ class Stream(FolderFormat):
 
     def mlp(self, device: str | torch.device = "cpu") -> TinyMLP:
         """The stream's MLP: it takes the decoded features (in the stream's feature basis, if any)."""
+        self._grids_only("MLP")
         name = self.manifest.mlp["file"]
         data = self.read_verified(name)
         return TinyMLP.from_bytes(data, str(self.path / name), self.manifest.mlp_config).to(device)
@@ -220,6 +232,7 @@ class Stream(FolderFormat):
         return A
 
     def mapping(self, g: int) -> Mapping:
+        self._grids_only("grid mappings")
         self.gop_range(g)
         if g not in self._mappings:
             e = self.manifest.gops[g]
@@ -348,7 +361,7 @@ class Stream(FolderFormat):
 
         video = sum(size(v.file) for g in m.gops for v in g.videos.values())
         mapping = sum(size(g.mapping) for g in m.gops)
-        mlp = size(m.mlp["file"])
+        mlp = size(m.mlp["file"]) if m.gaussians is None else 0
         manifest = size(MANIFEST)
         total = video + mapping + mlp + manifest
         T = max(1, self.num_frames)
@@ -359,8 +372,11 @@ class Stream(FolderFormat):
                       for r in m.renditions]
         holes = [{"gop": g, "rendition": n, "file": m.gops[g].videos[n].file}
                  for g, names in sorted(self._holes.items()) for n in names]
+        common = super().summary()
+        if m.gaussians is not None:  # no grid: its shape and "features" mean nothing here
+            common = {k: v for k, v in common.items() if k not in ("grid_shape", "features")}
         return {
-            **super().summary(), "gops": self.num_gops,
+            **common, "gops": self.num_gops,
             "codec": m.codec.codec, "preset": m.codec.preset, "backend": m.codec.backend,
             "pix_fmt": m.codec.pix_fmt, "bit_depth": m.codec.bit_depth, "packing": m.codec.packing,
             "options": dict(m.codec.options), "feature_basis": m.mlp.get("feature_basis", "none"),
@@ -370,6 +386,8 @@ class Stream(FolderFormat):
                                 "manifest": manifest / T},
             "kbit_per_second": total * 8 / 1000 / (T / self.fps) if self.fps > 0 else math.nan,
             "version": m.version, "renditions": renditions, "holes": holes,
+            **({"representation": "gaussians", "sh_degree": m.gaussians.sh_degree}
+               if m.gaussians is not None else {}),
         }
 
 

@@ -18,6 +18,11 @@ DATASET/
 - featvid extension keys: `aabb` ([[x0,y0,z0],[x1,y1,z1]]), `fps` (default 30) and `background`
   (RGB in [0, 1], default white), all optional. Without "aabb" the scene box is estimated
   (`featvid.data.scene_box`: the space the cameras see, tightened by the images' alpha).
+- Scoring masks (featvid extension, `featvid synth --scene room|forward` writes them): a per-image
+  "score_mask_path", relative to the JSON's folder like "file_path", names a grey image of the
+  image's size whose white is the subject (`featvid.data.masks.mask_to_float`). They are read only
+  by `MultiViewVideo.score_mask` for `featvid eval`'s PSNR inside the foreground: they never
+  composite the images nor bound the scene box, so training sees the whole image.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from featvid.data.cameras import Cameras, opengl_to_opencv
 from featvid.data.files import (MAX_FOCAL, MAX_TIME, check_image_size, check_intrinsics, extension, extension_aabb,
                                 extension_background, extension_fps, json_angle, json_number, json_pose, json_size,
                                 read_frames_json)
-from featvid.data.frames import image_size, read_rgba
+from featvid.data.frames import image_size, read_gray, read_rgba
+from featvid.data.masks import mask_to_float
 from featvid.data.video import MultiViewVideo, check_downscale, composite, resize
 from featvid.errors import DatasetError
 
@@ -59,6 +65,7 @@ class _Entry:
     K: torch.Tensor  # [3, 3] at the image's size on disk
     height: int
     width: int
+    score_mask: Path | None = None  # the image's scoring mask ("score_mask_path"), if any
 
 
 def is_blender(folder: Path) -> bool:
@@ -125,7 +132,11 @@ def _read_split(folder: Path, split: str) -> tuple[list[_Entry], dict]:
         time = json_number({}, frame, "time", json_path, -MAX_TIME, MAX_TIME)
         time = 0.0 if time is None else time
         K, h, w = _intrinsics(meta, frame, json_path, image)
-        entries.append(_Entry(json_path, split, i, image, round(time, _TIME_DECIMALS), opengl_to_opencv(m), K, h, w))
+        score_mask = None
+        if "score_mask_path" in frame:
+            score_mask = _resolve_image(folder, json_path, frame["score_mask_path"])
+        entries.append(_Entry(json_path, split, i, image, round(time, _TIME_DECIMALS), opengl_to_opencv(m), K, h, w,
+                              score_mask))
     return entries, meta
 
 
@@ -251,6 +262,7 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
             aabb = extension_aabb(box, train_json)
 
     files = [[e.image for e in g] for g in groups]
+    score_masks = [[e.score_mask for e in g] for g in groups]
 
     def read_image(t: int, v: int) -> torch.Tensor:
         path = files[t][v]
@@ -268,10 +280,21 @@ def load_blender(folder: Path, *, aabb: torch.Tensor | None = None, downscale: f
         alpha = img[..., 3].astype(np.float32) / peak
         return torch.from_numpy(np.ascontiguousarray(resize(alpha, out_h, out_w)))  # [h, w]
 
+    def read_score_mask(t: int, v: int) -> torch.Tensor | None:
+        path = score_masks[t][v]
+        if path is None:
+            return None
+        mask = mask_to_float(read_gray(path))
+        if mask.shape != (height, width):
+            raise DatasetError(f"{path}: scoring mask is {mask.shape[1]}x{mask.shape[0]}, the dataset's images are "
+                               f"{width}x{height}")
+        return torch.from_numpy(np.ascontiguousarray(resize(mask, out_h, out_w)))  # [h, w]
+
     video = MultiViewVideo(source=folder, format="blender" if views > 1 else "blender-monocular",
                            cameras=cameras, fps=float(fps), aabb=aabb, box_source=box_source, background=background,
                            train_views=list(range(n_train)), test_views=list(range(n_train, views)),
                            read_image=read_image, read_mask=None if str(masks) == "none" else read_mask,
+                           read_score_mask=read_score_mask if any(p for g in score_masks for p in g) else None,
                            options={"downscale": downscale})
     log.info("loaded %r", video)
     return video

@@ -4,6 +4,7 @@ The formats, each a loader module with an `is_*` test and a `load_*` function:
 
     blender   D-NeRF / Blender / nerfstudio JSON   transforms_train.json          featvid.data.blender
     ngp       per-frame NGP JSON (V^3, HiFi4G)     <frame>/transforms.json        featvid.data.ngp
+              or a static instant-ngp capture      transforms.json + images/
     nhr       NHR / ReRF                           CamPose.inf + Intrinsic.inf    featvid.data.nhr
     colmap    COLMAP-calibrated rig                sparse/0/cameras.bin ...       featvid.data.colmap
     n3dv      N3DV / DyNeRF                        poses_bounds.npy + camNN.mp4   featvid.data.n3dv
@@ -25,7 +26,7 @@ from featvid.errors import DatasetError
 # name -> (detector, loader, what a folder of that format holds)
 FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., MultiViewVideo], str]] = {
     "blender": (blender.is_blender, blender.load_blender, "transforms_train.json (D-NeRF/Blender)"),
-    "ngp": (ngp.is_ngp, ngp.load_ngp, "numbered frame folders with a transforms.json (per-frame NGP)"),
+    "ngp": (ngp.is_ngp, ngp.load_ngp, "numbered frame folders with a transforms.json (per-frame NGP), or one transforms.json (static NGP)"),
     "nhr": (nhr.is_nhr, nhr.load_nhr, "CamPose.inf + Intrinsic.inf (NHR/ReRF)"),
     "colmap": (colmap.is_colmap, colmap.load_colmap, "a COLMAP model in sparse/0 with a video per camera"),
     "n3dv": (n3dv.is_n3dv, n3dv.load_n3dv, "poses_bounds.npy with camNN.mp4 videos (N3DV)"),

@@ -13,6 +13,10 @@ DATASET/
   1/transforms.json, 1/images/ ...   every frame folder, numbered from its first without gaps
 ```
 
+A static capture in instant-ngp's own layout (DATASET/transforms.json beside DATASET/images/, as
+its `fox` sample and colmap2nerf.py write) reads as a video of one frame; its test views are every
+8th view (0, 8, 16, ...: the LLFF convention) unless given.
+
 - `transform_matrix` is camera-to-world in the OpenGL convention (x right, y up, z back), as in
   instant-ngp and NeRF; converted to OpenCV here. Translations are world units as written
   (instant-ngp's own `scale` / `offset` keys map a scene into its unit cube and are ignored).
@@ -21,7 +25,7 @@ DATASET/
 - Distortion (k1 k2 p1 p2 [k3], or fisheye k1..k4) is removed once per camera at load
   (featvid.data.undistort), never per iteration.
 - Views are matched across frames by file name (`images/3.png` is view 3 in every frame); view 0
-  (the first of frame 0's list) is held out for evaluation.
+  (the first of frame 0's list) is held out for evaluation (a static capture: every 8th).
 - featvid extension keys, optional, at the top level of any frame's JSON: `aabb`, `fps` (default
   30), `background` (RGB in [0, 1]; default white, black when `white_transparent` is false).
 """
@@ -48,17 +52,22 @@ log = logging.getLogger(__name__)
 
 JSON_NAME = "transforms.json"
 DEFAULT_FPS = 30.0
+STATIC_TEST_EVERY = 8  # a static capture's test views: 0, 8, 16, ...
 
 
 def frame_folders(folder: Path) -> list[Path]:
-    """Subfolders holding a transforms.json, in the order of the number their names end in."""
+    """Subfolders holding a transforms.json, in the order of the number their names end in; or the
+    folder itself when it holds the transforms.json and no frame folders (a static capture)."""
     found = [p for p in folder.iterdir() if p.is_dir() and trailing_number(p.name) is not None
              and (p / JSON_NAME).is_file()]
+    if not found and (folder / JSON_NAME).is_file():
+        return [folder]
     return sorted(found, key=lambda p: (trailing_number(p.name), natural_key(p.name)))
 
 
 def is_ngp(folder: Path) -> bool:
-    """True if the folder holds numbered frame folders with a transforms.json each."""
+    """True if the folder holds numbered frame folders with a transforms.json each, or is a
+    static instant-ngp capture (transforms.json beside its images)."""
     return bool(frame_folders(folder))
 
 
@@ -113,6 +122,7 @@ def load_ngp(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float
     folders = frame_folders(folder)
     if not folders:
         raise DatasetError(f"{folder}: no numbered frame folders with a {JSON_NAME}")
+    static = folders == [folder]  # one transforms.json at the top: a static capture, one frame
     numbers = [trailing_number(p.name) for p in folders]
     for a, b, p in zip(numbers, numbers[1:], folders[1:]):
         if b != a + 1:
@@ -185,6 +195,10 @@ def load_ngp(folder: Path, *, aabb: torch.Tensor | None = None, downscale: float
         aabb = extension_aabb(box, folders[0] / JSON_NAME)
 
     V = len(keys)
+    if static and test_views is None:
+        # a static capture is a set of photos around one scene: every 8th held out (the LLFF /
+        # mip-NeRF 360 convention), so held-out figures compare with the field's
+        test_views = list(range(0, V, STATIC_TEST_EVERY)) if V >= 2 * STATIC_TEST_EVERY else None
     train, test = split_views(V, test_views)
     out_size = (cameras[0].height, cameras[0].width)
     streams = [CameraStream(s, m, undistorters.get(v), background, out_size)

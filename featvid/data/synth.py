@@ -11,8 +11,14 @@ tracing (exact for a distance bound) and integrates the shell and the inside wit
 segments (FINE_STEP world units) over which the density is integrated exactly. Colour is diffuse: albedo times a fixed
 light's Lambert term (view-independent), so a voxel grid with a tiny MLP can fit it.
 
-Everything lies inside the box SCENE_AABB = [-1, 1]^3; z is up. `write_synth` writes the
-scene in the D-NeRF/Blender JSON format (featvid.data.blender reads it back).
+The subject scenes (SUBJECT_SCENES) lie inside the box SCENE_AABB = [-1, 1]^3 on an empty
+background; z is up. The backdrop scenes look like real captures: `room` puts the dancer inside a
+textured room (cameras on a ring inside it), `forward` films it with a forward-facing rig (cameras
+on a small plane, N3DV/LLFF-like) before a textured wall and floor metres behind; their images are
+opaque and the march covers the room (`SynthScene.bounds`). Built with backdrop=False they are the
+same subject alone, on an empty background, seen by the same cameras. `write_synth` writes a scene
+in the D-NeRF/Blender JSON format (featvid.data.blender reads it back); for the backdrop scenes it
+also writes the subject's foreground masks, for scoring only (`score_masks/`, see write_synth).
 """
 from __future__ import annotations
 
@@ -176,6 +182,10 @@ class SynthScene:
     description = ""
     shadows = False
     fov_range: tuple[float, float] | None = None
+    has_backdrop = False  # a room or wall around the subject, which backdrop=False leaves out
+    fov_x = FOV_X  # the rig's horizontal field of view (radians), when fov_range is None
+    backdrop = False  # this instance renders it
+    bounds = SCENE_AABB  # [2, 3] the region render_rays marches: everything with density lies inside
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -192,6 +202,10 @@ class SynthScene:
     def parts(self, p: torch.Tensor, u: float) -> list[PartValue]:
         """Every part's (sdf [P], local [P, 3]) at points p [P, 3] and normalised time u in [0, 1]."""
         raise NotImplementedError
+
+    def rig(self, views: int, size: int, test_views: int) -> tuple[Cameras, list[int], list[int]]:
+        """The scene's cameras: (cameras, train view indices, test view indices); see synth_rig."""
+        return synth_rig(views, size, test_views, self.fov_range)
 
     def sdf(self, p: torch.Tensor, u: float) -> torch.Tensor:
         """Scene signed distance (approximately a distance bound) at points [P, 3]. [P] world units"""
@@ -437,15 +451,180 @@ class Crossing(SynthScene):
         return [(floor, p - floor_c), (ball_a, qa), (ball_b, qb), (ball_c, qc), (box, qbox)]
 
 
-SCENES: dict[str, type[SynthScene]] = {Dancer.name: Dancer, Orbits.name: Orbits, Crossing.name: Crossing}
+# ---- scenes that look like real captures: the dancer before a backdrop ----------------------------------
+
+BACKDROP_FOV_X = math.radians(60.0)  # wider lenses than the subject scenes': the backdrop fills the frame's rim
+FLOOR_Z = -0.92  # the stage's underside: the dancer's stage stands on the floor
+
+
+def _ring(count: int, offset: float, radius: float, elevations: tuple[float, float]) -> torch.Tensor:
+    """count camera centres on a ring of `radius` around RIG_TARGET, evenly spread in azimuth from
+    `offset`, heights spread over `elevations` (degrees) in a shuffled order. [count, 3]"""
+    i = torch.arange(count, dtype=torch.float64)
+    azimuth = offset + 2 * math.pi * i / max(1, count)
+    lo, hi = elevations
+    elevation = torch.deg2rad(lo + (hi - lo) * ((i * 0.618034 + 0.3) % 1.0))  # golden-ratio spread
+    eye = torch.stack([torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth),
+                       torch.sin(elevation)], -1)
+    return (radius * eye + torch.tensor(RIG_TARGET, dtype=torch.float64)).float()
+
+
+def _backdrop_rig(train_eye: torch.Tensor, test_eye: torch.Tensor, size: int) -> tuple[Cameras, list[int], list[int]]:
+    """Cameras at train then test centres ([N, 3] each), all looking at RIG_TARGET with BACKDROP_FOV_X."""
+    eye = torch.cat([train_eye, test_eye])
+    c2w = look_at(eye, torch.tensor(RIG_TARGET))
+    K = intrinsics_from_fov(BACKDROP_FOV_X, size, size).expand(len(eye), 3, 3).clone()
+    n_train = len(train_eye)
+    return Cameras(K, c2w, size, size), list(range(n_train)), list(range(n_train, len(eye)))
+
+
+def _check_rig(views: int, size: int, test_views: int) -> None:
+    if views < 1 or not 0 <= test_views < views:
+        raise ConfigError(f"need at least one training view: views={views}, test_views={test_views}")
+    if size < 8:
+        raise ConfigError(f"image size must be at least 8 pixels, got {size}")
+
+
+class _BackdropScene(Dancer):
+    """The dancer (the subject) before backdrop parts, which `backdrop_parts` gives after its own."""
+
+    has_backdrop = True
+    fov_x = BACKDROP_FOV_X
+
+    def backdrop_parts(self, p: torch.Tensor) -> list[PartValue]:
+        """The backdrop's static parts at points [P, 3], in the order of their textures."""
+        raise NotImplementedError
+
+    def parts(self, p: torch.Tensor, u: float) -> list[PartValue]:
+        """The dancer's parts, then (with the backdrop) the backdrop's."""
+        subject = super().parts(p, u)
+        return subject + self.backdrop_parts(p) if self.backdrop else subject
+
+    def sdf(self, p: torch.Tensor, u: float) -> torch.Tensor:
+        """As SynthScene.sdf, but the subject is evaluated only where it may be nearer than the backdrop:
+        it lies inside SCENE_AABB, so its distance is at least the box's. About twice as fast (most
+        rays of these scenes march through the room, far from the subject), and as valid a distance
+        bound: equal to the min over the parts wherever the subject is evaluated, else the backdrop's
+        exact distance (the subject's approximate SDF may be lower there, far from any density)."""
+        if not self.backdrop:
+            return super().sdf(p, u)
+        out = torch.stack([d for d, _ in self.backdrop_parts(p)]).amin(dim=0)  # [P]
+        near = (_box(p, SCENE_AABB[1]) < out).nonzero()[:, 0]
+        if len(near):
+            subject = torch.stack([d for d, _ in Dancer.parts(self, p[near], u)]).amin(dim=0)
+            out[near] = torch.minimum(out[near], subject)
+        return out
+
+
+class Room(_BackdropScene):
+    """The dancer inside a textured room: a checkered wooden floor, walls of blotchy colour with
+    vertical panels and a darker dado band, a panelled ceiling. Cameras stand on a ring inside the
+    room looking at the dancer, so every ray ends on the room: the images are opaque, with no mask
+    to separate subject from background (as in a real capture)."""
+
+    name = "room"
+    description = "the dancer inside a textured room, cameras on a ring inside it; opaque images"
+    HALF = 5.0  # walls at |x|, |y| = 5: ~3x the subject's width (1.6, the stage's) from its centre
+    CEILING_Z = 3.5
+    RING_RADIUS = 3.0  # cameras 2 units from the walls behind them
+
+    def __init__(self, seed: int = 0, backdrop: bool = True) -> None:
+        super().__init__(seed)  # the subject: the same colours, phase and motion as `dancer` of this seed
+        self.backdrop = backdrop
+        floor_a, floor_b = self.colour(0.62, 0.42, 0.24), self.colour(0.30, 0.18, 0.10)
+        wall_a, wall_b, dado = self.colour(0.80, 0.78, 0.62), self.colour(0.45, 0.62, 0.70), self.colour(0.35, 0.22, 0.30)
+        ceil_a, ceil_b = self.colour(0.95, 0.94, 0.90), self.colour(0.70, 0.72, 0.78)
+        n = self.noise
+        if backdrop:
+            h = self.HALF + 0.1
+            self.bounds = torch.tensor([[-h, -h, FLOOR_Z - 0.1], [h, h, self.CEILING_Z + 0.1]])
+            self.textures = self.textures + [
+                lambda q: _mix(floor_a, floor_b, _checker(q + 0.05, 0.6)) * (0.8 + 0.2 * n(q, 3.0))[:, None],
+                lambda q: _mix(_mix(wall_a, wall_b, n(q, 0.45)) * (0.75 + 0.25 * _stripes(q[:, 0] + q[:, 1], 1.2))[:, None],
+                               dado, torch.sigmoid(-8.0 * (q[:, 2] + 0.1))),
+                lambda q: _mix(ceil_a, ceil_b, 0.6 * _checker(q, 1.0)),
+            ]
+
+    def backdrop_parts(self, p: torch.Tensor) -> list[PartValue]:
+        """Floor, walls, ceiling: solid outside the room."""
+        walls = torch.minimum(self.HALF - p[:, 0].abs(), self.HALF - p[:, 1].abs())
+        return [(p[:, 2] - FLOOR_Z, p), (walls, p), (self.CEILING_Z - p[:, 2], p)]
+
+    def rig(self, views: int, size: int, test_views: int) -> tuple[Cameras, list[int], list[int]]:
+        """A ring of cameras inside the room, 5-25 degrees above the dancer's centre; the held-out
+        ones between the training ones' azimuths."""
+        _check_rig(views, size, test_views)
+        n_train = views - test_views
+        train = _ring(n_train, 0.0, self.RING_RADIUS, (5.0, 25.0))
+        test = _ring(test_views, math.pi / n_train + 0.37, self.RING_RADIUS, (8.0, 20.0))
+        return _backdrop_rig(train, test, size)
+
+
+class Forward(_BackdropScene):
+    """The dancer filmed by a forward-facing rig (N3DV/LLFF-like): cameras on a small ellipse in a
+    vertical plane 3.2 units in front of it, all looking at it, with a textured wall 8 units behind
+    it (5x its width) and a floor that runs from under the cameras to the wall; opaque images."""
+
+    name = "forward"
+    description = "the dancer before a textured wall and floor metres behind, forward-facing rig; opaque images"
+    WALL_Y = 8.0  # the wall's plane, 5x the subject's width (1.6) behind its centre
+    CAMERA_Y = -3.2  # the cameras' plane
+    SPREAD = (0.5, 0.3)  # half-width and half-height of the ellipse of training cameras
+
+    def __init__(self, seed: int = 0, backdrop: bool = True) -> None:
+        super().__init__(seed)
+        self.backdrop = backdrop
+        floor_a, floor_b = self.colour(0.55, 0.55, 0.50), self.colour(0.22, 0.28, 0.20)
+        wall_a, wall_b, trim = self.colour(0.85, 0.60, 0.45), self.colour(0.30, 0.45, 0.65), self.colour(0.92, 0.90, 0.85)
+        n = self.noise
+        if backdrop:
+            # every camera ray meets the floor or the wall inside these bounds (60 degree lenses)
+            self.bounds = torch.tensor([[-10.0, self.CAMERA_Y - 1.0, FLOOR_Z - 0.1], [10.0, self.WALL_Y + 0.1, 9.0]])
+            self.textures = self.textures + [
+                lambda q: _mix(floor_a, floor_b, _checker(q + 0.05, 1.0)) * (0.8 + 0.2 * n(q, 1.5))[:, None],
+                lambda q: _mix(_mix(wall_a, wall_b, n(q, 0.3)), trim, 0.5 * _stripes(q[:, 0] + 0.3 * q[:, 2], 2.5)),
+            ]
+
+    def backdrop_parts(self, p: torch.Tensor) -> list[PartValue]:
+        """The floor and the wall behind: solid below and beyond."""
+        return [(p[:, 2] - FLOOR_Z, p), (self.WALL_Y - p[:, 1], p)]
+
+    def rig(self, views: int, size: int, test_views: int) -> tuple[Cameras, list[int], list[int]]:
+        """Training cameras on an ellipse in the plane y = CAMERA_Y, held-out ones inside it (the
+        views a forward-facing capture is judged on: between its cameras)."""
+        _check_rig(views, size, test_views)
+        n_train = views - test_views
+
+        def ellipse(count: int, offset: float, scale: float) -> torch.Tensor:
+            a = offset + 2 * math.pi * torch.arange(count, dtype=torch.float32) / max(1, count)
+            x, z = scale * self.SPREAD[0] * torch.cos(a), RIG_TARGET[2] + 0.2 + scale * self.SPREAD[1] * torch.sin(a)
+            return torch.stack([x, torch.full_like(x, self.CAMERA_Y), z], -1)
+
+        return _backdrop_rig(ellipse(n_train, 0.0, 1.0), ellipse(test_views, 0.4, 0.45), size)
+
+
+SCENES: dict[str, type[SynthScene]] = {Dancer.name: Dancer, Orbits.name: Orbits, Crossing.name: Crossing,
+                                       Room.name: Room, Forward.name: Forward}
+SUBJECT_SCENES = [name for name, cls in SCENES.items() if not cls.has_backdrop]  # inside SCENE_AABB, empty background
+BACKDROP_SCENES = [name for name, cls in SCENES.items() if cls.has_backdrop]
 DEFAULT_SCENE = "dancer"
 
 
-def get_scene(name: str, seed: int = 0) -> SynthScene:
-    """The named scene built for a seed; ConfigError for an unknown name."""
+def get_scene(name: str, seed: int = 0, backdrop: bool = True) -> SynthScene:
+    """The named scene built for a seed; ConfigError for an unknown name.
+
+    backdrop=False: a backdrop scene's subject alone (same cameras, empty background); the other
+    scenes have no backdrop to leave out.
+    """
     if name not in SCENES:
         raise ConfigError(f"unknown synth scene {name!r}; choose from {', '.join(SCENES)}")
-    return SCENES[name](seed)
+    cls = SCENES[name]
+    if cls.has_backdrop:
+        return cls(seed, backdrop=backdrop)  # type: ignore[call-arg]
+    if not backdrop:
+        raise ConfigError(f"synth scene {name!r} has no backdrop to leave out (those that do: "
+                          f"{', '.join(BACKDROP_SCENES)})")
+    return cls(seed)
 
 
 # ---- rendering ---------------------------------------------------------------------------------------
@@ -482,7 +661,7 @@ def render_rays(scene: SynthScene, origins: torch.Tensor, dirs: torch.Tensor, u:
     RGB is straight (not premultiplied); alpha = 1 - transmittance.
     """
     n = len(origins)
-    lo, hi = SCENE_AABB[0], SCENE_AABB[1]
+    lo, hi = scene.bounds[0], scene.bounds[1]
     safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
     t0, t1 = (lo - origins) / safe, (hi - origins) / safe
     t_near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)  # [N]
@@ -617,10 +796,7 @@ def synth_rig(views: int, size: int, test_views: int = 2,
     FOV_X at RIG_RADIUS. None: every camera FOV_X at RIG_RADIUS.
     Returns (cameras, train view indices, test view indices).
     """
-    if views < 1 or not 0 <= test_views < views:
-        raise ConfigError(f"need at least one training view: views={views}, test_views={test_views}")
-    if size < 8:
-        raise ConfigError(f"image size must be at least 8 pixels, got {size}")
+    _check_rig(views, size, test_views)
     train = _hemisphere(views - test_views, 0.0)
     # held-out views: azimuths between the training ones, different elevations
     test = _hemisphere(test_views, math.pi / max(1, views - test_views) + 0.37) if test_views else torch.zeros(0, 3)
@@ -650,28 +826,43 @@ def _is_synth_folder(folder: Path) -> bool:
 
 
 def _write_png(path: Path, rgba: torch.Tensor) -> None:
-    """[H, W, 4] float RGBA in [0, 1] -> 8-bit RGBA PNG."""
+    """[H, W, 4] float RGBA in [0, 1] -> 8-bit RGBA PNG; [H, W, 3] -> RGB; [H, W] -> grey."""
     img = (rgba.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)):
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA if img.shape[-1] == 4 else cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), img):
         raise FeatvidError(f"{path}: could not write image")
 
 
+SCORE_MASKS = "score_masks"  # the folder of a backdrop scene's foreground masks (featvid.data.blender)
+
+
 def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, views: int = 12, size: int = 64,
-                seed: int = 0, test_views: int = 2, progress: bool = False) -> Path:
+                seed: int = 0, test_views: int = 2, progress: bool = False, backdrop: bool = True) -> Path:
     """Render a synthetic scene and write it as a D-NeRF/Blender dataset folder `out`.
 
     frames: T frames at 30 fps (JSON time t / (T - 1)); views: cameras in all, the last test_views
     held out in transforms_test.json; size: image height = width in pixels. The folder is built
     beside `out` and renamed into place, so it is complete or absent; an existing `out` must be
     empty or an earlier synth folder (which is replaced). Returns the folder.
+
+    Subject scenes: RGBA images (alpha = coverage) and the "aabb" SCENE_AABB. Backdrop scenes
+    (room, forward): opaque RGB images and no "aabb" (as a real capture: nothing bounds the room;
+    "subject_aabb" says where the subject is), or with backdrop=False the subject alone as RGBA
+    on white with "aabb", seen by the same cameras. Both forms also write the subject's
+    foreground coverage per image, for scoring only: `score_masks/fTTTT_vVV.png` (8-bit grey,
+    255 = subject), named by each image's "score_mask_path".
     """
     out = Path(out)
     if not 1 <= frames <= 10000:
         raise ConfigError(f"frames must be in 1..10000, got {frames}")
     if size > 4096:
         raise ConfigError(f"image size must be at most 4096 pixels, got {size}")
-    scene_obj = get_scene(scene, seed)
-    cams, train_views, test_idx = synth_rig(views, size, test_views, scene_obj.fov_range)
+    scene_obj = get_scene(scene, seed, backdrop)
+    # the subject alone, whose alpha is the foreground mask of a backdrop scene (nothing in the
+    # room or before the wall stands between a camera and the subject)
+    subject = None if not scene_obj.has_backdrop else get_scene(scene, seed, False) if backdrop else scene_obj
+    cams, train_views, test_idx = scene_obj.rig(views, size, test_views)
     check_output_dir(out, SYNTH)  # new, empty or holding a synth dataset's names only: nothing else is replaced
     if out.is_dir() and any(out.iterdir()) and not _is_synth_folder(out):
         raise ConfigError(f"{out}: folder is not empty and not a featvid synth dataset; choose another")
@@ -683,25 +874,36 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
     try:
         (tmp / "train").mkdir()
         (tmp / "test").mkdir()
+        if subject is not None:
+            (tmp / SCORE_MASKS).mkdir()
         lists: dict[str, list[dict]] = {"train": [], "test": []}
         for t in progress_bar(range(frames), desc=f"synth {scene}", unit="frame", disable=not progress):
             rgba = render_cameras(scene_obj, cams, scene_phase(t, FPS))  # [V, H, W, 4]
+            fg = None
+            if subject is not None:
+                fg = rgba[..., 3] if subject is scene_obj else render_cameras(subject, cams, scene_phase(t, FPS))[..., 3]
             for v in range(views):
                 split = "train" if v in train_views else "test"
                 name = f"f{t:04d}_v{v:02d}.png"
-                _write_png(tmp / split / name, rgba[v])
+                if scene_obj.backdrop:  # opaque: every ray ends on the backdrop (white where one did not)
+                    _write_png(tmp / split / name, rgba[v, ..., :3] * rgba[v, ..., 3:] + 1.0 - rgba[v, ..., 3:])
+                else:
+                    _write_png(tmp / split / name, rgba[v])
                 entry = {
                     "file_path": f"./{split}/{name}",
                     "time": frame_time(t, frames),
                     "transform_matrix": opencv_to_opengl(cams.c2w[v]).tolist(),
                 }
+                if fg is not None:
+                    _write_png(tmp / SCORE_MASKS / name, fg[v])
+                    entry["score_mask_path"] = f"./{SCORE_MASKS}/{name}"
                 if scene_obj.fov_range is not None:  # mixed lenses: per-image intrinsics (nerfstudio keys)
                     K = cams.K[v]
                     entry.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
                 lists[split].append(entry)
         for split, entries in lists.items():
-            write_json(tmp / f"transforms_{split}.json", {
-                "camera_angle_x": FOV_X,
+            meta: dict = {
+                "camera_angle_x": scene_obj.fov_x,
                 "generator": GENERATOR,
                 "scene": scene,
                 "seed": seed,
@@ -709,7 +911,12 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
                 "aabb": SCENE_AABB.tolist(),
                 "background": [1.0, 1.0, 1.0],
                 "frames": entries,
-            })
+            }
+            if scene_obj.has_backdrop:
+                meta["backdrop"] = scene_obj.backdrop
+            if scene_obj.backdrop:  # a real capture's box is unknown: the loader estimates one
+                meta["subject_aabb"] = meta.pop("aabb")
+            write_json(tmp / f"transforms_{split}.json", meta)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -718,5 +925,6 @@ def write_synth(out: str | Path, scene: str = DEFAULT_SCENE, frames: int = 8, vi
         if isinstance(e, OSError):  # read-only, full: one line
             raise write_failed(out, e) from e
         raise
-    log.info("wrote %s: scene %s, %d frames x %d views, %d px", out, scene, frames, views, size)
+    log.info("wrote %s: scene %s%s, %d frames x %d views, %d px", out, scene,
+             "" if backdrop or not scene_obj.has_backdrop else " (no backdrop)", frames, views, size)
     return out

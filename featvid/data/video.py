@@ -51,7 +51,7 @@ class MultiViewVideo:
     def __init__(self, *, source: Path, format: str, cameras: list[Cameras], fps: float,
                  aabb: torch.Tensor | None, background: tuple[float, float, float], train_views: list[int],
                  test_views: list[int], read_image: ImageReader, read_mask: MaskReader | None = None,
-                 box_source: str = "dataset", box_reason: str = "", depth_bounds: torch.Tensor | None = None,
+                 read_score_mask: MaskReader | None = None, box_source: str = "dataset", box_reason: str = "", depth_bounds: torch.Tensor | None = None,
                  options: dict | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         """cameras: one Cameras of all V views per frame (a fixed rig may pass the same object T times).
 
@@ -59,6 +59,8 @@ class MultiViewVideo:
         ("option"); None: estimated on first use (featvid.data.scene_box). depth_bounds: [V, 2]
         near and far depth per view, when the dataset has them (they bound the estimate).
         options: how the loader was called (downscale, masks, ...), shown by `summary`.
+        read_score_mask: the subject's foreground for scoring only (`featvid eval`'s PSNR inside
+        the foreground); unlike read_mask it neither composites the images nor bounds the box.
         """
         from featvid.data.scene_box import SceneBox, format_box
 
@@ -101,6 +103,7 @@ class MultiViewVideo:
         self.options = dict(options or {})
         self._read_image = read_image
         self._read_mask = read_mask
+        self._read_score_mask = read_score_mask
         self._auto: SceneBox | None = None
         bytes_per_image = self.height * self.width * 3 * 4
         self._cache_size = max(2, cache_bytes // bytes_per_image, CACHE_FRAMES * V)
@@ -197,6 +200,12 @@ class MultiViewVideo:
         when the dataset has no masks. Not cached: only the scene-box estimate reads masks."""
         self._check(t, v)
         return self._read_mask(t, v) if self._read_mask is not None else None
+
+    def score_mask(self, t: int, v: int) -> torch.Tensor | None:
+        """The subject's foreground in view v at frame t for scoring only: [H, W] float32 in [0, 1]
+        (1 = subject), or None when the dataset has no scoring masks. Not cached."""
+        self._check(t, v)
+        return self._read_score_mask(t, v) if self._read_score_mask is not None else None
 
     def images(self, t: int, views: list[int]) -> torch.Tensor:
         """Images of several views at frame t: [len(views), H, W, 3] float32 in [0, 1]."""

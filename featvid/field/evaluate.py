@@ -3,6 +3,10 @@
 Frames come as (t, SparseGrid) pairs, from a run folder (featvid.formats.run.Run.frames) or from a
 decoded stream, so the same numbers compare a float model with its encoded versions. This module
 never imports the trainer.
+
+Where the dataset has scoring masks (`MultiViewVideo.score_mask`: the subject's foreground, e.g.
+`featvid synth --scene room`), each frame also gets PSNR inside the foreground (`psnr_fg`) and
+outside it (`psnr_bg`), so the subject's quality and the background's read apart.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ class FrameScore:
     psnr: float
     ssim: float
     views: list[int]
+    psnr_fg: float | None = None  # inside the scoring masks (None: the dataset has none)
+    psnr_bg: float | None = None  # outside them
 
 
 @dataclass
@@ -44,17 +50,62 @@ class EvalReport:
     def mean_ssim(self) -> float:
         return sum(f.ssim for f in self.per_frame) / len(self.per_frame) if self.per_frame else math.nan
 
+    @property
+    def mean_psnr_fg(self) -> float | None:
+        """Mean of the per-frame PSNRs inside the foreground in dB, over the frames that have one (None: none)."""
+        return _mean([f.psnr_fg for f in self.per_frame])
+
+    @property
+    def mean_psnr_bg(self) -> float | None:
+        """Mean of the per-frame PSNRs outside the foreground in dB (None: no frame has one)."""
+        return _mean([f.psnr_bg for f in self.per_frame])
+
     def to_json(self) -> dict:
-        """Plain JSON-able dict: mean_psnr (dB), mean_ssim, frames [{frame, psnr, ssim, views}]."""
-        return {"mean_psnr": self.mean_psnr, "mean_ssim": self.mean_ssim,
-                "frames": [asdict(f) for f in self.per_frame]}
+        """Plain JSON-able dict: mean_psnr (dB), mean_ssim, frames [{frame, psnr, ssim, views}]; with
+        scoring masks also mean_psnr_fg, mean_psnr_bg and each frame's psnr_fg, psnr_bg (dB)."""
+        out: dict = {"mean_psnr": self.mean_psnr, "mean_ssim": self.mean_ssim}
+        for key, value in (("mean_psnr_fg", self.mean_psnr_fg), ("mean_psnr_bg", self.mean_psnr_bg)):
+            if value is not None:
+                out[key] = value
+        out["frames"] = [{k: v for k, v in asdict(f).items() if v is not None} for f in self.per_frame]
+        return out
 
     def table(self) -> str:
-        """Markdown table of the per-frame scores and their mean."""
-        rows = ["| frame | PSNR (dB) | SSIM |", "|---:|---:|---:|"]
-        rows += [f"| {f.frame} | {f.psnr:.2f} | {f.ssim:.4f} |" for f in self.per_frame]
-        rows.append(f"| mean | {self.mean_psnr:.2f} | {self.mean_ssim:.4f} |")
+        """Markdown table of the per-frame scores and their mean (foreground/background PSNR columns
+        when the dataset has scoring masks)."""
+        fg = any(f.psnr_fg is not None for f in self.per_frame)
+        if not fg:
+            rows = ["| frame | PSNR (dB) | SSIM |", "|---:|---:|---:|"]
+            rows += [f"| {f.frame} | {f.psnr:.2f} | {f.ssim:.4f} |" for f in self.per_frame]
+            rows.append(f"| mean | {self.mean_psnr:.2f} | {self.mean_ssim:.4f} |")
+            return "\n".join(rows)
+        rows = ["| frame | PSNR (dB) | SSIM | PSNR fg (dB) | PSNR bg (dB) |", "|---:|---:|---:|---:|---:|"]
+        rows += [f"| {f.frame} | {f.psnr:.2f} | {f.ssim:.4f} | {_fmt(f.psnr_fg)} | {_fmt(f.psnr_bg)} |"
+                 for f in self.per_frame]
+        rows.append(f"| mean | {self.mean_psnr:.2f} | {self.mean_ssim:.4f} | {_fmt(self.mean_psnr_fg)} | "
+                    f"{_fmt(self.mean_psnr_bg)} |")
         return "\n".join(rows)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def masked_psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, peak: float = 1.0) -> float | None:
+    """PSNR in dB of images a, b [H, W, 3] over the pixels weighted by weight [H, W] in [0, 1] (a soft
+    mask's edge pixels count in part): the weighted mean squared error of every channel. None when
+    the weights add up to less than one pixel; inf when the weighted pixels are equal."""
+    w = weight.float()
+    total = float(w.sum())
+    if total < 1.0:
+        return None
+    err = float((w[..., None] * (a.float() - b.float()) ** 2).sum()) / (3.0 * total)
+    return math.inf if err == 0 else 10.0 * math.log10(peak * peak / err)
 
 
 def render_views(grid: SparseGrid, mlp: torch.nn.Module, settings: RenderSettings, cameras: Cameras,
@@ -78,7 +129,19 @@ def score_frame(t: int, grid: SparseGrid, mlp: torch.nn.Module, settings: Render
     truth = video.images(t + frame_offset, views)
     p = [psnr(rendered[i], truth[i]) for i in range(len(views))]
     s = [ssim(rendered[i], truth[i]) for i in range(len(views))]
-    return FrameScore(frame=t, psnr=sum(p) / len(p), ssim=sum(s) / len(s), views=list(views))
+    fg: list[float] = []
+    bg: list[float] = []
+    for i, v in enumerate(views):
+        mask = video.score_mask(t + frame_offset, v)  # [H, W] or None
+        if mask is None:
+            continue
+        inside, outside = masked_psnr(rendered[i], truth[i], mask), masked_psnr(rendered[i], truth[i], 1.0 - mask)
+        if inside is not None:  # a view that does not see the subject has no foreground to score
+            fg.append(inside)
+        if outside is not None:
+            bg.append(outside)
+    return FrameScore(frame=t, psnr=sum(p) / len(p), ssim=sum(s) / len(s), views=list(views),
+                      psnr_fg=sum(fg) / len(fg) if fg else None, psnr_bg=sum(bg) / len(bg) if bg else None)
 
 
 def evaluate(frames: Iterable[tuple[int, SparseGrid]], mlp: torch.nn.Module, settings: RenderSettings, video,

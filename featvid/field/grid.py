@@ -36,6 +36,13 @@ def grid_shape_for(aabb: torch.Tensor, resolution: int) -> tuple[int, int, int]:
     return tuple(max(2, int(round((resolution - 1) * e / longest)) + 1) for e in ext)  # type: ignore[return-value]
 
 
+def space_resolution(resolution: int, space: str) -> int:
+    """Vertices along the grid box's longest side for a resolution of the scene box: in a contracted
+    grid (featvid.field.volume) the scene box is the inner half, so the whole grid has twice the
+    cells and the voxel size of `resolution` vertices across the scene box."""
+    return 2 * resolution - 1 if space == "contracted" else resolution
+
+
 def flat_vertex_index(i: Index, j: Index, k: Index, shape: tuple[int, int, int]) -> Index:
     """The flat index i * ny * nz + j * nz + k of vertices (i, j, k) of a grid of `shape` (nx, ny,
     nz): the row-major order of a dense [nx, ny, nz] volume. Integer tensors or arrays of any

@@ -3,15 +3,33 @@
 This module defines what an image of a feature grid *is*; the trainer differentiates it, the
 fast player path and the WebGL shader must reproduce it (tests hold them equal).
 
+A grid lives in one of two spaces (`RenderSettings.space`; a stream's manifest says which):
+
+- "box" (the default, and every stream before contraction existed): the grid's box is the scene.
+- "contracted" (unbounded scenes: a real capture's room, a backdrop metres away): the grid's box
+  [lo, hi] holds all of space. Its inner half (centre c +- h, h = (hi - lo) / 4 per axis) is the
+  subject's box at the grid's full resolution; everything outside it is squeezed into the outer
+  shell (mip-NeRF 360's contraction with the L-infinity norm, as in DVGO v2 / MERF):
+      x = (p - c) / h,  r = max(1, |x|_inf),  contract(p) = c + h * (x if r == 1 else (2 - 1/r) x / r)
+  so the inner box maps onto itself and infinity onto the grid's faces.
+
 For a ray o + t d (d unit):
-1. Clip to the scene box: [t_near, t_far], t_near >= settings.near.
-2. Samples t_k = t_near + (k + j) * step for k = 0, 1, ... while t_k < t_far, where
+1. Clip to the grid's box, "box" space: [t_near, t_far], t_near >= settings.near. "contracted":
+   to the box of points whose contraction lies within half a voxel of the grid's faces
+   (c +- h * r_far, r_far = 1 / (half a voxel in units of h)), so every sample lands in a cell.
+2. Samples, "box": t_k = t_near + (k + j) * step for k = 0, 1, ... while t_k < t_far, where
    step = step_ratio * voxel_size and j = 0 (j is a random offset in [0, 1) only in training).
+   "contracted": t_0 = t_near + j * step * s(t_near), t_{k+1} = t_k + step * s(t_k) while
+   t_k < t_far, with s(t) = r(o + t d)^2: the step grows with the square of the distance, so a
+   step in contracted space is at most `step` along the direction away from the centre (the
+   contraction's slope there is 1 / r^2) -- disparity-like sampling of the far field.
 3. A sample counts only inside an occupied cell (a cell is occupied when any of its 8 corner
-   vertices is occupied); elsewhere it is empty space and skipped.
+   vertices is occupied); elsewhere it is empty space and skipped. "contracted": cells and
+   interpolation use the contracted point.
 4. Trilinear interpolation of the dense vertex volume (grid_sample, align_corners=True):
    raw density sigma and features f [C].
-5. tau_k = softplus(sigma_k + DENSITY_SHIFT) * step_ratio; alpha_k = 1 - exp(-tau_k)  (DVGO);
+5. tau_k = softplus(sigma_k + DENSITY_SHIFT) * step_ratio; alpha_k = 1 - exp(-tau_k)  (DVGO;
+   in contracted space too: density is per voxel of the grid, wherever the voxel lies);
    T_k = exp(-sum_{j<k} tau_j); w_k = T_k * alpha_k.
 6. Deferred shading (VideoRF): F = sum_k w_k f_k, acc = sum_k w_k, then one MLP call per ray:
    rgb = acc * MLP(F, d) + (1 - acc) * background.
@@ -45,6 +63,10 @@ def optical_depth(raw_density: torch.Tensor, step_ratio: float) -> torch.Tensor:
 
 
 STEP_RATIO_RANGE = (0.05, 2.0)  # sample spacing in voxels: finer costs samples without changing images
+SPACES = ("box", "contracted")  # what a grid's box holds (module docstring)
+# A contracted ray stops after this many samples whatever happens (a ray from a camera near the
+# centre needs ~3.5 / step_in_h_units: ~450 at 256 vertices a side, step ratio 0.5)
+MAX_CONTRACTED_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -55,10 +77,22 @@ class RenderSettings:
     step_ratio: float = 0.5  # sample spacing in voxels
     near: float = 0.0  # smallest ray distance, world units
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # RGB in [0, 1]
+    space: str = "box"  # "box" or "contracted" (module docstring)
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise FormatError(f"render settings: space {self.space!r} is not one of {', '.join(SPACES)}")
+
+    @property
+    def contracted(self) -> bool:
+        return self.space == "contracted"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step_ratio": self.step_ratio, "near": self.near, "background": list(self.background),
-                "density_shift": DENSITY_SHIFT}
+        d = {"step_ratio": self.step_ratio, "near": self.near, "background": list(self.background),
+             "density_shift": DENSITY_SHIFT}
+        if self.contracted:  # "box" is what a file without the key means (every stream before it)
+            d["space"] = self.space
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "render settings") -> "RenderSettings":
@@ -77,7 +111,10 @@ class RenderSettings:
         if "density_shift" in d and abs(number_field(d, "density_shift", where) - DENSITY_SHIFT) > 1e-6:
             raise FormatError(f"{where}: density_shift {d['density_shift']!r} is not this renderer's "
                               f"{DENSITY_SHIFT:.6f} (a stream of another featvid?)")
-        return cls(step, near, background)  # type: ignore[arg-type]
+        space = d.get("space", "box")
+        if space not in SPACES:
+            raise FormatError(f"{where}: space {space!r} is not one of {', '.join(SPACES)}")
+        return cls(step, near, background, space)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -138,6 +175,55 @@ def ray_aabb(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor, near
     return t_near, t_far
 
 
+def inner_box(aabb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre c [3] and half size h [3] of a contracted grid's inner box (its box's middle half)."""
+    return (aabb[0] + aabb[1]) / 2, (aabb[1] - aabb[0]) / 4
+
+
+def contract(points: torch.Tensor, aabb: torch.Tensor) -> torch.Tensor:
+    """World points [..., 3] -> their place [..., 3] in a contracted grid of box aabb [2, 3]
+    (the module docstring's formula): the inner box unchanged, the rest of space into the shell."""
+    c, h = inner_box(aabb)
+    x = (points - c) / h
+    r = x.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+    return c + h * (x * ((2 - 1 / r) / r))
+
+
+def far_radius(vol: "Volume") -> float:
+    """r_far of a contracted grid: the inf-norm radius (in units of h) where the contraction is
+    half a voxel short of the grid's faces; samples stop there (step 1 of the docstring)."""
+    _, h = inner_box(vol.aabb)
+    half_voxel = 0.5 * float(((vol.aabb[1] - vol.aabb[0]) / (torch.tensor(vol.shape, device=h.device) - 1) / h).max())
+    return 1.0 / half_voxel
+
+
+def contracted_ts(vol: "Volume", origins: torch.Tensor, dirs: torch.Tensor, settings: "RenderSettings",
+                  jitter: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample distances of rays [N, 3] through a contracted grid (step 2 of the docstring):
+    t [N, K] and valid [N, K] (False past a ray's end), K the longest ray's sample count."""
+    c, h = inner_box(vol.aabb)
+    r_far = far_radius(vol)
+    t_near, t_far = ray_aabb(origins, dirs, torch.stack([c - h * r_far, c + h * r_far]), settings.near)
+    step = settings.step_ratio * vol.voxel_size
+    ox, dx = (origins - c) / h, dirs / h  # the ray in units of h: x(t) = ox + t dx
+
+    def scale(t: torch.Tensor) -> torch.Tensor:  # s(t) = r^2, r = max(1, |x(t)|_inf)
+        return (ox + t[:, None] * dx).abs().amax(dim=-1).clamp(min=1.0).square()
+
+    t = t_near + (jitter if jitter is not None else 0.0) * step * scale(t_near)  # [N]
+    ts, valid = [], []
+    for _ in range(MAX_CONTRACTED_SAMPLES):
+        alive = t < t_far
+        if not bool(alive.any()):
+            break
+        ts.append(t)
+        valid.append(alive)
+        t = torch.where(alive, t + step * scale(t), t)  # a finished ray stays put (its steps would reach inf)
+    if not ts:
+        return origins.new_zeros(len(origins), 0), torch.zeros(len(origins), 0, dtype=torch.bool, device=origins.device)
+    return torch.stack(ts, dim=1), torch.stack(valid, dim=1)
+
+
 def sample_cells(vol: Volume, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Flat index into `vol.cell_occ` of the cell holding each sample o + t d: rays [A, 3], ray
     distances t [A, S] -> [A, S] int32 (cells clamped into the grid).
@@ -164,6 +250,8 @@ def sample_points(vol: Volume, origins: torch.Tensor, dirs: torch.Tensor, settin
     Returns (ray_id [P] long, sample_id [P] long, points [P, 3], K) where K is the number of
     sample slots per ray; samples are ordered by ray, then by distance.
     """
+    if settings.contracted:
+        return _contracted_points(vol, origins, dirs, settings, jitter)
     step = settings.step_ratio * vol.voxel_size
     t_near, t_far = ray_aabb(origins, dirs, vol.aabb, settings.near)
     span = (t_far - t_near).clamp(min=0)  # [N]
@@ -179,6 +267,27 @@ def sample_points(vol: Volume, origins: torch.Tensor, dirs: torch.Tensor, settin
     # the points of the occupied samples only (the same float formula as the cell test)
     pts = origins[ray_id] + t[ray_id, sample_id, None] * dirs[ray_id]  # [P, 3]
     return ray_id, sample_id, pts, K
+
+
+def _contracted_points(vol: Volume, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings,
+                       jitter: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """`sample_points` in a contracted grid: the points returned are contracted (grid coordinates)."""
+    t, valid = contracted_ts(vol, origins, dirs, settings, jitter)  # [N, K]
+    K = t.shape[1]
+    if K == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=origins.device)
+        return empty, empty, torch.zeros(0, 3, device=origins.device), 1
+    # the cell test on every slot: contract each slot's point, one [N, K, 3] tensor (K is a few hundred)
+    pts = contract(origins[:, None] + t[..., None] * dirs[:, None], vol.aabb)  # [N, K, 3]
+    lo, ext = vol.aabb[0], vol.aabb[1] - vol.aabb[0]
+    n = torch.tensor(vol.shape, device=pts.device)
+    cell = ((pts - lo) / ext * (n - 1)).floor_().long()
+    cell = torch.minimum(cell.clamp_(min=0), n - 2)
+    cells = vol.cell_occ.shape
+    flat = (cell[..., 0] * cells[1] + cell[..., 1]) * cells[2] + cell[..., 2]  # [N, K]
+    occ = vol.cell_occ.reshape(-1)[flat] & valid
+    ray_id, sample_id = occ.nonzero(as_tuple=True)
+    return ray_id, sample_id, pts[ray_id, sample_id], K
 
 
 def interpolate(vol: Volume, points: torch.Tensor) -> torch.Tensor:

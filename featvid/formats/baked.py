@@ -18,6 +18,11 @@ baked.json's "files" records the size and SHA-256 of every other file (featvid.f
 reader checks each file against it before use. A bake from before the records is refused unless
 read with legacy=True / `featvid --legacy-read` (unverified, with a warning; featvid.formats.folder).
 The baker itself is featvid.bake.atlas.
+
+A bake of 3D Gaussians (featvid.bake.gaussians, docs/gaussians.md) says "representation":
+"gaussians" and has a "gaussians" block instead of grid_shape, render and mlp; its GOPs name a
+layout file (`gop_00000.layout.json`) in the mapping slot and no samples. A baked.json without
+"representation" is a grid bake, read as always.
 """
 from __future__ import annotations
 
@@ -40,7 +45,10 @@ from featvid.field.files import MAX_SAFETENSORS_HEADER, canonical_safetensors, r
 from featvid.field.gop import Gop, check_tiling, span_from
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
-from featvid.formats.folder import Common, FolderFormat, legacy_read, read_meta
+from featvid.field.schema import int_field, number_field, read_aabb
+from featvid.field.volume import RenderSettings
+from featvid.formats.folder import MAX_FRAMES, Common, FolderFormat, legacy_read, read_meta
+from featvid.gaussians.layout import REPRESENTATIONS, GaussianInfo, GaussianLayout
 from featvid.limits import read_small, zstd_decompress, zstd_head
 from featvid.names import safe_name
 
@@ -132,6 +140,16 @@ def read_planes(path: Path, data: bytes | None = None,
     return planes, meta
 
 
+def gaussian_common(m: dict[str, Any], source: str, num_planes: int) -> Common:
+    """The common fields of a Gaussian bake or stream (docs/gaussians.md): frames, fps, the box of
+    the means, and the plane count, which must be `num_planes` (what the SH degree gives). Grid
+    fields they do not have get neutral values (grid_shape (2, 2, 2), default render settings)."""
+    stored = int_field(m, "channels", source, lo=num_planes, hi=num_planes)
+    frames = int_field(m, "frames", source, lo=1, hi=MAX_FRAMES)
+    fps = number_field(m, "fps", source, 0, 1000, lo_open=True)
+    return Common(frames, fps, read_aabb(m.get("aabb"), source), (2, 2, 2), stored, RenderSettings())
+
+
 class Baked(FolderFormat):
     """Read access to a baked folder: baked.json read and checked once. legacy: read a bake
     without file records (an older featvid) unverified; default FEATVID_LEGACY_READ."""
@@ -145,8 +163,19 @@ class Baked(FolderFormat):
         meta_path = self.path / "baked.json"
         self.meta: dict[str, Any] = read_meta(meta_path, BAKED_FORMAT, (BAKED_VERSION,), "a featvid baked folder")
         src, m = str(meta_path), self.meta
-        self._set_common(Common.read(m, src, "frames", "channels", planes_offset=0))  # baked.json: P
-        self.mlp_config = MLPConfig.from_dict(m.get("mlp") or {}, src)
+        # what the planes hold: voxel grids (absent: every bake before Gaussians) or 3D Gaussians
+        self.representation: str = m.get("representation", "grids")
+        self.gaussians: GaussianInfo | None = None
+        if self.representation == "gaussians":  # docs/gaussians.md: no grid, render settings or MLP
+            self.gaussians = GaussianInfo.from_dict(m.get("gaussians"), src, stream=False)
+            self._set_common(gaussian_common(m, src, len(self.gaussians.planes)))
+            self.mlp_config = None
+        elif self.representation == "grids":
+            self._set_common(Common.read(m, src, "frames", "channels", planes_offset=0))  # baked.json: P
+            self.mlp_config = MLPConfig.from_dict(m.get("mlp") or {}, src)
+        else:
+            raise FormatError(f"{src}: representation {str(self.representation)[:40]!r} is not one of "
+                              f"{', '.join(REPRESENTATIONS)}")
         self.gops: list[BakedGop] = []
         gops = m.get("gops") or []
         if not isinstance(gops, list):
@@ -162,20 +191,34 @@ class Baked(FolderFormat):
                 raise FormatError(f"{src}: GOP {i} has {len(ranges)} ranges for {self.num_planes} planes")
             self.gops.append(BakedGop(start, frames, safe_name(e.get("mapping"), f"GOP {i} mapping", src),
                                       safe_name(e.get("planes"), f"GOP {i} planes", src),
-                                      safe_name(e.get("samples"), f"GOP {i} samples", src), atlas, ranges))
+                                      "" if self.gaussians else safe_name(e.get("samples"), f"GOP {i} samples", src),
+                                      atlas, ranges))
         check_tiling(self.gops, self.num_frames, src)
         files = m.get("files")
         self._set_records(read_records(files, src) if files else None, self.named_files(), src)
 
     def named_files(self) -> list[str]:
-        """Every file baked.json names: the MLP, then each GOP's mapping, planes and samples."""
+        """Every file baked.json names: the MLP, then each GOP's mapping, planes and samples (a
+        Gaussian bake: each GOP's layout and planes)."""
+        if self.gaussians is not None:
+            return [n for e in self.gops for n in (e.mapping, e.planes)]
         return [self._mlp_name()] + [n for e in self.gops for n in (e.mapping, e.planes, e.samples)]
 
     def recorded_names(self) -> list[str]:
         return self.named_files()
 
+    def layout(self, g: int) -> GaussianLayout:
+        """A Gaussian bake's GOP g layout, checked against the GOP's atlas size."""
+        path = self.path / self.gops[g].mapping
+        layout = GaussianLayout.from_bytes(self.read_file(self.gops[g].mapping, "layout file"), str(path))
+        if layout.atlas != self.gops[g].atlas:
+            raise FormatError(f"{path}: layout atlas {layout.atlas} does not match baked.json's {self.gops[g].atlas}")
+        return layout
+
     def mapping(self, g: int) -> Mapping:
         """GOP g's mapping, checked against the folder's grid and the GOP's atlas size."""
+        if self.gaussians is not None:
+            raise FormatError(f"{self.path}: a Gaussian bake has layouts, not grid mappings")
         path = self.path / self.gops[g].mapping
         mapping = Mapping.from_bytes(self.read_file(self.gops[g].mapping, "mapping file"), str(path))
         if tuple(mapping.grid_shape) != self.grid_shape or mapping.atlas_size != self.gops[g].atlas:
@@ -213,11 +256,18 @@ class Baked(FolderFormat):
     def summary(self) -> dict[str, Any]:
         """What `featvid info BAKED` shows."""
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-        return {**super().summary(), "gops": len(self.gops), "atlas_sizes": sorted({g.atlas for g in self.gops}),
-                "bytes": size}
+        out = {**super().summary(), "gops": len(self.gops), "atlas_sizes": sorted({g.atlas for g in self.gops}),
+               "bytes": size}
+        if self.gaussians is not None:  # no grid: its shape and "features" mean nothing here
+            out = {k: v for k, v in out.items() if k not in ("grid_shape", "features")}
+            out.update(representation="gaussians", sh_degree=self.gaussians.sh_degree)
+        return out
 
     def mlp_bytes(self) -> bytes:
-        """The MLP file's bytes (read once by an encoder, which also checks them: `mlp`)."""
+        """The MLP file's bytes (read once by an encoder, which also checks them: `mlp`); a Gaussian
+        bake has no MLP: b"" (baked.json's hashes name everything it is made of)."""
+        if self.gaussians is not None:
+            return b""
         return self.read_file(self._mlp_name(), "MLP file")
 
     def _mlp_name(self) -> str:

@@ -12,6 +12,11 @@ at most the stated transmittance threshold):
   it would still have collected is below that threshold), and so does a ray past its interval.
   The samples' positions are the reference's exactly (t_k = t_near + k * step from the scene box
   entry), so the occupied-cell decisions agree bit for bit.
+- Contracted grids (`RenderSettings.space == "contracted"`, unbounded scenes): the samples follow
+  the reference's recurrence t_{k+1} = t_k + step * r(t_k)^2 with the same float operations, so
+  they cannot be jumped to; each ray steps without cell tests up to a conservative world interval
+  of the occupied box (`contracted_world_box`: the box is in contracted coordinates), then marches
+  segments as above on the contracted points, and stops past that interval.
 - Deferred shading: one MLP call per ray, and only for rays that gathered any weight (a ray with
   acc = 0 is the background exactly).
 - Half precision on CUDA: the dense volume is stored in float16 (half the memory traffic of the
@@ -34,9 +39,12 @@ from featvid.data.cameras import Cameras, image_rays
 from featvid.device import resolve_device
 from featvid.field.grid import SparseGrid, flat_vertex_index
 from featvid.field.volume import (
+    MAX_CONTRACTED_SAMPLES,
     RenderSettings,
     Volume,
     cell_occupancy,
+    far_radius,
+    inner_box,
     interpolate,
     optical_depth,
     ray_aabb,
@@ -164,6 +172,8 @@ def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings:
     acc = torch.zeros(N, device=dev)
     if N == 0 or fvol.empty:
         return feat, acc
+    if settings.contracted:
+        return _march_contracted(fvol, origins, dirs, settings, fast, feat, acc)
     step = settings.step_ratio * vol.voxel_size
     t_near, t_far = ray_aabb(origins, dirs, vol.aabb, settings.near)  # the reference's sample origin
     b_near, b_far = ray_aabb(origins, dirs, fvol.box, settings.near)  # the occupied interval
@@ -198,6 +208,119 @@ def march(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings:
             T[active] = T[active] * torch.exp(-dense_tau.sum(dim=1))
         k[active] += fast.segment
         keep = (T[active] >= fast.min_transmittance) & (k[active] < k_end[active])
+        active = active[keep]
+    return feat, acc
+
+
+def contracted_world_box(fvol: FastVolume) -> torch.Tensor:
+    """World box [2, 3] holding every point a contracted grid's ray can sample whose contraction lies
+    in the occupied box `fvol.box` (which is in grid, i.e. contracted, coordinates).
+
+    In units of h around the centre, contract(x) = x / f with f(rho) = 1 / (rho (2 - rho)) >= 1,
+    rho the contracted point's inf-norm (f = 1 inside the inner box), increasing in rho. So a world
+    point x = y f(|y|_inf) of a contracted y in the box [a, b] has x_i <= b_i f(rho_max) where
+    b_i > 0 and x_i <= b_i where b_i <= 0 (mirrored for the lower bound), rho_max the box's largest
+    inf-norm, capped at the contraction of r_far (no sample lies beyond it)."""
+    vol = fvol.volume
+    c, h = inner_box(vol.aabb)
+    r_far = far_radius(vol)
+    y = (fvol.box - c) / h  # [2, 3] the occupied box in units of h
+    rho = float(y.abs().amax().clamp(1.0, 2.0 - 1.0 / r_far))
+    f = 1.0 / (rho * (2.0 - rho))
+    lo = torch.where(y[0] < 0, y[0] * f, y[0])
+    hi = torch.where(y[1] > 0, y[1] * f, y[1])
+    # a little slack for rounding (the segment margins below add a slot each side on top)
+    pad = 1e-4 * r_far
+    box = torch.stack([lo - pad, hi + pad]).clamp(-r_far, r_far)
+    return c + h * box
+
+
+def _contracted_cells(vol: Volume, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contracted points [A, S, 3] of rays [A, 3] at distances t [A, S], and the flat index [A, S]
+    into `vol.cell_occ` of their cells: volume._contracted_points' float operations (volume.contract,
+    then its cell formula), done in place where the reference makes temporaries (the same bits:
+    IEEE products and sums commute)."""
+    c = (vol.aabb[0] + vol.aabb[1]) / 2  # volume.inner_box
+    h = (vol.aabb[1] - vol.aabb[0]) / 4
+    x = (o[:, None] + t[..., None] * d[:, None]).sub_(c).div_(h)  # [A, S, 3] in units of h
+    r = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1.0)  # [A, S, 1]
+    pts = x.mul_((2 - 1 / r).div_(r)).mul_(h).add_(c)  # c + h * (x * ((2 - 1 / r) / r))
+    lo, ext = vol.aabb[0], vol.aabb[1] - vol.aabb[0]
+    n = torch.tensor(vol.shape, device=o.device)
+    cell = (pts - lo).div_(ext).mul_(n - 1).floor_().to(torch.int32)  # contracted points lie in the box
+    cell = torch.minimum(cell.clamp_(min=0), (n - 2).to(torch.int32))
+    cells = vol.cell_occ.shape
+    flat = (cell[..., 0] * cells[1] + cell[..., 1]).mul_(cells[2]).add_(cell[..., 2])  # [A, S]
+    return pts, flat
+
+
+def _march_contracted(fvol: FastVolume, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings,
+                      fast: FastSettings, feat: torch.Tensor, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`march` in a contracted grid: the reference's samples (volume.contracted_ts, the same float
+    operations ray by ray, so the cell decisions agree bit for bit), with empty space skipped.
+
+    The sample distances follow a recurrence (t_{k+1} = t_k + step * r(t_k)^2), so slots cannot be
+    jumped to: a ray first steps through the slots before its occupied interval (from
+    `contracted_world_box`) without any cell test, then marches segments of `fast.segment` slots
+    with the cell test, and stops past that interval or below the transmittance threshold."""
+    vol = fvol.volume
+    N, dev = len(origins), origins.device
+    c, h = inner_box(vol.aabb)
+    r_far = far_radius(vol)
+    t_near, t_far = ray_aabb(origins, dirs, torch.stack([c - h * r_far, c + h * r_far]), settings.near)
+    step = settings.step_ratio * vol.voxel_size
+    ox, dx = (origins - c) / h, dirs / h  # the ray in units of h, as in the reference
+
+    def advance(o_h: torch.Tensor, d_h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The next slot's distance of rays (ox, dx rows [A, 3]) at distances t [A] (the reference's formula)."""
+        return t + step * (o_h + t[:, None] * d_h).abs().amax(dim=-1).clamp(min=1.0).square()
+
+    b_near, b_far = ray_aabb(origins, dirs, contracted_world_box(fvol), settings.near)  # occupied interval
+    b_far = torch.minimum(b_far, t_far)
+    active = ((b_far > b_near) & (t_far > t_near)).nonzero(as_tuple=True)[0]  # [A]
+    t = t_near.clone()  # [N] distance of each ray's next slot
+    k = torch.zeros(N, dtype=torch.long, device=dev)  # [N] its slot number
+    # Skip the slots before the interval: step while the next slot is still before it (so the last
+    # slot before it is marched: one slot of margin).
+    ahead = active
+    while len(ahead):
+        nxt = advance(ox[ahead], dx[ahead], t[ahead])
+        go = (nxt < b_near[ahead]) & (k[ahead] + 1 < MAX_CONTRACTED_SAMPLES)
+        ahead = ahead[go]
+        t[ahead] = nxt[go]
+        k[ahead] += 1
+    T = torch.ones(N, device=dev)
+    cell_occ = vol.cell_occ.reshape(-1)
+    s = torch.arange(fast.segment, device=dev)
+    while len(active):
+        o, d = origins[active], dirs[active]
+        o_h, d_h, tt, end = ox[active], dx[active], t[active], t_far[active]
+        slots = []
+        for _ in range(fast.segment):
+            slots.append(tt)
+            # held at t_far once past it (those slots are invalid either way): past r_far the step
+            # grows with t^2 and would reach inf (then NaN points) within a segment
+            tt = torch.minimum(advance(o_h, d_h, tt), end)
+        ts = torch.stack(slots, dim=1)  # [A, S]
+        valid = (ts < t_far[active, None]) & (k[active, None] + s < MAX_CONTRACTED_SAMPLES)
+        pts, flat = _contracted_cells(vol, o, d, ts)  # [A, S, 3], [A, S]
+        occ = cell_occ[flat].logical_and_(valid)
+        r, col = occ.nonzero(as_tuple=True)  # samples ordered by ray, then distance
+        if len(r):
+            values = interpolate(vol, pts[r, col]).float()  # [P, 1 + C]
+            tau = optical_depth(values[:, 0], settings.step_ratio)  # [P]
+            dense_tau = torch.zeros(occ.shape, device=dev).index_put_((r, col), tau)
+            before = torch.cumsum(dense_tau, dim=1) - dense_tau  # optical depth within the segment
+            w = T[active][r] * torch.exp(-before[r, col]) * (1 - torch.exp(-tau))  # [P]
+            rows = active[r]
+            feat.index_add_(0, rows, w[:, None] * values[:, 1:])
+            acc.index_add_(0, rows, w)
+            T[active] = T[active] * torch.exp(-dense_tau.sum(dim=1))
+        t[active] = tt
+        k[active] += fast.segment
+        # go on while the last slot marched was inside the interval (the next one is the margin)
+        keep = ((T[active] >= fast.min_transmittance) & (ts[:, -1] < b_far[active])
+                & (k[active] < MAX_CONTRACTED_SAMPLES))
         active = active[keep]
     return feat, acc
 

@@ -17,6 +17,7 @@ import torch
 
 from featvid.data.video import MultiViewVideo
 from featvid.errors import RenderError
+from featvid.field.volume import inner_box
 from featvid.render.abr import MAX_BUFFER_S
 from featvid.render.fast import FastRenderer, FastSettings
 from featvid.render.paths import CameraPath, make_path
@@ -24,6 +25,7 @@ from featvid.render.player import FrameCallback, PlaybackStats, play
 from featvid.render.record import recording
 from featvid.render.renditions import choose_renditions
 from featvid.render.source import PlayableStream, open_playable
+from featvid.render.splats import is_gaussian_stream, renderer_for
 
 Dataset = str | Path | MultiViewVideo  # a dataset folder or a loaded one (for the path "test")
 
@@ -45,7 +47,18 @@ def camera_path(stream: PlayableStream, path: str | CameraPath, frames: int | No
             dataset = load_dataset(data)
         else:
             dataset = data
-    return make_path(path, stream.num_frames, stream.aabb, frames, size, dataset)
+    box = stream.aabb
+    if not is_gaussian_stream(stream) and stream.render_settings.contracted:  # orbit the subject (the inner box)
+        centre, half = inner_box(box)
+        box = torch.stack([centre - half, centre + half])
+    return make_path(path, stream.num_frames, box, frames, size, dataset)
+
+
+def _renderer(stream: PlayableStream, device: str | torch.device, fast: FastSettings):
+    """The renderer for the stream's representation: splats for Gaussians, the fast ray marcher for grids."""
+    if is_gaussian_stream(stream):
+        return renderer_for(stream, device)
+    return FastRenderer(stream.mlp("cpu"), stream.render_settings, device, fast)
 
 
 def render_path_video(stream: str | Path | PlayableStream, path: str | CameraPath, out: str | Path,
@@ -63,7 +76,7 @@ def render_path_video(stream: str | Path | PlayableStream, path: str | CameraPat
     """
     s = open_playable(stream, hwaccel)
     cam_path = camera_path(s, path, frames, size, data)
-    renderer = FastRenderer(s.mlp("cpu"), s.render_settings, device, fast)
+    renderer = _renderer(s, device, fast)
     with recording(out, fps or s.fps, cam_path.size) as on_frame:
         return play(s, cam_path, renderer, fps=None, on_frame=on_frame, progress=progress)
 
@@ -97,7 +110,7 @@ def play_stream(stream: str | Path | PlayableStream, path: str | CameraPath = "o
         frames = max(1, round(duration * rate))
     cam_path = camera_path(s, path, frames, size, data)
     renditions, link, notes = choose_renditions(s, cam_path.times, rate, bandwidth, rendition, latency_s, max_buffer_s)
-    renderer = FastRenderer(s.mlp("cpu"), s.render_settings, device, fast)
+    renderer = _renderer(s, device, fast)
 
     def run(on_frame: FrameCallback | None) -> PlaybackStats:
         stats = play(s, cam_path, renderer, fps=rate, on_frame=on_frame, progress=progress, renditions=renditions,

@@ -40,6 +40,7 @@ from featvid.render.fast import FastRenderer, synchronize
 from featvid.render.gops import gop_table, gop_visits
 from featvid.render.paths import CameraPath
 from featvid.render.source import PlayableStream
+from featvid.render.splats import SplatRenderer  # a Gaussian stream's frames are splatted
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class PlaybackStreamError(StreamError):
         self.stats = stats
 
 
-def play(stream: PlayableStream, path: CameraPath, renderer: FastRenderer, fps: float | None = 30.0,
+def play(stream: PlayableStream, path: CameraPath, renderer: FastRenderer | SplatRenderer, fps: float | None = 30.0,
          on_frame: FrameCallback | None = None, gop_slots: int = 2, progress: bool = False,
          stop: threading.Event | None = None, timeout_s: float = 600.0,
          renditions: list[str] | None = None, link: LinkReport | None = None) -> PlaybackStats:

@@ -74,12 +74,30 @@ class PlayableStream(Protocol):
 
 def open_playable(stream: str | Path | PlayableStream, hwaccel: str = "auto") -> PlayableStream:
     """`stream` as a PlayableStream: a .fvv folder is opened (`hwaccel`: "auto", "cuda", "none"),
-    an opened stream is taken as it is; RenderError for an object that is neither."""
+    an opened stream is taken as it is (a Gaussian stream wrapped in featvid.render.splats.
+    GaussianPlayable); RenderError for an object that is neither."""
     if isinstance(stream, (str, Path)):
         from featvid.codecs import open_stream
 
-        return open_stream(stream, hwaccel=hwaccel)
+        opened = open_stream(stream, hwaccel=hwaccel)
+        return _gaussian_playable(opened) or opened
+    gaussian = _gaussian_playable(stream)
+    if gaussian is not None:
+        return gaussian
     if not isinstance(stream, PlayableStream):
         raise RenderError(f"{type(stream).__name__} is not a playable stream: it lacks members of "
                           "featvid.render.source.PlayableStream")
     return stream
+
+
+def _gaussian_playable(stream: object) -> PlayableStream | None:
+    """A Gaussian stream as one whose GOPs decode to Gaussians (featvid.render.splats); None for
+    anything else (asked of nothing but its type, so a stand-in sees no stray attribute lookups)."""
+    from featvid.codecs.stream import Stream
+    from featvid.render.splats import GaussianPlayable
+
+    if isinstance(stream, GaussianPlayable):
+        return stream
+    if isinstance(stream, Stream) and stream.representation == "gaussians":
+        return GaussianPlayable(stream)
+    return None

@@ -23,7 +23,7 @@ from featvid.train.config import TrainConfig
 from featvid.train.losses import optimizer_step
 from featvid.train.sampling import RaySampler
 from featvid.errors import TrainingError
-from featvid.field.grid import grid_shape_for
+from featvid.field.grid import grid_shape_for, space_resolution
 from featvid.field.volume import (
     DENSITY_RANGE,
     Volume,
@@ -59,13 +59,15 @@ class CoarseGrid:
 
 
 def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, step_ratio: float,
-                  background: torch.Tensor, jitter: torch.Tensor | None) -> torch.Tensor:
-    """Rays [N, 3] through a coarse grid -> rgb [N, 3]; the renderer's sampling and compositing."""
+                  background: torch.Tensor, jitter: torch.Tensor | None, space: str = "box") -> torch.Tensor:
+    """Rays [N, 3] through a coarse grid -> rgb [N, 3]; the renderer's sampling and compositing
+    (in the fine grid's space: a contracted coarse grid covers the same box as the fine one)."""
     vol = Volume(grid.data, torch.ones([n - 1 for n in grid.data.shape[1:]], dtype=torch.bool,
                                        device=grid.data.device), grid.aabb)
     from featvid.field.volume import RenderSettings
 
-    ray_id, sample_id, pts, K = sample_points(vol, origins, dirs, RenderSettings(step_ratio=step_ratio), jitter)
+    ray_id, sample_id, pts, K = sample_points(vol, origins, dirs, RenderSettings(step_ratio=step_ratio, space=space),
+                                              jitter)
     values = interpolate(vol, pts)  # [P, 4]
     # colour per sample, premultiplied by the weights in `composite`: F = sum w c, acc = sum w
     values = torch.cat([values[:, :1], torch.sigmoid(values[:, 1:])], dim=1)
@@ -74,7 +76,8 @@ def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, s
 
 
 def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: TrainConfig,
-                     background: torch.Tensor, generator: torch.Generator, desc: str = "coarse") -> CoarseGrid:
+                     background: torch.Tensor, generator: torch.Generator, desc: str = "coarse",
+                     space: str = "box") -> CoarseGrid:
     """Fit `grid` (updated in place, also returned) to one frame's training images for `iters` steps."""
     param = torch.nn.Parameter(grid.data)
     opt = torch.optim.Adam([param], lr=config.coarse.lr)
@@ -82,7 +85,8 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
     for it in progress_bar(range(iters), desc=desc, leave=False, unit="it"):
         origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=origins.device, generator=generator)
-        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background, jitter)
+        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background, jitter,
+                            space)
         loss = ((rgb - target) ** 2).mean()
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: loss became {float(loss)} at iteration {it}")
@@ -96,14 +100,14 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
 def coarse_pass(frames: range, images_of: Callable[[int], tuple[torch.Tensor, "Cameras"]],  # noqa: F821
                 aabb: torch.Tensor, background: tuple[float, float, float], config: TrainConfig,
                 device: torch.device, fine_shape: tuple[int, int, int],
-                on_frame: Callable[[int, torch.Tensor, CoarseGrid], None]) -> None:
+                on_frame: Callable[[int, torch.Tensor, CoarseGrid], None], space: str = "box") -> None:
     """Fit every frame of `frames` in order, warm-starting each from the previous one.
 
     images_of(t) -> (training images [V, H, W, 3] on device, their cameras on device).
     on_frame(t, occupancy [nx, ny, nz] bool on the fine grid, coarse grid) is called per frame;
     it is where GOPs are formed, so no list of every frame's occupancy is ever kept.
     """
-    shape = grid_shape_for(aabb, config.grid.coarse_resolution)
+    shape = grid_shape_for(aabb, space_resolution(config.grid.coarse_resolution, space))
     grid = CoarseGrid(torch.zeros(4, *shape, device=device), aabb.to(device))
     bg = torch.tensor(background, device=device)
     for i, t in enumerate(progress_bar(frames, desc="coarse pass", unit="frame")):
@@ -111,7 +115,7 @@ def coarse_pass(frames: range, images_of: Callable[[int], tuple[torch.Tensor, "C
         sampler = RaySampler(images, cams)
         gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * t + 1)
         iters = config.coarse.iters if i == 0 else config.coarse.frame_iters
-        fit_coarse_frame(grid, sampler, iters, config, bg, gen, desc=f"coarse {t}")
+        fit_coarse_frame(grid, sampler, iters, config, bg, gen, desc=f"coarse {t}", space=space)
         occ = grid.occupancy_on(fine_shape, config.grid.step_ratio, config.coarse.occupancy_alpha,
                                 config.coarse.occupancy_dilation)
         log.info("coarse frame %d: %d of %d fine vertices occupied", t, int(occ.sum()), occ.numel())

@@ -21,6 +21,8 @@ from featvid.field.volume import STEP_RATIO_RANGE
 Importance = Literal["ist", "isg", "none"]
 """Ray sampling of later frames: temporal difference (IST), temporal median (ISG), uniform."""
 IMPORTANCE_CHOICES: tuple[str, ...] = get_args(Importance)
+Space = Literal["auto", "box", "contracted"]
+SPACE_CHOICES: tuple[str, ...] = get_args(Space)
 GopLength = Union[int, Literal["auto"]]
 """Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
 MotionWindow = Literal[3, 5, 7]
@@ -67,9 +69,18 @@ class GridConfig:
     """Feature channels per vertex (C): ReRF/DVGO's 12 gave the same PSNR in twice the bytes."""
     step_ratio: float = 0.5
     """Ray-marching step in voxels (written to run.json for every renderer)."""
+    space: Space = "box"
+    """What the grid holds (featvid.field.volume): "box" the scene box only; "contracted" all of
+    space, the scene box at `resolution` and the rest squeezed into a shell around it (a real
+    capture's room or backdrop); "auto": contracted when the dataset has no masks (nothing says
+    what is background), else box. "box" here so a run recorded before the switch reads as what
+    it was; presets say "auto"."""
 
     def __post_init__(self) -> None:
-        _int("grid.resolution", self.resolution, 8, 320)  # 320^3 fits field.schema.MAX_GRID_VERTICES
+        if self.space not in SPACE_CHOICES:
+            _fail("grid.space", f"expected one of {', '.join(SPACE_CHOICES)}, got {self.space!r}")
+        # a contracted grid has 2 * resolution - 1 vertices a side: 320^3 fits field.schema.MAX_GRID_VERTICES
+        _int("grid.resolution", self.resolution, 8, 160 if self.space != "box" else 320)
         _int("grid.coarse_resolution", self.coarse_resolution, 4)
         if self.coarse_resolution > self.resolution:
             _fail("grid.coarse_resolution", f"{self.coarse_resolution} is finer than grid.resolution "
@@ -129,8 +140,13 @@ class GopConfig:
     """auto GOPs: start a new GOP once the union has this fraction more blocks than its first frame."""
     max_length: int = 30
     """auto GOPs: longest GOP in frames."""
+    segment: int = 0
+    """Frames per training segment (featvid.train.segments), 0: none. Each segment starts with a
+    refreshed keyframe (its coarse density, frame 0's MLP kept) and trains on its own, so segments
+    train in parallel (`featvid train --workers`); a segment is also a GOP boundary."""
 
     def __post_init__(self) -> None:
+        _int("gop.segment", self.segment, 0)
         if self.length != "auto":
             if isinstance(self.length, str):
                 _fail("gop.length", f"expected a positive whole number or 'auto', got {self.length!r}")
@@ -242,7 +258,8 @@ class RefreshConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The regularisers (VideoRF's temporal and spatial losses, a density TV)."""
+    """The regularisers (VideoRF's temporal and spatial losses, a density TV) and the training
+    cameras' colour correction."""
 
     temporal_weight: float = 0.1
     """L1 between this frame's and the previous frame's vertex values: less drift, smaller P-frames (0: off)."""
@@ -253,11 +270,22 @@ class LossConfig:
     0 here so a run recorded before the switch existed reads as what it was; presets set it."""
     density_scale: float = 0.1
     """Both regularisers weigh the density channel by this factor (its range is ~10x the features')."""
+    colour_correction: bool = False
+    """Learn an affine colour transform per training camera (exposure, white balance), applied to
+    the training views' rays in the photometric loss only: never in the stream (featvid.train.colour).
+    For real rigs; off here (a run recorded before the switch reads as what it was) and in the
+    presets: where all cameras agree it cost 0.16-0.21 dB held-out (`fast`, synthetic dancer)."""
+    colour_weight: float = 0.01
+    """Weight of the pull of each camera's colour transform towards identity."""
+    keyframe_tv_weight: float = 0.0
+    """Total variation of raw density on keyframes too (a static capture is one keyframe): floaters
+    a few views ask for pay for their edges (0: off, what runs before the switch did)."""
 
     def __post_init__(self) -> None:
-        for name in ("temporal_weight", "spatial_weight", "density_tv_weight"):
+        for name in ("temporal_weight", "spatial_weight", "density_tv_weight", "colour_weight", "keyframe_tv_weight"):
             _float(f"losses.{name}", getattr(self, name), 0)
         _float("losses.density_scale", self.density_scale, 0)
+        _bool("losses.colour_correction", self.colour_correction)
 
 
 @dataclass(frozen=True)
@@ -291,12 +319,13 @@ SECTIONS: dict[str, type] = {
 # section None: a field of TrainConfig itself.
 FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "grid_resolution": ("grid", "resolution"), "coarse_resolution": ("grid", "coarse_resolution"),
-    "num_channels": ("grid", "channels"), "step_ratio": ("grid", "step_ratio"),
+    "num_channels": ("grid", "channels"), "step_ratio": ("grid", "step_ratio"), "space": ("grid", "space"),
     "mlp_hidden": ("mlp", "hidden"), "mlp_layers": ("mlp", "layers"), "view_freqs": ("mlp", "view_freqs"),
     "coarse_iters": ("coarse", "iters"), "coarse_frame_iters": ("coarse", "frame_iters"),
     "coarse_lr": ("coarse", "lr"), "occupancy_alpha": ("coarse", "occupancy_alpha"),
     "occupancy_dilation": ("coarse", "occupancy_dilation"),
     "gop": ("gop", "length"), "gop_growth": ("gop", "growth"), "max_gop": ("gop", "max_length"),
+    "segment": ("gop", "segment"),
     "keyframe_iters": ("schedule", "keyframe_iters"), "keyframe_iters_min": ("schedule", "keyframe_iters_min"),
     "refresh_iters": ("schedule", "refresh_iters"), "frame_iters": ("schedule", "frame_iters"),
     "frame_iters_min": ("schedule", "frame_iters_min"), "plateau": ("schedule", "plateau"),
@@ -310,6 +339,8 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "refresh_margin": ("refresh", "margin"), "validation_views": ("refresh", "validation_views"),
     "temporal_weight": ("losses", "temporal_weight"), "spatial_weight": ("losses", "spatial_weight"),
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
+    "keyframe_tv_weight": ("losses", "keyframe_tv_weight"),
+    "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
     "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),
     "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),
     "seed": (None, "seed"), "eval_heldout": (None, "eval_heldout"),
@@ -342,6 +373,8 @@ class TrainConfig:
         _int("seed", self.seed, -(2**31), 2**31 - 1)
         _bool("eval_heldout", self.eval_heldout)
         self.mlp_config().validate()  # the sections together: the MLP's input width is the grid's channels
+        if self.gop.segment > 0 and self.optim.lr_mlp_frame > 0:  # segments share frame 0's MLP as it is
+            _fail("gop.segment", "segments need the MLP frozen after frame 0 (optim.lr_mlp_frame 0)")
 
     def mlp_config(self) -> MLPConfig:
         """The shared MLP's architecture."""
@@ -490,16 +523,16 @@ PRESETS: dict[str, TrainConfig] = {
     "fast": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
-        density_tv_weight=3e-3),
+        density_tv_weight=3e-3, space="auto"),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
-        batch_rays=4096),
-    "default": TrainConfig().with_overrides(density_tv_weight=3e-3),
+        batch_rays=4096, space="auto"),
+    "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto"),
     "quality": TrainConfig().with_overrides(
         grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
         keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
-        mlp_hidden=64, lr_mlp=1e-3),
+        mlp_hidden=64, lr_mlp=1e-3, space="auto"),
 }
 
 PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them

@@ -14,6 +14,7 @@ import torch
 
 from featvid.progress import progress_bar
 from featvid.train import losses
+from featvid.train.colour import CameraColour
 from featvid.train.config import TrainConfig
 from featvid.train.sampling import RaySampler
 from featvid.train.sparse_field import SparseField
@@ -54,7 +55,7 @@ class FitSchedule:
 def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, mlp: TinyMLP,
               sampler: RaySampler, settings: RenderSettings, aabb: torch.Tensor, config: TrainConfig,
               schedule: FitSchedule, previous: torch.Tensor | None, generator: torch.Generator,
-              desc: str) -> tuple[torch.Tensor, dict[str, float]]:
+              desc: str, colour: CameraColour | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Fit one frame's vertex values [N, 1 + C] (on the vertices of `occupancy` [nx, ny, nz], in
     lexicographic order) to its training images. Returns the fitted values and figures: the loss
     terms averaged over the last window, "iters" (how many iterations ran) and "loss_curve" (the
@@ -62,6 +63,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
 
     previous: the values the temporal loss pulls towards [N, 1 + C] (the previous frame, carried
     along the estimated motion), or None (a keyframe).
+    colour: the fitted views' colour correction (featvid.train.colour), applied to the rendered
+    colour in the photometric loss only and learned at the MLP's rate (frozen with it), or None.
     """
     device = values.device
     field = SparseField(occupancy, aabb, device)
@@ -70,11 +73,18 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     mlp.requires_grad_(schedule.lr_mlp > 0)
     if schedule.lr_mlp > 0:
         groups.append({"params": list(mlp.parameters()), "lr": schedule.lr_mlp})
+    learn_colour = colour is not None and schedule.lr_mlp > 0
+    if colour is not None:
+        colour.requires_grad_(learn_colour)
+    if learn_colour:
+        groups.append({"params": list(colour.parameters()), "lr": schedule.lr_mlp})
     opt = torch.optim.Adam(groups)
     gamma = config.optim.lr_decay ** (1 / max(1, schedule.iters_max))
     use_temporal = previous is not None and config.losses.temporal_weight > 0
     use_spatial = config.losses.spatial_weight > 0
-    use_tv = previous is not None and config.losses.density_tv_weight > 0  # warm frames only (see the config)
+    # density TV: warm frames at density_tv_weight, keyframes at keyframe_tv_weight (see the config)
+    tv_weight = config.losses.density_tv_weight if previous is not None else config.losses.keyframe_tv_weight
+    use_tv = tv_weight > 0
     window = max(1, schedule.plateau_window)
     sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv"), 0.0)  # over the current window
     last: dict[str, float] | None = None  # the previous window's means
@@ -82,21 +92,25 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     bar = progress_bar(total=schedule.iters_max, desc=desc, leave=False, unit="it")
     it = 0
     while it < schedule.iters_max:
-        origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
+        origins, dirs, target, view = sampler.sample_views(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=device, generator=generator)
-        out, dense = field.render(param, mlp, origins, dirs, settings, jitter)  # dense [1 + C, nx, ny, nz]
+        out = field.render(param, mlp, origins, dirs, settings, jitter)  # from the table: no dense volume
+        if colour is not None:  # each training camera's exposure and white balance (never the stream's)
+            out = {**out, "rgb": colour.apply(out["rgb"], view)}
         mse = losses.photometric(out["rgb"], target)
         loss = mse
+        if learn_colour:
+            loss = loss + config.losses.colour_weight * colour.regulariser()
         temporal = spatial = tv = torch.zeros((), device=device)
         if use_temporal:
             temporal = losses.temporal(param, previous, config.losses.density_scale)
             loss = loss + config.losses.temporal_weight * temporal
         if use_spatial:
-            spatial = losses.atlas_smoothness(dense, mapping, config.losses.density_scale)
+            spatial = losses.atlas_smoothness_sparse(param, field.atlas_terms(mapping), config.losses.density_scale)
             loss = loss + config.losses.spatial_weight * spatial
         if use_tv:
-            tv = losses.density_tv(dense)
-            loss = loss + config.losses.density_tv_weight * tv
+            tv = losses.density_tv_sparse(param, field.tv_terms())
+            loss = loss + tv_weight * tv
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
         losses.optimizer_step(opt, loss, gamma)
@@ -120,6 +134,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
                 break
     bar.close()
     mlp.requires_grad_(False)
+    if colour is not None:
+        colour.requires_grad_(False)
     return param.detach(), {**(last or {}), "iters": it, "loss_curve": curve}
 
 
@@ -135,6 +151,6 @@ def start_loss(values: torch.Tensor, occupancy: torch.Tensor, mlp: TinyMLP, samp
     for _ in range(batches):
         origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=values.device, generator=generator)
-        out, _ = field.render(values, mlp, origins, dirs, settings, jitter)
+        out = field.render(values, mlp, origins, dirs, settings, jitter)
         total += float(losses.photometric(out["rgb"], target))
     return total / batches

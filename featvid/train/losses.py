@@ -8,10 +8,16 @@
 - density TV: L1 between neighbouring vertices of the dense raw density volume along each axis, on
   warm frames: new density a few views explain has to pay for its edges (fewer floaters).
 
+Training computes the two regularisers from the values table (`atlas_smoothness_sparse`,
+`density_tv_sparse`: index lists built once a fit, `AtlasTiles` and `PairTerms`), equal in value
+and gradient to the dense forms, which stay the definition (and what the tests compare with).
+
 Values are [N, 1 + C]: column 0 raw density, then C features. Both regularisers weigh the
 density channel by `density_scale`, since raw density spans ~35 units against the features' ~4.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -64,6 +70,135 @@ def density_tv(volume: torch.Tensor) -> torch.Tensor:
     d = volume[0]  # [nx, ny, nz]
     return ((d[1:] - d[:-1]).abs().mean() + (d[:, 1:] - d[:, :-1]).abs().mean()
             + (d[:, :, 1:] - d[:, :, :-1]).abs().mean()) / 3
+
+
+@dataclass(frozen=True)
+class PairTerms:
+    """A sum of weighted L1 differences between entries of one column [N] of a values table, the
+    sparse form of a regulariser on the dense volume: sum_m pair_weight[m] |v[a[m]] - v[b[m]]| over pairs of
+    stored vertices, plus sum_r row_weight[r] |v[r]| for the pairs with one stored vertex and one
+    not (an absent vertex is 0 in the dense volume; pairs of two absent vertices add nothing).
+
+    a, b: [M] long rows; pair_weight: [M]; row_weight: [N] (how many such pairs, times their weight).
+    """
+
+    a: torch.Tensor
+    b: torch.Tensor
+    pair_weight: torch.Tensor
+    row_weight: torch.Tensor
+
+    def l1(self, column: torch.Tensor) -> torch.Tensor:
+        """The sum for one column [N] of the table: a scalar."""
+        diff = (column.index_select(0, self.a) - column.index_select(0, self.b)).abs()  # [M]
+        return (diff * self.pair_weight).sum() + (column.abs() * self.row_weight).sum()
+
+
+def _pair_terms(ra: torch.Tensor, rb: torch.Tensor, weight: torch.Tensor, num_rows: int) -> PairTerms:
+    """PairTerms of pairs of rows ra, rb [M] (-1: absent) with weights [M]: pairs of two stored rows
+    kept, pairs of one stored row folded into its row weight, pairs of none dropped."""
+    both = (ra >= 0) & (rb >= 0)
+    row_weight = torch.zeros(num_rows, dtype=weight.dtype, device=weight.device)
+    for r, other in ((ra, rb), (rb, ra)):
+        one = (r >= 0) & (other < 0)
+        row_weight.index_add_(0, r[one], weight[one])
+    return PairTerms(ra[both], rb[both], weight[both].contiguous(), row_weight)
+
+
+class _GatherOnce(torch.autograd.Function):
+    """values [N, D] -> values[rows] [M, D] (0 where not `present`), for rows that each appear at
+    most once among the present ones: the backward is a gather through the inverse index (inverse
+    [N]: where each row went, -1 nowhere), not index_select's scatter-add."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, rows: torch.Tensor, present: torch.Tensor,  # type: ignore[override]
+                inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return values.index_select(0, rows) * present[:, None]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return grad_out.index_select(0, inverse.clamp(min=0)) * (inverse >= 0)[:, None], None, None, None
+
+
+@dataclass(frozen=True)
+class AtlasTiles:
+    """The tiles of a mapping's atlas as rows of a values table: what `atlas_smoothness` reads.
+
+    rows [T * 64] long: the row at each pixel of the T tiles (tile by tile, row-major; 0 where
+    `present` [T * 64] is False: an unused pixel or a vertex not stored); inverse [N] long: the
+    pixel of each row, -1 where it has none; pair_x [T, 8, 7, 1] and pair_y [T, 7, 8, 1]: 1 where
+    both pixels of a horizontal / vertical neighbour pair are used; pairs: their number.
+    """
+
+    rows: torch.Tensor
+    present: torch.Tensor
+    inverse: torch.Tensor
+    pair_x: torch.Tensor
+    pair_y: torch.Tensor
+    pairs: int
+
+
+def atlas_tiles(mapping: Mapping, row_of: torch.Tensor) -> AtlasTiles:
+    """`mapping`'s tiles for the table whose vertex v is row row_of[v] ([nx*ny*nz] int, -1 where
+    not stored). Only tiles with a used pixel are kept (pairs never cross tiles)."""
+    H, W = mapping.atlas_size
+    ty, tx = H // TILE, W // TILE
+    idx = mapping.vertex_index().to(row_of.device).view(ty, TILE, tx, TILE).permute(0, 2, 1, 3)
+    idx = idx.reshape(ty * tx, TILE, TILE)  # [tiles, 8, 8] flat vertex, -1 unused
+    used = idx >= 0
+    keep = used.flatten(1).any(1)
+    idx, used = idx[keep], used[keep]  # [T, 8, 8]
+    rows = torch.where(used, row_of[idx.clamp(min=0)].long(), -1).reshape(-1)  # [T * 64]
+    present = rows >= 0
+    inverse = torch.full((int((row_of >= 0).sum()),), -1, dtype=torch.long, device=row_of.device)
+    inverse[rows[present]] = present.nonzero()[:, 0]
+    u = used.to(torch.float32)
+    pair_x = (u[:, :, 1:] * u[:, :, :-1])[..., None]  # inside a tile row
+    pair_y = (u[:, 1:] * u[:, :-1])[..., None]  # inside a tile column
+    return AtlasTiles(rows.clamp(min=0), present.to(torch.float32), inverse, pair_x, pair_y,
+                      int(pair_x.sum() + pair_y.sum()))
+
+
+def atlas_smoothness_sparse(values: torch.Tensor, tiles: AtlasTiles, density_scale: float) -> torch.Tensor:
+    """`atlas_smoothness` of the dense volume of values [N, 1 + C], from the table and the
+    mapping's `atlas_tiles` (the same value and gradients, no dense volume)."""
+    C1 = values.shape[1]
+    t = _GatherOnce.apply(values, tiles.rows, tiles.present.to(values.dtype), tiles.inverse)
+    t = t.view(-1, TILE, TILE, C1)  # [T, 8, 8, 1 + C]
+    w = _channel_weights(C1, density_scale, values)
+    dx = ((t[:, :, 1:] - t[:, :, :-1]).abs() * tiles.pair_x.to(values.dtype)).sum((0, 1, 2))  # [1 + C]
+    dy = ((t[:, 1:] - t[:, :-1]).abs() * tiles.pair_y.to(values.dtype)).sum((0, 1, 2))
+    return ((dx + dy) * w).sum() / max(1, tiles.pairs * C1)
+
+
+def grid_pair_terms(row_of: torch.Tensor, shape: tuple[int, int, int]) -> PairTerms:
+    """The pairs `density_tv` compares (grid neighbours along x, y and z, with at least one stored
+    vertex: absent vertices hold raw 0 there), as rows of the table (row_of [nx*ny*nz] int, -1
+    where not stored), each weighed 1 / (3 * the axis's pairs in the whole grid)."""
+    flat = (row_of >= 0).nonzero()[:, 0]  # [N] the stored vertices in row order
+    num_rows = len(flat)
+    nx, ny, nz = shape
+    parts_a, parts_b, parts_w = [], [], []
+    for n, stride in ((nx, ny * nz), (ny, nz), (nz, 1)):
+        weight = 1.0 / (3 * max(1, (n - 1) * (nx * ny * nz // n)))
+        coord = (flat // stride) % n
+        for step, inside in ((stride, coord < n - 1), (-stride, coord > 0)):
+            mine = inside.nonzero()[:, 0]  # rows with this neighbour inside the grid
+            other = row_of[flat[mine] + step].long()
+            if step < 0:  # a pair of two stored vertices is listed once, from its lower vertex
+                mine = mine[other < 0]
+                other = other[other < 0]
+            parts_a.append(mine)
+            parts_b.append(other)
+            parts_w.append(torch.full((len(mine),), weight, device=row_of.device))
+    return _pair_terms(torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_w), num_rows)
+
+
+def density_tv_sparse(values: torch.Tensor, terms: PairTerms) -> torch.Tensor:
+    """`density_tv` of the dense volume of values [N, 1 + C], from the table and `grid_pair_terms`
+    (the same value and gradients, no dense volume)."""
+    return terms.l1(values[:, 0])
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, gamma: float) -> None:

@@ -53,6 +53,14 @@ class RaySampler:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n random rays: (origins [n, 3], unit directions [n, 3], target rgb [n, 3])."""
+        origins, dirs, target, _ = self.sample_views(n, generator)
+        return origins, dirs, target
+
+    def sample_views(self, n: int, generator: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sample`, and which view each ray comes from: (origins [n, 3], unit directions [n, 3],
+        target rgb [n, 3], view [n] long: index into the V images). The same rays as `sample` for
+        an equally seeded generator."""
         V, H, W = self.shape
         device = self.images.device
         if self.cdf is None:
@@ -64,4 +72,4 @@ class RaySampler:
         y, x = rest // W, rest % W
         # pixel centres: the colour on disk is the pixel's, and the renderer's images use centres too
         origins, dirs = pixel_rays(self.cameras, view, x.float() + 0.5, y.float() + 0.5)
-        return origins, dirs, self.images[view, y, x]
+        return origins, dirs, self.images[view, y, x], view

@@ -8,7 +8,9 @@ space; the box holds the fitted density: alpha per step above DENSITY_ALPHA, col
 background, and off the background colour in most cameras that see it (floaters in front of one
 camera are not: a silhouette test that needs no masks on a plain background and keeps everything
 on a capture without one), the extreme DENSITY_QUANTILE of those vertices on each side left out;
-padded by MARGIN and kept within the seen space.
+fitted once more over that box when it is small in the seen space (REFINE_SHARE: a forward-facing
+rig sees far ahead, and a subject a few coarse cells wide gets a loose box); padded by MARGIN and
+kept within the seen space.
 
 `resolve_box` is what the command line calls for `train` and `info`: it keeps a box the user
 or the dataset gave (checking a user's box against the estimated subject: a box that holds none
@@ -28,6 +30,7 @@ from featvid.train.sampling import RaySampler
 from featvid.data.scene_box import (
     MARGIN,
     SceneBox,
+    clip_box,
     format_box,
     foreground_share,
     fraction_outside,
@@ -51,6 +54,7 @@ DENSITY_ALPHA = 0.1  # a vertex is occupied where one coarse step's alpha exceed
 DENSITY_COLOUR = 0.15  # ... and its colour differs from the background by more than this (any channel)
 DENSITY_AGREEMENT = 0.75  # ... and it falls off the background colour in this share of the cameras seeing it
 DENSITY_QUANTILE = 0.005  # share of occupied vertices left out on each side of each axis (floaters)
+REFINE_SHARE = 0.25  # a first box under this share of the seen space on some axis is fitted again over itself
 WARN_OUTSIDE = 0.02  # a given box that leaves out more than this share of the subject is reported
 
 # The coarse pass's optimiser at a size for a quick estimate. On the dancer scene in the N3DV
@@ -122,25 +126,40 @@ def _density_points(video, region: torch.Tensor, frames: list[int] | None, dev: 
     return torch.cat(points), frames
 
 
-def _robust_box(points: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """Box of points [M, 3] without the extreme DENSITY_QUANTILE on each side, out by one cell. [2, 3]"""
+def _cell(region: torch.Tensor) -> torch.Tensor:
+    """Vertex spacing [3] of the density pass's grid over `region` [2, 3]."""
+    shape = torch.tensor(grid_shape_for(region, DENSITY_RESOLUTION), dtype=torch.float32)
+    return (region[1] - region[0]) / (shape - 1)
+
+
+def _robust_box(points: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box of points [M, 3] without the extreme DENSITY_QUANTILE on each side, out by one cell:
+    (box [2, 3], cell [3])."""
     q = torch.tensor([DENSITY_QUANTILE, 1.0 - DENSITY_QUANTILE])
     lo_hi = torch.quantile(points.double(), q.double(), dim=0).float()  # [2, 3]
-    return torch.stack([lo_hi[0] - cell, lo_hi[1] + cell])
+    return torch.stack([lo_hi[0] - cell, lo_hi[1] + cell]), cell
 
 
 def density_estimate(video, seen: SceneBox, frames: list[int] | None = None, device: str = "auto",
                      margin: float = MARGIN) -> tuple[torch.Tensor, SceneBox | None]:
     """A quick coarse density fit inside the seen space: (occupied vertices [M, 3], their box
     padded by `margin`, or None when the fit finds no density at all)."""
-    points, frames = density_points(video, seen.aabb, frames, device)
+    region = seen.aabb
+    points, frames = density_points(video, region, frames, device)
     if len(points) == 0:
         return points, None
-    shape = torch.tensor(grid_shape_for(seen.aabb, DENSITY_RESOLUTION), dtype=torch.float32)
-    cell = (seen.aabb[1] - seen.aabb[0]) / (shape - 1)
-    box = pad(_robust_box(points, cell), margin)
+    box, cell = _robust_box(points, _cell(region))
+    if ((box[1] - box[0]) < REFINE_SHARE * (region[1] - region[0])).any():
+        # a subject small in the seen space (a forward-facing rig's seen space runs far ahead)
+        # spans few coarse cells: fit again on a grid over its neighbourhood
+        near = clip_box(torch.stack([box[0] - cell, box[1] + cell]), region)
+        finer, _ = density_points(video, near, frames, device)
+        if len(finer):
+            region, points = near, finer
+            box, cell = _robust_box(points, _cell(region))
+    box = pad(box, margin)
     # the fit saw nothing outside the seen space: a box padded past it would only cost voxels
-    box = torch.stack([torch.maximum(box[0], seen.aabb[0]), torch.minimum(box[1], seen.aabb[1])])
+    box = clip_box(box, seen.aabb)
     frames_text = ", ".join(str(t) for t in frames)
     return points, SceneBox(box, "density", f"coarse density pass over frames {frames_text} inside {seen.reason}, "
                                             f"padded {margin:.0%} per side (within that space)")
@@ -217,8 +236,10 @@ def box_for_run(video, out, force: bool = False):
     if force or not (Path(out) / "run.json").is_file():
         return None
     try:
-        aabb = Run(out).aabb
-    except FormatError:
+        run = Run(out)
+        # a contracted run's grid box is twice its scene box: the scene box is what --aabb gave
+        aabb = torch.tensor(run.meta["scene_box"], dtype=torch.float32) if "scene_box" in run.meta else run.aabb
+    except (FormatError, ValueError, TypeError):
         return None
     given = video.box if video.box_source_is("option") else None
     if given is not None and not torch.allclose(given.aabb, aabb, atol=1e-5):

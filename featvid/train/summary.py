@@ -23,7 +23,8 @@ class TrainSummary:
         records = run.log()
         last = records[-1] if records else {}
         warm = [r["iters"] for r in records if not r.get("keyframe") and "iters" in r]
-        refreshes = sum(1 for r in records if r.get("keyframe") and r.get("frame", 0) > 0)
+        refreshes = sum(1 for r in records if r.get("keyframe") and r.get("frame", 0) > 0
+                        and r.get("keyframe_reason") != "segment start")  # a segment's first frame: planned
         return cls(Path(run.path), run.num_frames, len(run.gops), refreshes,
                    sum(warm) / len(warm) if warm else None, last.get("psnr_test"))
 

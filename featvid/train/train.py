@@ -19,6 +19,9 @@
      a new GOP, so quality cannot drift without bound;
    - every fit runs until its loss stops improving, between a floor and a cap of iterations.
 
+Segments (`gop.segment` S > 0): the capture cut into segments of S frames that train apart, each
+from a refreshed keyframe, so that workers can train them side by side (featvid.train.segments).
+
 Resume: a frame file in the run folder is written last, once its frame is finished, so a killed job
 rerun with the same command continues after the last finished frame. Every random choice comes
 from generators seeded by (seed, frame), so a resumed run is the run that was not interrupted.
@@ -42,6 +45,7 @@ from featvid.atomic import make_dirs, write_text
 from featvid.progress import progress_bar
 from featvid.train import motion
 from featvid.train.coarse import CoarseGrid, coarse_pass
+from featvid.train.colour import COLOUR_FILE, CameraColour
 from featvid.train.config import TrainConfig
 from featvid.train.fit import FitSchedule, fit_frame, start_loss
 from featvid.train.gops import GopBuilder, mapping_name, split_gop
@@ -51,7 +55,7 @@ from featvid.train.sampling import RaySampler, isg_weights, ist_weights
 from featvid.device import resolve_device
 from featvid.errors import ConfigError, FormatError, TrainingError
 from featvid.field.evaluate import score_frame
-from featvid.field.grid import SparseGrid, grid_shape_for
+from featvid.field.grid import SparseGrid, grid_shape_for, space_resolution
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import MLPConfig, TinyMLP
 from featvid.field.volume import RenderSettings
@@ -60,7 +64,7 @@ from featvid.outputs import RUN, check_output_dir
 log = logging.getLogger(__name__)
 
 # Files the trainer owns in a run folder; --force removes exactly these.
-_RUN_FILES = ("run.json", "mlp.safetensors", "log.jsonl", "files.json")
+_RUN_FILES = ("run.json", "mlp.safetensors", COLOUR_FILE, "log.jsonl", "files.json")
 
 # Called after each finished frame with (frame, log record); tests use it to stop a run midway.
 FrameCallback = Callable[[int, dict], None]
@@ -178,6 +182,17 @@ def _new_mlp(config: TrainConfig, device: torch.device) -> TinyMLP:
     return mlp.to(device)
 
 
+def _camera_colour(scene: "_Scene", first: int) -> CameraColour | None:
+    """The fitted views' colour correction when the config asks for one: identity for a run that
+    starts at frame 0, else as the run folder holds it (learned on frame 0)."""
+    if not scene.config.losses.colour_correction:
+        return None
+    if first == 0:
+        return CameraColour(len(scene.fit_views)).to(scene.dev)
+    data = read_run_file(scene.out, COLOUR_FILE, "colour correction file")  # checked against files.json
+    return CameraColour.from_bytes(data, str(scene.out / COLOUR_FILE), len(scene.fit_views)).to(scene.dev)
+
+
 def split_views(train_views: list[int], count: int) -> tuple[list[int], list[int]]:
     """(views the fits see, validation views): `count` training views, evenly spaced, held out of
     every fit to judge quality. Nothing is held out of fewer than 4 training views."""
@@ -202,6 +217,7 @@ class _Scene:
     settings: RenderSettings
     config: TrainConfig
     dev: torch.device
+    colour: CameraColour | None = None  # the fitted views' colour correction (training only), learned with the MLP
 
     def images(self, t: int) -> tuple[torch.Tensor, Any]:
         """Run frame t's fitted views: images [V, H, W, 3] and cameras, on the device."""
@@ -212,17 +228,21 @@ class _Scene:
 # -- the whole run --------------------------------------------------------------------------------------
 def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tuple[int, int] | None = None,
           device: str = "auto", force: bool = False, on_frame: FrameCallback | None = None,
-          video=None) -> Run:
+          video=None, segments: Callable[..., Run] | None = None) -> Run:
     """Train (or resume) a run folder `out` from the multi-view video at `dataset`.
 
     frames: dataset frames [A, B) to train (default: all); run frame t is dataset frame A + t.
     force: start over in a folder that holds a run made with another config.
     on_frame(t, record): called after frame t is saved.
     video: an already loaded MultiViewVideo of `dataset` (skips loading it again).
+    segments: what trains a config with segments (`gop.segment`) once the run folder is ready:
+    featvid.train.segments.train_segmented passes it (a segmented config needs it).
     Returns the finished run. Raises TrainingError on a non-finite loss (finished frames are kept).
     """
     check_output_dir(out, RUN, [dataset])  # new, empty or a run (even with force), never the dataset
     config = config.validate()
+    if config.gop.segment and segments is None:
+        raise ConfigError("a config with segments trains through featvid.train.segments.train_segmented")
     dev = resolve_device(device)
     if video is None:
         from featvid.data import load_dataset
@@ -234,11 +254,15 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     out = Path(out)
     dataset_id = str(Path(dataset).resolve())
     meta = _prepare_folder(out, _identity(config, dataset_id, a, b - a), config, force)
-    aabb = video.aabb.float().cpu()
-    fine_shape = grid_shape_for(aabb, config.grid.resolution)
+    resumed = meta is not None
+    space = grid_space(config, video)
+    scene_box = video.aabb.float().cpu()
+    aabb = grid_box(scene_box, space)  # the grid's box: the scene box, or all of space around it
+    fine_shape = grid_shape_for(aabb, space_resolution(config.grid.resolution, space))
     fit_views, val_views = split_views(list(video.train_views), config.refresh.validation_views)
     scene = _Scene(out, video, a, b - a, fit_views, val_views, aabb,
-                   RenderSettings(step_ratio=config.grid.step_ratio, near=0.0, background=tuple(video.background)),
+                   RenderSettings(step_ratio=config.grid.step_ratio, near=0.0, background=tuple(video.background),
+                                  space=space),
                    config, dev)
 
     if meta is None or not meta.get("gops"):
@@ -247,10 +271,15 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
                 "mlp": mlp_config(config).to_dict(), "render": scene.settings.to_dict(),
                 "views": {"fit": fit_views, "validation": val_views, "test": list(video.test_views)},
                 "gops": [], "trainer": "featvid.train.train"}
+        if space == "contracted":  # the box the user's --aabb (or the estimate) gave; resume checks it
+            meta["scene_box"] = scene_box.tolist()
         make_dirs(out)
         write_run_meta(out, meta)
-        meta["gops"] = _coarse_and_gops(scene, fine_shape)
-        write_run_meta(out, meta)
+        if not config.gop.segment:  # segments form their GOPs in their own coarse passes
+            meta["gops"] = _coarse_and_gops(scene, fine_shape)
+            write_run_meta(out, meta)
+    if config.gop.segment and segments is not None:  # segment by segment, each on its own (featvid.train.segments)
+        return segments(scene, dataset, device, fresh=not resumed, on_frame=on_frame)
     run = Run(out)
 
     finished = set(run.finished_frames())
@@ -262,6 +291,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
         raise TrainingError(f"{out}: frame {first} is missing but later frames exist; rerun with --force")
     run = run.resume_at(first)  # a refresh split left by a kill during frame `first` is undone
     mlp = _new_mlp(config, dev) if first == 0 else run.mlp(dev)
+    scene.colour = _camera_colour(scene, first)
     # the previous frame is kept in memory: read back from disk only when resuming
     prev_grid = run.frame(first - 1) if first > 0 else None
     records = [r for r in run.log() if r["frame"] < first]  # frame records (Run.log skips junk lines, warning)
@@ -283,6 +313,26 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     return run
 
 
+def grid_space(config: TrainConfig, video) -> str:
+    """The space the grids live in ("box" or "contracted"): the config's, or with "auto" contracted
+    exactly when the dataset has no masks -- without them the images hold a background (a room, a
+    backdrop) that no box around the subject can hold (issue 25: 11.7 dB held-out on a phone
+    capture with the subject's box)."""
+    space = config.grid.space
+    if space == "auto":
+        space = "box" if video.has_masks else "contracted"
+    return space
+
+
+def grid_box(scene_box: torch.Tensor, space: str) -> torch.Tensor:
+    """The grid's box [2, 3] for a scene box: itself, or in contracted space twice its size around
+    the same centre (the scene box is the contracted grid's inner half, featvid.field.volume)."""
+    if space != "contracted":
+        return scene_box
+    centre, half = (scene_box[0] + scene_box[1]) / 2, (scene_box[1] - scene_box[0]) / 2
+    return torch.stack([centre - 2 * half, centre + 2 * half])
+
+
 def _quality(record: dict) -> float | None:
     """The figure the keyframe refresh judges a frame by: validation PSNR when there are validation
     views, else the fitted views' PSNR (never the dataset's test views)."""
@@ -301,9 +351,9 @@ def _reference_psnr(records: list[dict], use_validation: bool) -> float | None:
     return ref
 
 
-def _coarse_and_gops(scene: _Scene, fine_shape: tuple[int, int, int]) -> list[dict]:
+def _coarse_and_gops(scene: _Scene, fine_shape: tuple[int, int, int], frames: range | None = None) -> list[dict]:
     """Run the coarse pass (every frame's coarse density into the run folder), form the GOPs and
-    write their mappings."""
+    write their mappings. frames: only these (a segment's: its first starts from empty space)."""
     config = scene.config
     builder = GopBuilder(config)
 
@@ -311,8 +361,9 @@ def _coarse_and_gops(scene: _Scene, fine_shape: tuple[int, int, int]) -> list[di
         builder.add(t, occ)
         _save_coarse(scene.out, t, grid)
 
-    coarse_pass(range(scene.num_frames), scene.images, scene.aabb, scene.settings.background, config, scene.dev,
-                fine_shape, on_frame)
+    frames = range(scene.num_frames) if frames is None else frames
+    coarse_pass(frames, scene.images, scene.aabb, scene.settings.background, config, scene.dev,
+                fine_shape, on_frame, scene.settings.space)
     gops = []
     for gop, mapping in builder.finish():
         if mapping.num_blocks == 0:
@@ -414,7 +465,7 @@ def _fit(scene: _Scene, t: int, values: torch.Tensor, occupancy: torch.Tensor, m
     weights = _importance(scene, t, images) if previous is not None else None
     values, figures = fit_frame(values, occupancy, mapping, mlp, RaySampler(images, cams, weights), scene.settings,
                                 scene.aabb, scene.config, schedule, previous, _frame_generator(scene.config, t, scene.dev, salt),
-                                desc=f"frame {t}")
+                                desc=f"frame {t}", colour=scene.colour)
     grid = SparseGrid(scene.aabb.clone(), tuple(occupancy.shape), occupancy.nonzero().to(torch.int32),
                       values[:, 0].float().cpu().contiguous(), values[:, 1:].float().cpu().contiguous()).validate()
     return grid, figures
@@ -442,17 +493,32 @@ def _judge(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP) -> dict[str, f
     return scores
 
 
+def _segment_start(scene: _Scene, t: int, occupancy: torch.Tensor, first: SparseGrid) -> torch.Tensor:
+    """A segment's first frame's starting values [N, 1 + C]: its coarse density, and frame 0's
+    features where they are (no motion: the frames between are another segment's)."""
+    occ = occupancy.to(scene.dev)
+    density = _load_coarse(scene.out, t, scene.aabb, scene.dev).density_on(tuple(occupancy.shape))[occ]  # [N]
+    features = first.to_dense(scene.dev)[1:, occ].T  # [N, C]
+    return torch.cat([density[:, None], features], dim=1)
+
+
 def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, mlp: TinyMLP,
-                 reference: float | None) -> tuple[dict, SparseGrid, Run]:
+                 reference: float | None, segment_of: SparseGrid | None = None) -> tuple[dict, SparseGrid, Run]:
     """Train, score and save frame t; returns its log record, its grid and the run (re-read when a
-    keyframe refresh split a GOP)."""
+    keyframe refresh split a GOP). segment_of: frame 0's grid when t starts a segment (a refreshed
+    keyframe that starts from it, featvid.train.segments)."""
     start = time.perf_counter()
     c = scene.config
     g = run.gop_of(t)
     mapping = run.mapping(g)
     occupancy = mapping.occupancy()  # [nx, ny, nz]: exactly what the decoder will have
     record: dict[str, Any] = {"frame": t}
-    if prev_grid is None:  # frame 0: coarse-to-fine, features and MLP from scratch
+    if prev_grid is None and segment_of is not None:  # a segment's start: a keyframe, the MLP kept
+        grid, figures = _fit(scene, t, _segment_start(scene, t, occupancy, segment_of), occupancy, mapping, mlp,
+                             FitSchedule.refresh(c), None, salt=1)
+        keyframe, why = True, "segment start"
+        scores = _judge(scene, t, grid, mlp)
+    elif prev_grid is None:  # frame 0: coarse-to-fine, features and MLP from scratch
         grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, None, mlp), occupancy, mapping, mlp,
                              FitSchedule.keyframe(c), None)
         keyframe, why = True, "first frame"
@@ -499,5 +565,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
     _append_log(scene.out, record)
     if t == 0 or c.optim.lr_mlp_frame > 0:
         write_run_file(scene.out, "mlp.safetensors", mlp.to_bytes())
+        if scene.colour is not None:  # learned with the MLP
+            write_run_file(scene.out, COLOUR_FILE, scene.colour.to_bytes())
     write_run_file(scene.out, frame_name(t), grid.to_bytes(meta={"frame": t, "gop": g}))  # recorded in files.json
     return record, grid, run

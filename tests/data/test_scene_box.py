@@ -125,7 +125,8 @@ def test_train_takes_the_box_and_keeps_a_resumed_runs_own(capture, tmp_path, mon
     # resuming: the run's own box, without estimating one; another --aabb is refused
     monkeypatch.setattr("featvid.formats.run.Run.aabb", property(lambda self: torch.tensor(json.loads(
         (self.path / "run.json").read_text())["aabb"])), raising=False)
-    monkeypatch.setattr("featvid.formats.run.Run.__init__", lambda self, path: setattr(self, "path", path))
+    monkeypatch.setattr("featvid.formats.run.Run.__init__",
+                        lambda self, path: (setattr(self, "path", path), setattr(self, "meta", {}))[0])
     result = CliRunner().invoke(main, ["train", str(capture), "--out", str(out), "--preset", "test"])
     assert result.exit_code == 0, result.output
     assert "run.json was started with (resuming)" in result.output

@@ -12,6 +12,7 @@ from featvid.data.synth import (
     RIG_TARGET,
     SCENE_AABB,
     SCENES,
+    SUBJECT_SCENES,
     SURFACE_WIDTH,
     get_scene,
     render_cameras,
@@ -47,7 +48,7 @@ def test_registry_has_distinct_scenes():
         render_scene("dancer", cam, 4, 4)
 
 
-@pytest.mark.parametrize("name", sorted(SCENES))
+@pytest.mark.parametrize("name", sorted(SUBJECT_SCENES))  # the backdrop scenes: tests/data/test_synth_scenes.py
 def test_render_is_deterministic_dynamic_and_opaque(name):
     cam = _front_camera()
     a = render_scene(name, cam, 1, 4, seed=3)
@@ -63,7 +64,7 @@ def test_render_is_deterministic_dynamic_and_opaque(name):
     assert a[..., :3][alpha == 1].std(0).min() > 0.05
 
 
-@pytest.mark.parametrize("name", sorted(SCENES))
+@pytest.mark.parametrize("name", sorted(SUBJECT_SCENES))  # the backdrop scenes: tests/data/test_synth_scenes.py
 def test_everything_stays_inside_the_box(name):
     # density is zero wherever the SDF exceeds SURFACE_WIDTH; check the box's faces at every time
     g = torch.linspace(-1, 1, 41)

@@ -2,6 +2,7 @@
 `web` preset stream must match the Python reference renderer on the same decoded grids; with a
 rendition ladder, every mix of renditions must, and on a throttled network (Chrome DevTools
 Protocol `Network.emulateNetworkConditions`) the player steps down and up again without stalling.
+A Gaussian stream (issue 29) is drawn as splats (splats.js) and must match featvid.gaussians.raster.
 
 Runs Debian's chromium through playwright (no GPU here: WebGL2 runs on SwiftShader). Skips with
 the reason where playwright or a Chromium binary is missing, or the browser cannot start.
@@ -460,6 +461,148 @@ def test_outside_a_secure_context_a_stream_with_hashes_is_refused(browser, web_s
         err = pg.evaluate("window.featvid.error")
         assert err.startswith("stream/mlp.safetensors: cannot be verified") and "crypto.subtle" in err, err
         assert pg.is_visible("#message")
+    finally:
+        pg.close()
+        server.close()
+
+
+# ---- Gaussian streams: splats drawn with WebGL2 (splats.js), chosen by the manifest's representation ----
+
+# dB, browser vs featvid.gaussians.raster on the same Gaussians (issue 29 asks >= 35; measured 58.9-59.3
+# on the stream, 59.1 on the hand-made set, SwiftShader)
+SPLAT_PSNR_FLOOR = 55.0
+
+
+@pytest.fixture(scope="module")
+def gaussian_stream(tmp_path_factory) -> Path:
+    """A tiny Gaussian stream in the `web` preset: 2000 Gaussians (SH degree 3) on the dancer scene,
+    4 frames in 2 GOPs (built in ~7 s)."""
+    from featvid.bake.gaussians import bake_gaussians
+    from featvid.codecs import encode_baked
+    from featvid.gaussians.generate import write_gaussian_sequence
+
+    root = tmp_path_factory.mktemp("gaussians")
+    write_gaussian_sequence(root / "ply", "dancer", count=2000, frames=4)
+    return encode_baked(bake_gaussians(root / "ply", root / "baked", gop=2), root / "g.fvv", "web")
+
+
+def _splat_camera(aabb: torch.Tensor, width: int, height: int) -> Cameras:
+    """Close enough that the scene fills much of the view, from an oblique angle."""
+    centre, half = aabb.mean(0), (aabb[1] - aabb[0]).norm() / 2
+    eye = centre + 0.75 * half * torch.tensor([1.1, -0.9, 0.7])
+    return Cameras(intrinsics_from_fov(0.8, height, width), look_at(eye[None], centre), height, width)
+
+
+def test_gaussian_stream_plays_and_matches_the_python_rasterizer(browser, gaussian_stream):
+    """`serve` plays a Gaussian stream: the player picks the splat renderer by the manifest, decodes
+    the GOPs' planes (WebCodecs) and layout files, and each frame it draws matches the reference
+    rasterizer (featvid.gaussians.raster) on the Python decoder's Gaussians of that frame."""
+    from featvid.codecs import open_stream
+    from featvid.codecs.gaussians import decode_gaussians
+    from featvid.gaussians.raster import render
+
+    stream = open_stream(gaussian_stream, hwaccel="none")
+    background = stream.manifest.gaussians.background
+    cams = _splat_camera(stream.aabb, SIZE, SIZE)
+    pg, server = _open_page(browser, gaussian_stream)
+    try:
+        assert "splats" in pg.evaluate("featvid.player.renderer.description()")
+        last = stream.num_frames - 1
+        assert stream.gop_of(last) != stream.gop_of(0)
+        for t in (0, last):  # the last frame: another GOP, decoded past its keyframe
+            g = decode_gaussians(stream, t)
+            ref = render(g, cams, 0, background=background).clamp(0, 1).numpy()
+            drawn = (np.abs(ref - np.asarray(background)).sum(-1) > 0.05)  # pixels the splats change
+            assert drawn.mean() > 0.2, "test camera does not see the Gaussians"
+            img, info = _browser_image(pg, cams, t)
+            assert info["frame"] == t and info["gop"] == stream.gop_of(t)
+            psnr, psnr_drawn = _psnr(img, ref), _psnr(img[drawn], ref[drawn])
+            print(f"Gaussian frame {t}: browser vs raster.py {psnr:.1f} dB, {psnr_drawn:.1f} dB on the splats' pixels")
+            assert psnr >= SPLAT_PSNR_FLOOR and psnr_drawn >= SPLAT_PSNR_FLOOR, (psnr, psnr_drawn)
+        stats = pg.inner_text("#stats")
+        assert "KB/frame" in stats and "GOP 2/2" in stats
+        fps = pg.evaluate("featvid.measureFps(3)")
+        print(f"splat player: {fps:.1f} fps at {SIZE}x{SIZE}, {g.count} Gaussians, "
+              f"{pg.evaluate('featvid.player.renderer.description()')}")
+    finally:
+        pg.close()
+        server.close()
+
+
+def _raw(g) -> dict:
+    return {k: getattr(g, k).flatten().tolist() for k in ("means", "sh", "opacity", "log_scales", "quats")}
+
+
+def _splat_image(page, g, cams: Cameras, background, worker: bool) -> np.ndarray:
+    """Gaussians `g` drawn by splats.js alone (no stream) on a canvas of its own."""
+    px = page.evaluate("""async ({ raw, cam, background, worker }) => {
+        const { SplatRenderer, activateGaussians } = await import("./splats.js");
+        const r = new SplatRenderer(document.createElement("canvas"), { background, worker });
+        r.setGaussians(activateGaussians(raw));
+        await r.prepare(cam);
+        r.draw(cam);
+        const px = r.readPixels();
+        let s = "";
+        for (let i = 0; i < px.length; i += 8192) s += String.fromCharCode.apply(null, px.subarray(i, i + 8192));
+        return { rgba: btoa(s), description: r.description() };
+    }""", {"raw": _raw(g), "background": list(background), "worker": worker,
+           "cam": {"c2w": cams.c2w[0].flatten().tolist(), "K": cams.K[0].flatten().tolist(),
+                   "width": cams.width, "height": cams.height}})
+    assert ("in a worker" in px["description"]) == worker, px["description"]
+    rgba = np.frombuffer(base64.b64decode(px["rgba"]), np.uint8).reshape(cams.height, cams.width, 4)
+    return rgba[..., :3].astype(np.float32) / 255.0
+
+
+def test_splat_renderer_matches_the_python_rasterizer_on_hand_made_gaussians(browser, gaussian_stream):
+    """300 random Gaussians: anisotropic, rotated, overlapping, strong SH up to degree 3 (view-
+    dependent colour the stream's gentle scene hardly has), some beyond the image border (the
+    Jacobian's clamp), two large ones the near plane culls; sorted in the worker and on the main
+    thread (the same pixels)."""
+    from featvid.gaussians.model import Gaussians
+    from featvid.gaussians.raster import render
+
+    gen = torch.Generator().manual_seed(0)
+    n = 300
+    g = Gaussians(means=torch.randn(n, 3, generator=gen) * 0.5, sh=torch.randn(n, 16, 3, generator=gen) * 0.5,
+                  opacity=torch.randn(n, generator=gen) + 1.0, log_scales=torch.randn(n, 3, generator=gen) * 0.3 - 2.5,
+                  quats=torch.randn(n, 4, generator=gen)).validate()
+    eye = torch.tensor([[1.6, -1.3, 1.0]])
+    # two large Gaussians the near plane (0.01) culls: just in front of the eye (z ~ 0.003), and behind it
+    near = torch.cat([eye * (1 - 0.003 / eye.norm()), eye * 1.2])
+    g = Gaussians(torch.cat([g.means, near]), torch.cat([g.sh, torch.ones(2, 16, 3)]),
+                  torch.cat([g.opacity, torch.full((2,), 3.0)]), torch.cat([g.log_scales, torch.full((2, 3), -1.0)]),
+                  torch.cat([g.quats, torch.tensor([[1.0, 0, 0, 0]] * 2)])).validate()
+    cams = Cameras(intrinsics_from_fov(0.8, SIZE, SIZE), look_at(eye, torch.zeros(1, 3)), SIZE, SIZE)
+    background = (1.0, 1.0, 1.0)
+    ref = render(g, cams, 0, background=background).clamp(0, 1).numpy()
+    # the view-dependent part matters here: without SH degree 1-3 the image is far off
+    flat = render(g.with_sh_degree(0), cams, 0, background=background).clamp(0, 1).numpy()
+    assert _psnr(flat, ref) < 30, _psnr(flat, ref)
+    pg, server = _open_page(browser, gaussian_stream)
+    try:
+        in_worker = _splat_image(pg, g, cams, background, worker=True)
+        here = _splat_image(pg, g, cams, background, worker=False)
+        assert np.array_equal(in_worker, here)
+        psnr = _psnr(in_worker, ref)
+        print(f"hand-made Gaussians: browser vs raster.py {psnr:.1f} dB (without SH rest: {_psnr(flat, ref):.1f} dB)")
+        assert psnr >= SPLAT_PSNR_FLOOR, psnr
+    finally:
+        pg.close()
+        server.close()
+
+
+def test_a_gaussian_layout_file_with_flipped_bytes_is_refused(browser, gaussian_stream, tmp_path):
+    """A GOP's layout file (the positions' high bytes) is checked against the manifest's SHA-256
+    like every other file: nothing of the GOP is drawn."""
+    copy = Path(shutil.copytree(gaussian_stream, tmp_path / "bad.fvv"))
+    layout = copy / "gop_00000" / "layout.fvgl"
+    _flip(layout, layout.stat().st_size // 2, n=4)
+    pg, server, _ = _load(browser, copy)
+    try:
+        err = pg.evaluate("window.featvid.error")
+        assert err == ("stream/gop_00000/layout.fvgl: SHA-256 differs from the manifest's (corrupt or altered "
+                       "file); not played"), err
+        assert pg.evaluate("featvid.player.frame") == -1
     finally:
         pg.close()
         server.close()

@@ -1,6 +1,7 @@
 // The featvid web player: fetch a stream GOP by GOP (adaptive streaming: each GOP in the
 // rendition the ABR rule picks from the measured throughput, or the viewer's), decode each GOP
-// with WebCodecs, and ray-march the current frame with WebGL2. UI: orbit/zoom camera (mouse,
+// with WebCodecs, and ray-march the current frame with WebGL2 (a Gaussian stream, whose manifest
+// says "representation": "gaussians", is drawn as depth-sorted splats instead: splats.js). UI: orbit/zoom camera (mouse,
 // touch, wheel), play/pause/seek, rendition choice, stats overlay (rendition, bitrate, buffer,
 // throughput, stalls). Test hook: window.featvid (see the bottom of this file).
 //
@@ -11,6 +12,7 @@
 import { AbrRule, MAX_BUFFER_S } from "./abr.js";
 import { decodeGop } from "./decode.js";
 import { Renderer } from "./renderer.js";
+import { SplatRenderer } from "./splats.js";
 import { FetchError, IntegrityError, RemoteStream, blockLookup } from "./stream.js";
 
 // Decoded GOPs kept in memory: the current one and the next. A GOP is decoded whole (frames *
@@ -37,6 +39,14 @@ function lookAt(eye, target, up) {
 }
 
 const UP_AXES = { "+z": [0, 0, 1], "+y": [0, 1, 0], "-y": [0, -1, 0] };
+
+// The box the orbit frames: a contracted grid's (render.space, featvid/field/volume.py) subject is its
+// inner box, the middle half of its box; the rest is the squeezed far field.
+function subjectBox(manifest) {
+  if (!manifest.render || manifest.render.space !== "contracted") return manifest.aabb;
+  const [lo, hi] = manifest.aabb;
+  return [lo.map((v, i) => (3 * v + hi[i]) / 4), hi.map((v, i) => (lo[i] + 3 * v) / 4)];
+}
 
 class OrbitCamera {
   constructor(aabb) {
@@ -93,7 +103,7 @@ class Player {
     this.stream = stream;
     this.renderer = renderer;
     this.manifest = stream.manifest;
-    this.camera = new OrbitCamera(this.manifest.aabb);
+    this.camera = new OrbitCamera(subjectBox(this.manifest));
     this.fixedView = null; // set by the test hook: draw exactly this camera
     this.scale = 1; // render resolution relative to the canvas' CSS size
     this.frame = -1; // stream frame now in the atlas texture
@@ -232,7 +242,8 @@ class Player {
       const codec = this.stream.rendition(files.rendition).codec;
       const p = decodeGop(files.video, video.mosaic.width, video.mosaic.height).then(({ frames }) => {
         if (frames.length < info.frames) throw new Error(`GOP ${files.index}: decoded ${frames.length} of ${info.frames} frames`);
-        const gop = { key: `${files.index}:${files.rendition}`, rendition: files.rendition, lookup: blockLookup(files.mapping),
+        const lookup = this.stream.gaussians ? files.mapping : blockLookup(files.mapping); // a Gaussian GOP's layout
+        const gop = { key: `${files.index}:${files.rendition}`, rendition: files.rendition, lookup,
                       frames, mosaic: video.mosaic, levels: codec.levels, info };
         if (this.decoded.get(v) === p) this.ready.set(v, gop); // not if dropped while decoding
         return gop;
@@ -260,7 +271,7 @@ class Player {
     if (!gop) return false;
     if (this.renderer.gopKey !== gop.key) this.renderer.setGop(gop.key, gop.info, gop.mosaic, gop.levels, gop.lookup);
     const t = n % this.T;
-    this.renderer.setFrame(gop.frames[t - gop.info.start]);
+    this.renderer.setFrame(gop.frames[t - gop.info.start], t - gop.info.start); // splats: the frame's index in its GOP
     this.frame = t;
     this.shown = n;
     this.rendition = gop.rendition;
@@ -455,9 +466,17 @@ async function main() {
   const params = new URLSearchParams(location.search);
   const stream = new RemoteStream(params.get("stream") || "stream/");
   await stream.open();
-  const shader = await (await fetch("raymarch.glsl")).text();
-  const renderer = new Renderer($("view"), stream.manifest, stream.mlp, shader);
+  // The manifest's representation picks the renderer: ray marching for grids, splats for Gaussians.
+  let renderer;
+  if (stream.gaussians) {
+    const g = stream.manifest.gaussians;
+    renderer = new SplatRenderer($("view"), { background: g.background || [1, 1, 1], stream: g });
+  } else {
+    const shader = await (await fetch("raymarch.glsl")).text();
+    renderer = new Renderer($("view"), stream.manifest, stream.mlp, shader);
+  }
   const player = new Player($("view"), stream, renderer, { maxBuffer: Number(params.get("buffer") || MAX_BUFFER_S) });
+  renderer.onSorted = () => { player.dirty = true; }; // splats: a depth sort for a newer view has landed
   if (params.get("rendition")) {
     if (!stream.playable.some((r) => r.name === params.get("rendition"))) {
       throw new Error(`no playable rendition ${params.get("rendition")}; the stream has ${stream.playable.map((r) => r.name).join(", ")}`);
@@ -496,6 +515,7 @@ window.featvid = {
     this.hold = true;
     player.fixedView = { c2w: Array.from(c2w), K: Array.from(K), width, height };
     await player.showFrame(t, rendition);
+    if (player.renderer.prepare) await player.renderer.prepare(player.fixedView); // splats: sorted for this view
     player.draw();
     player.renderer.finish();
     player.updateUi();

@@ -5,6 +5,9 @@
 // of the 8 corner vertices (align_corners: vertex i sits at aabb_min + i * extent / (n - 1)),
 // tau = softplus(sigma + shift) * step_ratio, alpha = 1 - exp(-tau), transmittance, and deferred
 // shading rgb = acc * MLP(F, d) + (1 - acc) * background.
+// A contracted grid (uContracted, the manifest's render.space "contracted") clips the ray to the
+// box c +- h * r_far, steps t_{k+1} = t_k + step * max(1, |x(t_k)|_inf)^2 (x in units of h around
+// c) and looks cells and vertices up at the contracted point (volume.contract).
 //
 // The player prepends `#version 300 es` and the #defines NUM_FEATURES, HIDDEN, LAYERS, VIEW_FREQS.
 
@@ -32,6 +35,10 @@ uniform float uNear;
 uniform float uDensityShift;
 uniform vec3 uBackground;
 uniform int uMaxSteps;
+uniform bool uContracted;    // the grid's box holds all of space (volume.py, "contracted")
+uniform vec3 uCentre;        // contracted: the inner box's centre c
+uniform vec3 uHalf;          // contracted: the inner box's half size h
+uniform float uRFar;         // contracted: samples stop at inf-norm radius r_far (units of h)
 
 uniform mat3 uRotation;      // camera-to-world rotation, OpenCV axes (x right, y down, z forward)
 uniform vec3 uOrigin;
@@ -91,6 +98,11 @@ vec3 mlp(float feature[NUM_FEATURES], vec3 d) {
   return rgb;
 }
 
+// inf-norm radius of x, at least 1 (volume.contract's r)
+float radiusOf(vec3 x) {
+  return max(1.0, max(max(abs(x.x), abs(x.y)), abs(x.z)));
+}
+
 // Atlas tile of the block holding vertex v, or (-1, -1).
 ivec2 tileOf(ivec3 v) {
   return texelFetch(uBlocks, v >> 2, 0).xy;
@@ -103,10 +115,12 @@ void main() {
   vec3 d = normalize(uRotation * dCam);
   vec3 o = uOrigin;
 
-  // Ray / box clip (volume.ray_aabb).
+  // Ray / box clip (volume.ray_aabb); contracted: the box of points within r_far.
+  vec3 clipMin = uContracted ? uCentre - uHalf * uRFar : uAabbMin;
+  vec3 clipMax = uContracted ? uCentre + uHalf * uRFar : uAabbMax;
   vec3 safe = mix(d, vec3(1e-9), lessThan(abs(d), vec3(1e-9)));
-  vec3 t0 = (uAabbMin - o) / safe;
-  vec3 t1 = (uAabbMax - o) / safe;
+  vec3 t0 = (clipMin - o) / safe;
+  vec3 t1 = (clipMax - o) / safe;
   vec3 tmin = min(t0, t1);
   vec3 tmax = max(t0, t1);
   float tNear = max(max(max(tmin.x, tmin.y), tmin.z), uNear);
@@ -121,10 +135,21 @@ void main() {
   float acc = 0.0;
   float transmittance = 1.0;
 
+  vec3 ox = (o - uCentre) / uHalf;  // contracted: the ray in units of h, x(t) = ox + t dx
+  vec3 dx = d / uHalf;
+  float tNext = tNear;
   for (int k = 0; k < uMaxSteps; k++) {
-    float t = tNear + float(k) * uStep;
+    float t = uContracted ? tNext : tNear + float(k) * uStep;
     if (t >= tFar || transmittance < MIN_TRANSMITTANCE) break;
-    vec3 g = (o + t * d - uAabbMin) * toGrid;  // continuous vertex coordinates
+    vec3 p = o + t * d;
+    if (uContracted) {
+      float r = radiusOf(ox + t * dx);
+      tNext = t + uStep * r * r;
+      vec3 x = (p - uCentre) / uHalf;
+      float rp = radiusOf(x);
+      p = uCentre + uHalf * (x * ((2.0 - 1.0 / rp) / rp));
+    }
+    vec3 g = (p - uAabbMin) * toGrid;  // continuous vertex coordinates
     ivec3 cell = clamp(ivec3(floor(g)), ivec3(0), uGridShape - 2);
     vec3 f = g - vec3(cell);
     // Trilinear over the corners that lie in kept blocks; corners elsewhere hold 0 (not stored).

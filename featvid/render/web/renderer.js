@@ -4,6 +4,7 @@
 export class RenderError extends Error {}
 
 const MLP_TEX_WIDTH = 1024; // must match raymarch.glsl
+const MAX_CONTRACTED_SAMPLES = 4096; // must match featvid/field/volume.py
 
 const VERTEX_SHADER = `#version 300 es
 // One triangle that covers the viewport; no vertex buffers needed.
@@ -84,7 +85,18 @@ export class Renderer {
     gl.uniform1f(this.loc.uNear, m.render.near || 0);
     gl.uniform1f(this.loc.uDensityShift, m.render.density_shift);
     gl.uniform3fv(this.loc.uBackground, m.render.background);
-    gl.uniform1i(this.loc.uMaxSteps, Math.ceil(diagonal / step) + 1);
+    // A contracted grid (volume.py): inner box c +- h (the box's middle half), samples stop at r_far,
+    // the inf-norm radius where the contraction is half a voxel short of the faces (volume.far_radius).
+    const contracted = m.render.space === "contracted";
+    const centre = [0, 1, 2].map((i) => (lo[i] + hi[i]) / 2);
+    const half = [0, 1, 2].map((i) => (hi[i] - lo[i]) / 4);
+    const halfVoxel = 0.5 * Math.max(...[0, 1, 2].map((i) => (hi[i] - lo[i]) / (shape[i] - 1) / half[i]));
+    gl.uniform1i(this.loc.uContracted, contracted ? 1 : 0);
+    gl.uniform3fv(this.loc.uCentre, centre);
+    gl.uniform3fv(this.loc.uHalf, half);
+    gl.uniform1f(this.loc.uRFar, 1 / halfVoxel);
+    // contracted: the reference's cap on samples a ray (volume.MAX_CONTRACTED_SAMPLES)
+    gl.uniform1i(this.loc.uMaxSteps, contracted ? MAX_CONTRACTED_SAMPLES : Math.ceil(diagonal / step) + 1);
     this.gopKey = null; // which GOP (and rendition) the textures hold
     this.atlasSize = [0, 0];
   }

@@ -11,6 +11,8 @@
 // of it is used. A stream from before the table existed plays unverified, with a console warning.
 // The manifest itself is the root of trust: serve it over https (or from loopback).
 
+import { checkGaussianManifest, parseLayout } from "./gaussians.js";
+
 export class StreamError extends Error {}
 export class IntegrityError extends StreamError {} // a fetched file is not the one the manifest records
 
@@ -122,7 +124,18 @@ export function parseManifest(text) {
     throw new StreamError(`stream format version ${m.version} is not supported (this player reads versions ${READS.join(" and ")})`);
   }
   if (!Array.isArray(m.gops) || !m.gops.length) throw new StreamError("manifest lists no GOPs");
-  checkName(m.mlp.file, "MLP file");
+  // Grids (no "representation") or Gaussians (docs/gaussians.md: no MLP, a layout file per GOP).
+  const gaussians = m.representation === "gaussians";
+  if (m.representation !== undefined && m.representation !== "grids" && !gaussians) {
+    throw new StreamError(`manifest: representation ${JSON.stringify(m.representation)} is not one this player draws (grids, gaussians)`);
+  }
+  if (gaussians) checkGaussianManifest(m);
+  else checkName(m.mlp.file, "MLP file");
+  // Which space a grid lives in (featvid/field/volume.py); absent: "box", every stream before it.
+  const space = (m.render && m.render.space) || "box";
+  if (!gaussians && space !== "box" && space !== "contracted") {
+    throw new StreamError(`manifest: render space ${JSON.stringify(space)} is not one this player draws (box, contracted)`);
+  }
   if (m.version === 1) { // one rendition, named after its preset; its bitrate from the GOP sizes
     const bits = m.gops.reduce((s, g) => s + 8 * ((g.bytes && g.bytes.video) || 0), 0);
     const peak = Math.max(...m.gops.map((g) => (8 * ((g.bytes && g.bytes.video) || 0) * m.fps) / g.frames));
@@ -144,7 +157,7 @@ export function parseManifest(text) {
     }
     g.mappingBytes = (g.bytes && g.bytes.mapping) || 0;
   }
-  const names = [m.mlp.file, ...m.gops.flatMap((g) => [g.mapping, ...Object.values(g.videos).map((v) => v.file)])];
+  const names = [...(gaussians ? [] : [m.mlp.file]), ...m.gops.flatMap((g) => [g.mapping, ...Object.values(g.videos).map((v) => v.file)])];
   m.files = parseFiles(m.files, names);
   return m;
 }
@@ -284,6 +297,8 @@ export class RemoteStream {
       console.warn(`${this.base}manifest.json records no file hashes (a stream from an older featvid): its files ` +
                    "play unverified; re-encode it to make it verifiable");
     }
+    this.gaussians = m.representation === "gaussians";
+    if (this.gaussians) return m; // no MLP: splats carry their own colour
     const mlp = await fetchBytes(this.base + m.mlp.file);
     await this.check(m.mlp.file, mlp);
     this.mlp = parseMlp(mlp, m.mlp);
@@ -320,7 +335,7 @@ export class RemoteStream {
     const t1 = performance.now();
     await Promise.all([this.check(g.mapping, mapBytes), this.check(g.videos[name].file, video)]);
     const verifyMs = this.manifest.files ? performance.now() - t1 : 0;
-    const mapping = await parseMapping(mapBytes, g.mapping);
+    const mapping = this.gaussians ? await parseLayout(mapBytes, g.mapping, g) : await parseMapping(mapBytes, g.mapping);
     const bytes = mapBytes.byteLength + video.byteLength;
     this.bytesFetched += bytes;
     return { index: i, rendition: name, info: g, mapping, video, bytes, seconds, verifyMs };
