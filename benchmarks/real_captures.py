@@ -58,7 +58,10 @@ def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, 
     seconds = json.loads(done.read_text())["seconds"]
     run_meta = json.loads((run / "run.json").read_text())
     floats = evaluate(run, data, downscale, work / "eval_run.json")
-    featvid("bake", run, "--out", baked, "--force")
+    for folder in (baked, stream):  # made again from the run each time (cheap next to training)
+        if folder.exists():
+            shutil.rmtree(folder)
+    featvid("bake", run, "--out", baked)
     featvid("encode", baked, "--out", stream)
     streamed = evaluate(stream, data, downscale, work / "eval_stream.json")
     frames = len(floats["frames"])

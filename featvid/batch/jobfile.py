@@ -7,7 +7,8 @@ encode = ["h264-crf16.5"]    # the default encodes of a sequence that lists none
 
 [[sequence]]
 name = "dancer"              # default: the input folder's name
-run = "runs/dancer"          # a finished run folder: baked into OUT/dancer/baked, or
+run = "runs/dancer"          # a finished run folder: baked into OUT/dancer/baked (a folder of
+#                            # 3DGS PLY frames too, as `featvid bake` takes: gop, sh_degree, fps), or
 # baked = "bakes/dancer"     # a baked folder, encoded as it is, or
 # train = {preset = "fast", segment = 8}  # train `data` into OUT/dancer/run first (a preset name
 #                            # alone, or a table: preset + TrainConfig flat names)
@@ -32,6 +33,7 @@ from featvid.codecs.backends import BACKENDS, DEFAULT_BACKEND
 from featvid.codecs.manifest import MAX_RENDITIONS, valid_rendition_name
 from featvid.codecs.presets import LADDERS, get_preset, ladder_names
 from featvid.errors import ConfigError, FeatvidError, FormatError
+from featvid.gaussians.ply import is_ply_folder
 from featvid.limits import read_json
 from featvid.names import safe_name
 
@@ -45,7 +47,8 @@ MAX_CRF_LIST = 64  # rates of one crf list
 MAX_OUTPUTS = 4096  # streams of the whole job (a crf list makes one per rate)
 
 _JOB_KEYS = {"out", "retries", "backend", "encode", "sequence"}
-_SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode", "train"}
+_SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode", "train", "gop", "sh_degree", "fps"}
+_PLY_KEYS = ("gop", "sh_degree", "fps")  # `featvid bake`'s options of a folder of Gaussian PLY frames
 _ENCODE_KEYS = {"preset", "crf", "basis", "name", "ladder"}
 
 
@@ -91,6 +94,8 @@ class Sequence:
     data: Path | None  # the dataset to score outputs on, or None
     encodes: tuple[EncodeSpec, ...]
     train: TrainSpec | None = None  # train `data` into `run` first, or None (`run` is finished)
+    ply: Path | None = None  # a folder of 3DGS PLY frames baked into `baked` first (then run is None)
+    ply_options: tuple[tuple[str, Any], ...] = ()  # bake_gaussians' gop / sh_degree / fps, as given
 
     def stream_dir(self, spec: EncodeSpec) -> Path:
         return self.folder / f"{spec.name}.fvv"
@@ -212,6 +217,10 @@ def _sequence(e: Any, i: int, default_encodes: Any, out: Path, root: Path, src: 
     if train is not None and "data" not in e:
         raise ConfigError(f"{where}: train needs data (the dataset to train)")
     run = _path(e["run"], "run", where, root) if "run" in e else None
+    try:
+        ply = run if run is not None and is_ply_folder(run) else None  # baked as `featvid bake` does
+    except OSError as err:  # an unlistable folder
+        raise ConfigError(f"{where}: run {str(run)!r} cannot be listed ({err.strerror or err})") from None
     given = run if run is not None else _path(e["data" if train is not None else "baked"], "data", where, root)
     name = e.get("name", given.name)
     try:
@@ -224,21 +233,39 @@ def _sequence(e: Any, i: int, default_encodes: Any, out: Path, root: Path, src: 
     folder = out / name
     if train is not None:
         run = folder / "run"
-    baked = folder / "baked" if run is not None else given
+    ply_options = _ply_options(e, ply is not None, where)
+    if ply is not None:
+        run = None
+    baked = folder / "baked" if run is not None or ply is not None else given
     data = _path(e["data"], "data", where, root) if "data" in e else None
     raw = e.get("encode", default_encodes)
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: encode must be a list of preset names or tables")
     encodes = [spec for j, item in enumerate(raw) for spec in _encodes(item, f"{where}, encode {j + 1}")]
-    if run is None and not encodes:
+    if run is None and ply is None and not encodes:
         raise ConfigError(f"{where}: a baked sequence needs at least one encode")
     names = [s.name for s in encodes]
-    if "baked" in names and run is not None:
+    if "baked" in names and (run is not None or ply is not None):
         raise ConfigError(f"{where}: a stream may not be named 'baked' (the bake's folder)")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{where}: two encodes write {twice[0]}.fvv: give one a `name`")
-    return Sequence(name, folder, run, baked, data, tuple(encodes), train)
+    return Sequence(name, folder, run, baked, data, tuple(encodes), train, ply, ply_options)
+
+
+def _ply_options(e: dict, ply: bool, where: str) -> tuple[tuple[str, Any], ...]:
+    """A PLY sequence's bake options (featvid.bake.gaussians.bake_gaussians' gop, sh_degree, fps),
+    checked; an error when given for anything but a folder of PLY frames."""
+    given = [k for k in _PLY_KEYS if k in e]
+    if given and not ply:
+        raise ConfigError(f"{where}: {given[0]} applies to a folder of Gaussian PLY frames (run = \"FOLDER\")")
+    bounds = {"gop": (1, 10000), "sh_degree": (0, 3), "fps": (0.001, 1000)}
+    for k in given:
+        v, (lo, hi) = e[k], bounds[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float) if k == "fps" else int) or not lo <= v <= hi:
+            raise ConfigError(f"{where}: {k} must be {'a number' if k == 'fps' else 'an integer'} in {lo}..{hi}, "
+                              f"got {v!r}")
+    return tuple((k, float(e[k]) if k == "fps" else e[k]) for k in given)
 
 
 def _train(item: Any, where: str) -> TrainSpec:

@@ -2,6 +2,7 @@
 machine that hands the runner its next tasks as the last ones finish.
 
     bake of a run:  open (resume or start over) -> one task per GOP -> finish (baked.json last)
+    bake of PLY frames (Gaussians): one task, the whole bake (featvid.bake.gaussians)
     stream:         open (plan, fit the basis; resume or start over) -> one task per GOP -> finish
                     (manifest last); it waits for its sequence's bake
     either, when the sequence names a dataset: score (held-out PSNR / SSIM, OUTPUT.eval.json)
@@ -22,6 +23,7 @@ from featvid.batch import tasks
 from featvid.batch.jobfile import EncodeSpec, Job, Sequence
 from featvid.codecs.manifest import MANIFEST, Manifest
 from featvid.errors import FeatvidError, FormatError
+from featvid.gaussians.ply import ply_frames
 from featvid.limits import read_json
 
 
@@ -192,6 +194,51 @@ class BakeOutput(Output):
         return Task(self, "finish", tasks.finish_bake_task, (self.run_dir, self.path, entries))
 
 
+class GaussianBakeOutput(Output):
+    """A folder of 3DGS PLY frames baked into OUT/<sequence>/baked in one task, as `featvid bake`
+    does (bake_gaussians writes the whole bake; a killed one is baked again from the start)."""
+
+    kind = "bake"
+    verb = "bake"
+
+    def __init__(self, seq: Sequence) -> None:
+        assert seq.ply is not None
+        super().__init__(seq.name, "baked", seq.baked, gops_total=1)  # its GOP count once it is baked
+        self.ply, self.options = seq.ply, dict(seq.ply_options)
+
+    def begin(self) -> list[Task]:
+        if (self.path / "baked.json").is_file():
+            kept = self._kept()
+            if isinstance(kept, str):
+                self.fail(None, f"holds a bake {kept}; remove it to bake again")
+            else:
+                self.status, self.gops_total, self.gops_done = "kept", kept, kept
+            return []
+        self.status = "running"
+        return [Task(self, "bake", tasks.bake_gaussians_task, (self.ply, self.path, self.options))]
+
+    def _kept(self) -> int | str:
+        """The GOP count of the finished bake there when it is of these frames (it is kept), else
+        how it differs."""
+        try:
+            baked = Baked(self.path)
+            sources = [p.name for p in ply_frames(self.ply)]
+        except FeatvidError as e:
+            return f"that cannot be read ({e})"
+        if baked.gaussians is None:
+            return "of a run, not of Gaussian PLY frames"
+        if baked.meta.get("sources") != sources:
+            return f"of other PLY frames than the {len(sources)} in {self.ply}"
+        degree = self.options.get("sh_degree")
+        if degree is not None and baked.gaussians.sh_degree != degree:
+            return f"of SH degree {baked.gaussians.sh_degree}, not {degree}"
+        return len(baked.gops)
+
+    def take(self, task: Task, value: int) -> list[Task]:
+        self.status, self.gops_total, self.gops_done = "done", value, value
+        return []
+
+
 class StreamOutput(Output):
     """One stream OUT/<sequence>/<name>.fvv of a bake, GOP by GOP."""
 
@@ -237,6 +284,7 @@ class StreamOutput(Output):
             m = Manifest.read(self.path)
         except FeatvidError as e:
             return f"by something else (unreadable manifest: {e})"
+        self.gops_total = len(m.gops)  # unknown before where the job makes the bake (PLY frames, train)
         return m.differs(self.spec.presets, self.spec.crf, self.backend, self.spec.basis)
 
 
@@ -295,6 +343,9 @@ def plan_job(job: Job) -> list[Output]:
         if seq.train is not None:
             deps = [TrainOutput(seq)]
             outputs.append(deps[0])
+        if seq.ply is not None:
+            deps = [GaussianBakeOutput(seq)]
+            outputs.append(deps[0])
         if seq.run is not None:
             try:
                 bake: Output = BakeOutput(seq, deps)
@@ -305,7 +356,7 @@ def plan_job(job: Job) -> list[Output]:
             outputs.append(bake)
             deps = [bake]
         unreadable = None
-        if seq.run is None:
+        if seq.run is None and seq.ply is None:
             try:
                 gops = len(Baked(seq.baked).gops)
             except FeatvidError as e:

@@ -1,6 +1,7 @@
 """The tasks a batch job runs on its workers: plain module functions of picklable arguments.
 
 Per baked folder:  open_bake -> bake_gop (one per GOP, any order, anywhere) -> finish_bake
+Per Gaussian bake: bake_gaussians_task (a folder of PLY frames, the whole bake on one worker)
 Per stream:        plan_stream -> encode_gop (one per GOP) -> finish_stream
 Per trained sequence: train_task (the whole run, on one worker)
 Per scored output: score
@@ -18,7 +19,8 @@ from typing import Any
 
 from featvid.atomic import make_dirs, write_failed, write_json
 from featvid.bake.atlas import bake_gop, check_bakeable, finish_bake
-from featvid.formats.baked import BakedGop
+from featvid.bake.gaussians import bake_gaussians
+from featvid.formats.baked import Baked, BakedGop
 from featvid.formats.run import Run
 from featvid.batch.staging import (
     Staging,
@@ -82,6 +84,14 @@ def bake_gop_task(run_dir: Path, g: int, out: Path) -> BakedGop:
     if round_trips(entry):
         Staging(out).record(g, entry_to_dict(entry), [entry.mapping, entry.planes, entry.samples])
     return entry
+
+
+def bake_gaussians_task(ply_dir: Path, out: Path, options: dict[str, Any]) -> int:
+    """Bake a folder of 3DGS PLY frames into `out` (emptied first: what a killed bake left goes) as
+    `featvid bake` does, with its gop / sh_degree / fps; returns the bake's GOP count."""
+    prepare_bake_out(out, [ply_dir])
+    bake_gaussians(ply_dir, out, **options)
+    return len(Baked(out).gops)
 
 
 def finish_bake_task(run_dir: Path, out: Path, entries: list[BakedGop]) -> Path:
