@@ -114,7 +114,8 @@ def coarse_pass(frames: range, images_of: Callable[[int], tuple[torch.Tensor, "C
         images, cams = images_of(t)
         sampler = RaySampler(images, cams)
         gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * t + 1)
-        iters = config.coarse.iters if i == 0 else config.coarse.frame_iters
+        first = config.coarse.contracted_iters if space == "contracted" and config.coarse.contracted_iters else config.coarse.iters
+        iters = first if i == 0 else config.coarse.frame_iters
         fit_coarse_frame(grid, sampler, iters, config, bg, gen, desc=f"coarse {t}", space=space)
         occ = grid.occupancy_on(fine_shape, config.grid.step_ratio, config.coarse.occupancy_alpha,
                                 config.coarse.occupancy_dilation)

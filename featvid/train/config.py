@@ -121,9 +121,14 @@ class CoarseConfig:
     """A fine vertex is occupied where the upsampled coarse density gives alpha above this (per step)."""
     occupancy_dilation: int = 1
     """Occupied region grown by this many fine voxels, so the fine pass has room."""
+    contracted_iters: int = 0
+    """Iterations of the first frame's coarse fit in a contracted grid (0: `iters`): the shell's
+    density starts from nothing over all of space. At 400 instead of `fast`'s 100: the forward-facing
+    scene 8.33 -> 14.86 dB held-out (its backdrop appears), the room 18.22 -> 19.89 dB."""
 
     def __post_init__(self) -> None:
         _int("coarse.iters", self.iters, 1)
+        _int("coarse.contracted_iters", self.contracted_iters, 0)
         _int("coarse.frame_iters", self.frame_iters, 0)
         _float("coarse.lr", self.lr, 0, lo_open=True)
         _float("coarse.occupancy_alpha", self.occupancy_alpha, 0, 1, lo_open=True, hi_open=True)
@@ -323,7 +328,7 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "mlp_hidden": ("mlp", "hidden"), "mlp_layers": ("mlp", "layers"), "view_freqs": ("mlp", "view_freqs"),
     "coarse_iters": ("coarse", "iters"), "coarse_frame_iters": ("coarse", "frame_iters"),
     "coarse_lr": ("coarse", "lr"), "occupancy_alpha": ("coarse", "occupancy_alpha"),
-    "occupancy_dilation": ("coarse", "occupancy_dilation"),
+    "occupancy_dilation": ("coarse", "occupancy_dilation"), "coarse_contracted_iters": ("coarse", "contracted_iters"),
     "gop": ("gop", "length"), "gop_growth": ("gop", "growth"), "max_gop": ("gop", "max_length"),
     "segment": ("gop", "segment"),
     "keyframe_iters": ("schedule", "keyframe_iters"), "keyframe_iters_min": ("schedule", "keyframe_iters_min"),
@@ -523,16 +528,16 @@ PRESETS: dict[str, TrainConfig] = {
     "fast": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
-        density_tv_weight=3e-3, space="auto"),
+        density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
-        batch_rays=4096, space="auto"),
-    "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto"),
+        batch_rays=4096, space="auto", coarse_contracted_iters=400),
+    "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto", coarse_contracted_iters=1200),
     "quality": TrainConfig().with_overrides(
         grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
         keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
-        mlp_hidden=64, lr_mlp=1e-3, space="auto"),
+        mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000),
 }
 
 PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them
