@@ -3,6 +3,18 @@
 
 export class RenderError extends Error {}
 
+// RGBA bytes of what is drawn in the bound framebuffer, top row first (WebGL reads bottom-up);
+// both renderers (ray marching, splats) read their canvas through this.
+export function readCanvasPixels(gl, canvas) {
+  const { width, height } = canvas;
+  const px = new Uint8Array(width * height * 4);
+  gl.readPixels(0, 0, width, height, gl.RGBA, gl.UNSIGNED_BYTE, px);
+  const out = new Uint8Array(px.length);
+  const row = width * 4;
+  for (let y = 0; y < height; y++) out.set(px.subarray((height - 1 - y) * row, (height - y) * row), y * row);
+  return out;
+}
+
 const MLP_TEX_WIDTH = 1024; // must match raymarch.glsl
 const MAX_CONTRACTED_SAMPLES = 4096; // must match featvid/field/volume.py
 
@@ -170,16 +182,9 @@ export class Renderer {
     return String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
   }
 
-  // RGBA bytes of the canvas, top row first (WebGL reads bottom-up).
+  // RGBA bytes of the canvas, top row first.
   readPixels() {
-    const gl = this.gl;
-    const { width, height } = this.canvas;
-    const px = new Uint8Array(width * height * 4);
-    gl.readPixels(0, 0, width, height, gl.RGBA, gl.UNSIGNED_BYTE, px);
-    const out = new Uint8Array(px.length);
-    const row = width * 4;
-    for (let y = 0; y < height; y++) out.set(px.subarray((height - 1 - y) * row, (height - y) * row), y * row);
-    return out;
+    return readCanvasPixels(this.gl, this.canvas);
   }
 
   // Wait until the GPU has finished the last draw (for honest timings).

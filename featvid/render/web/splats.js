@@ -23,6 +23,7 @@
 
 import { decodeFrame, gopPlan } from "./gaussians.js";
 import { sortBackToFront } from "./splatsort.js";
+import { readCanvasPixels } from "./renderer.js";
 
 export class SplatError extends Error {}
 
@@ -431,17 +432,10 @@ export class SplatRenderer {
     return `${name}; splats, ${acc} accumulation, sort ${this.worker ? "in a worker" : "on the main thread"}`;
   }
 
-  // RGBA bytes of the canvas, top row first (WebGL reads bottom-up).
+  // RGBA bytes of the canvas, top row first.
   readPixels() {
-    const gl = this.gl;
-    const { width, height } = this.canvas;
-    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
-    const px = new Uint8Array(width * height * 4);
-    gl.readPixels(0, 0, width, height, gl.RGBA, gl.UNSIGNED_BYTE, px);
-    const out = new Uint8Array(px.length);
-    const row = width * 4;
-    for (let y = 0; y < height; y++) out.set(px.subarray((height - 1 - y) * row, (height - y) * row), y * row);
-    return out;
+    this.gl.bindFramebuffer(this.gl.FRAMEBUFFER, null);  // the canvas, not the accumulation buffer
+    return readCanvasPixels(this.gl, this.canvas);
   }
 
   finish() {
