@@ -343,6 +343,12 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.option("--density-tv", "density_tv", type=FiniteFloat(min=0), default=None,
               help="Weight of the density total variation on warm frames (fewer floaters); 0 switches "
                    "it off [default: the preset's].")
+@click.option("--rate-weight", type=FiniteFloat(min=0), default=None, metavar="LAMBDA",
+              help="Weight of the codec's estimated bits per atlas sample in the loss: fewer bytes for "
+                   "some quality; 0 switches it off [default: the preset's, 0].")
+@click.option("--distortion-weight", type=FiniteFloat(min=0), default=None,
+              help="Weight of the distortion loss in a contracted grid (each ray's weight on one surface: "
+                   "fewer floaters in front of the cameras); 0 switches it off [default: the preset's].")
 @click.option("--importance", type=click.Choice(["ist", "isg", "none"]), default=None,
               help="Ray importance sampling of later frames [default: the preset's].")
 @click.option("--motion/--no-motion", default=None,
@@ -380,7 +386,7 @@ def _parse_gop(text: str | None) -> int | str | None:
 @dataset_options
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
           temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
-          importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
+          rate_weight: float | None, distortion_weight: float | None, importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
           keyframe_iters: int | None, refresh_margin: float | None, device: str,
           seed: int | None, force: bool, aabb: str, segment: int | None, train_workers: int | None,
           train_executor: str, train_address: str | None, data_format: str | None, downscale: float,
@@ -406,7 +412,8 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
     overrides = dict(grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
                      spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
                      seed=seed, motion=motion, refresh_margin=refresh_margin, segment=segment, space=space,
-                     colour_correction=colour_correction, keyframe_iters=keyframe_iters)
+                     colour_correction=colour_correction, keyframe_iters=keyframe_iters,
+                     rate_weight=rate_weight, distortion_weight=distortion_weight)
     options = dict(frames=_parse_frames(frames), aabb=parse_aabb(aabb), force=force, device=device, on_step=click.echo,
                    on_warning=lambda w: _warn([w]), format=data_format, downscale=downscale, masks=masks)
     if train_workers is not None:

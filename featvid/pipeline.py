@@ -25,6 +25,7 @@ import torch
 
 from featvid.atomic import make_dirs, write_json
 from featvid.bake import bake_run
+from featvid.bake.atlas import baked_from
 from featvid.codecs import DEFAULT_PRESET, Preset, encode_baked, open_stream
 from featvid.codecs.backends import DEFAULT_BACKEND
 from featvid.codecs.manifest import stream_is_current  # the one staleness rule (re-exported)
@@ -187,11 +188,12 @@ def ensure_run(dataset: Path, run_dir: Path, config: TrainConfig, frames: tuple[
 
 def ensure_bake(run_dir: Path, baked_dir: Path, fresh: bool = False) -> tuple[Path, bool]:
     """The bake of `run_dir` in `baked_dir`: baked again when `fresh` (the run changed), when it is
-    missing, or when it is of an older format. Returns (folder, whether it was baked now)."""
+    missing, of an older format, or of another run (another MLP or other GOPs: a run trained again
+    into the same folder). Returns (folder, whether it was baked now)."""
     if not fresh:
         try:
-            Baked(baked_dir)
-            return Path(baked_dir), False
+            if baked_from(Run(run_dir), Baked(baked_dir)):
+                return Path(baked_dir), False
         except FormatError:
             pass
     return bake_run(run_dir, baked_dir), True

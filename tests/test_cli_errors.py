@@ -68,6 +68,24 @@ def test_help_and_version_are_unchanged():
     assert r.exit_code == 2 and "Commands:" in r.output
 
 
+def test_train_passes_the_loss_weights_it_names(tmp_path, monkeypatch):
+    import featvid.pipeline
+
+    seen = {}
+
+    def fake_train(dataset, out, preset_name, overrides, **options):
+        seen.update(overrides)
+        return "trained"
+
+    monkeypatch.setattr(featvid.pipeline, "train_dataset", fake_train)
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "0.001",
+                                  "--distortion-weight", "0.01"])
+    assert r.exit_code == 0, r.output
+    assert seen["rate_weight"] == 0.001 and seen["distortion_weight"] == 0.01
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "-1"])
+    assert r.exit_code == 2
+
+
 # ---- the last-resort handler ------------------------------------------------------------------------
 
 def _break_info(monkeypatch, error: BaseException) -> None:

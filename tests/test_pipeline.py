@@ -46,6 +46,17 @@ def test_a_bake_of_an_older_format_is_baked_again(tmp_path):
     assert ensure_bake(run, baked, fresh=True)[1]  # the run changed: baked again
 
 
+def test_a_bake_of_another_run_in_the_same_folder_is_baked_again(tmp_path):
+    # a run trained again into its folder (another preset) with the bake left from before: the
+    # old bake is not this run's, whatever an earlier interrupted command knew
+    run = make_run(tmp_path / "run", frames=2, gop=1, shape=(16, 16, 16), channels=2, seed=0)
+    baked, _ = ensure_bake(run, tmp_path / "baked")
+    shutil.rmtree(run)
+    shutil.copytree(make_run(tmp_path / "other", frames=2, gop=1, shape=(16, 16, 16), channels=2, seed=1), run)
+    assert ensure_bake(run, baked) == (baked, True)
+    assert ensure_bake(run, baked) == (baked, False)  # now it is
+
+
 def test_default_stream_stays_close_to_its_run(tiny_run, tiny_stream, tiny_dataset):
     """The whole codec on the tiny scene: held-out PSNR of the default-preset stream within a stated
     bound of the float run's. Measured: run 28.02 dB, stream 27.61 dB (-0.40); per frame -0.30 to -0.55."""

@@ -10,6 +10,7 @@ interrupted bake resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -18,13 +19,14 @@ import torch
 from safetensors.numpy import save as _st_save
 
 from featvid.atomic import make_dirs, write_bytes, write_failed, write_json
-from featvid.errors import FormatError
+from featvid.errors import FeatvidError, FormatError
 from featvid.field.files import FileRecord, records_dict
 from featvid.field.gop import Gop, check_tiling
 from featvid.field.mapping import Mapping
 from featvid.field.mlp import TinyMLP
-from featvid.formats.baked import BAKED_FORMAT, BAKED_VERSION, BakedGop, planes_bytes, plane_ranges, read_planes
-from featvid.formats.run import Run
+from featvid.formats.baked import (BAKED_FORMAT, BAKED_VERSION, Baked, BakedGop, planes_bytes, planes_meta,
+                                   plane_ranges, read_planes)
+from featvid.formats.run import Run, frame_name
 from featvid.outputs import BAKED, check_output_dir
 from featvid.progress import progress_bar
 
@@ -44,15 +46,47 @@ def draw_samples(planes: torch.Tensor, mapping: Mapping, count: int, generator: 
     return planes.reshape(F, planes.shape[1], -1)[pick // U, :, used[pick % U]]  # [n, P]
 
 
-def _kept_planes(planes_path: Path, gop: Gop, mapping: Mapping) -> torch.Tensor | None:
-    """An earlier bake's planes of this GOP when its file is complete, else None."""
-    if not planes_path.is_file():
+def gop_source(run: Run, g: int) -> str | None:
+    """What GOP g's planes are made of, as one SHA-256: the recorded SHA-256 of its mapping and of
+    each of its frame files (files.json). None for a run that records none (an older featvid)."""
+    gop = run.gops[g]
+    names = [gop.mapping] + [frame_name(t) for t in range(gop.start, gop.end)]
+    records = [run.files.get(n) for n in names]
+    if any(r is None for r in records):
+        return None
+    return hashlib.sha256("".join(f"{n} {r.sha256}\n" for n, r in zip(names, records)).encode()).hexdigest()
+
+
+def baked_from(run: Run, baked: Baked) -> bool:
+    """Whether `baked` is a bake of `run` as the run is now: the same MLP file, the same GOPs, and
+    every GOP's planes made from the run's frame files (`gop_source`; a bake of an older featvid
+    records no source and counts as another run's)."""
+    mlp = run.files.get("mlp.safetensors")  # the bake copies the run's MLP file as it is
+    if mlp is None or baked.files.get("mlp.safetensors") != mlp:
+        return False
+    if [(g.start, g.frames) for g in baked.gops] != [(g.start, g.frames) for g in run.gops]:
+        return False
+    try:
+        for g, entry in enumerate(baked.gops):
+            source = gop_source(run, g)
+            if source is None or planes_meta(baked.path / entry.planes).get("source") != source:
+                return False
+        return True
+    except FeatvidError:  # a planes file missing or damaged: not a bake of anything
+        return False
+
+
+def _kept_planes(planes_path: Path, gop: Gop, mapping: Mapping, source: str | None) -> torch.Tensor | None:
+    """An earlier bake's planes of this GOP when its file is complete and was made from the same
+    frame files (`source`: a run trained again into the same folder has other frames under the
+    same GOPs), else None."""
+    if source is None or not planes_path.is_file():
         return None
     try:
         arr, old = read_planes(planes_path)
     except FormatError:  # a StreamError too (read_planes)
         return None
-    same = old == {"start": str(gop.start), "frames": str(gop.frames)}
+    same = old == {"start": str(gop.start), "frames": str(gop.frames), "source": source}
     if same and arr.shape[0] == gop.frames and tuple(arr.shape[2:]) == mapping.atlas_size:
         return torch.from_numpy(arr.copy())
     return None
@@ -62,17 +96,20 @@ def bake_gop(run: Run, g: int, out: Path) -> BakedGop:
     """Bake GOP g of a finished run into `out`: its planes, mapping and samples; returns its entry.
 
     Every frame's grid goes through the GOP's mapping into 1 + C atlas planes, stored as float32
-    (lossless w.r.t. the run). Files already there from an earlier bake of the same GOP are kept.
+    (lossless w.r.t. the run). Planes already there from an earlier bake of the same GOP of the same
+    frame files are kept (a killed bake resumes); anything else is baked again.
     """
     gop = run.gops[g]
     mapping = run.mapping(g)  # checked against the run's grid
     name = f"gop_{g:05d}"
     planes_path = out / f"{name}.planes.zst"
-    planes = _kept_planes(planes_path, gop, mapping)
+    source = gop_source(run, g)
+    planes = _kept_planes(planes_path, gop, mapping, source)
     if planes is None:
         # run.frame checks each grid (NaN/inf, shape, box) before anything is written
         planes = torch.stack([mapping.grid_to_atlas(run.frame(t)) for t in range(gop.start, gop.end)])  # [F, P, H, W]
-        write_bytes(planes_path, planes_bytes(planes, {"start": str(gop.start), "frames": str(gop.frames)}))
+        meta = {"start": str(gop.start), "frames": str(gop.frames), **({"source": source} if source else {})}
+        write_bytes(planes_path, planes_bytes(planes, meta))
     else:
         log.info("bake: GOP %d already baked, kept", g)
     # samples seeded by the GOP: a GOP bakes the same wherever and whenever it runs

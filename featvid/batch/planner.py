@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from featvid.bake.atlas import baked_from
 from featvid.formats.baked import Baked
 from featvid.formats.run import Run
 from featvid.batch import tasks
@@ -177,6 +178,15 @@ class BakeOutput(Output):
             if len(baked.gops) != self.gops_total:
                 self.fail(None, f"holds a bake of {len(baked.gops)} GOPs, the run has {self.gops_total}; "
                                 "remove it to bake again")
+                return []
+            try:
+                same_run = baked_from(Run(self.run_dir), baked)
+            except FeatvidError as e:
+                self.fail(None, str(e))
+                return []
+            if not same_run:
+                self.fail(None, "holds a bake of another run (the run was trained again since, or by an older "
+                                "featvid); remove it to bake again")
                 return []
             self.status, self.gops_done = "kept", self.gops_total
             return self._score_tasks()

@@ -41,7 +41,7 @@ from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, C
                                      GopVideo, Manifest, Rendition, bitrates, valid_rendition_name)
 from featvid.codecs.pack import Mosaic, num_cells, pack
 from featvid.codecs.presets import DEFAULT_PRESET, Preset, ladder_names, resolve_preset
-from featvid.codecs.quantize import code_ranges, quantize
+from featvid.codecs.quantize import MAX_RANGE, code_ranges, quantize
 from featvid.codecs.video import Backend, VideoSpec
 from featvid.errors import ConfigError, StreamError
 from featvid.field.mapping import Mapping
@@ -105,6 +105,39 @@ def gop_planes(atlas: Atlas, mapping: Mapping, step_ratio: float,
     if A is not None:
         ranges = ranges[:1] + basis.equal_step(ranges[1:])
     return planes, ranges
+
+
+def decoder_constants(lo: float, hi: float, levels: tuple[int, int]) -> tuple[float, float, float]:
+    """What decoders take from the range [lo, hi] at the code range `levels` = [a, b]: the float32
+    offset and step of featvid.codecs.quantize.dequantize (v = offset + q * step, the same
+    expressions), and lo in float32 (the web player's uLo; its uScale is that step)."""
+    a, b = levels
+    offset = np.float32(lo - a * (hi - lo) / (b - a))
+    step = np.float32((hi - lo) / (b - a))
+    return float(offset), float(step), float(np.float32(lo))
+
+
+def written_range(lo: float, hi: float, levels: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """The range the manifest states for the quantization range [lo, hi]: the fewest significant
+    digits whose decoder constants at every code range in `levels` are bit for bit those of
+    [lo, hi], so a decoder gives the very values it would from [lo, hi] (docs/stream-format.md,
+    "Quantization"). A float64 repr costs ~18 characters a number; this ~9 (issue 27)."""
+    want = [decoder_constants(lo, hi, lv) for lv in levels]
+
+    def same(x: float, y: float) -> bool:
+        return x < y and max(abs(x), abs(y)) <= MAX_RANGE and [decoder_constants(x, y, lv) for lv in levels] == want
+
+    def rounded(v: float, digits: int) -> float:
+        return float(f"{v:.{digits}g}")
+
+    # 17 significant digits give back any float64 exactly, so the search always ends
+    d = next(d for d in range(1, 18) if same(rounded(lo, d), rounded(hi, d)) or d == 17)
+    if not same(rounded(lo, d), rounded(hi, d)):
+        return lo, hi
+    hi_d = rounded(hi, d)  # then each end with the fewest digits it needs beside the other
+    lo_d = next(rounded(lo, e) for e in range(1, d + 1) if same(rounded(lo, e), hi_d))
+    hi_d = next(rounded(hi, e) for e in range(1, d + 1) if same(lo_d, rounded(hi, e)))
+    return lo_d, hi_d
 
 
 def gop_codes(atlas: Atlas, mapping: Mapping, step_ratio: float, preset: Preset,
@@ -247,6 +280,9 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
             plan.backend.encode(tmp, frames, spec)
         videos[r.name] = GopVideo(name, mosaic.to_json(), (plan.out / name).stat().st_size)
     write_bytes(plan.out / gdir / mapping_name, mapping_bytes)
+    if baked.gaussians is None:  # the manifest states the ranges in the fewest digits that decode the same
+        levels = sorted({r.preset.levels for r in plan.renditions})
+        ranges = [written_range(lo, hi, levels) for lo, hi in ranges]
     return GopEntry(entry.start, entry.frames, gdir, f"{gdir}/{mapping_name}", entry.atlas, ranges,
                     len(mapping_bytes), videos)
 

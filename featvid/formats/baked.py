@@ -101,6 +101,18 @@ def planes_bytes(planes: torch.Tensor, meta: dict[str, str]) -> bytes:
     return zstandard.ZstdCompressor(level=9).compress(raw)
 
 
+def planes_meta(path: Path) -> dict[str, str]:
+    """A planes file's metadata (what `planes_bytes` was given), from its decompressed header only.
+    StreamError / FormatError naming `path` when it is missing or unreadable."""
+    src = str(path)
+    if not path.is_file():
+        raise StreamError(f"{path}: baked GOP file is missing")
+    data = read_small(path, src, MAX_PLANES_BYTES)
+    head = zstd_head(data, src, 8 + MAX_SAFETENSORS_HEADER)
+    meta = safetensors_header(head, src, safetensors_size(head, src)).get("__metadata__", {})
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_planes(path: Path, data: bytes | None = None,
                 expect: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """A planes file's array and metadata, from `data` (its bytes, already read) or from `path`.

@@ -20,7 +20,7 @@ import torch.nn.functional as Fnn
 
 from featvid.progress import progress_bar
 from featvid.train.config import TrainConfig
-from featvid.train.losses import optimizer_step
+from featvid.train.losses import distortion, optimizer_step
 from featvid.train.sampling import RaySampler
 from featvid.errors import TrainingError
 from featvid.field.grid import grid_shape_for, space_resolution
@@ -59,9 +59,11 @@ class CoarseGrid:
 
 
 def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, step_ratio: float,
-                  background: torch.Tensor, jitter: torch.Tensor | None, space: str = "box") -> torch.Tensor:
-    """Rays [N, 3] through a coarse grid -> rgb [N, 3]; the renderer's sampling and compositing
-    (in the fine grid's space: a contracted coarse grid covers the same box as the fine one)."""
+                  background: torch.Tensor, jitter: torch.Tensor | None, space: str = "box",
+                  distortion_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays [N, 3] through a coarse grid -> (rgb [N, 3], the distortion loss times
+    `distortion_weight`: a scalar, 0 without it); the renderer's sampling and compositing (in the
+    fine grid's space: a contracted coarse grid covers the same box as the fine one)."""
     vol = Volume(grid.data, torch.ones([n - 1 for n in grid.data.shape[1:]], dtype=torch.bool,
                                        device=grid.data.device), grid.aabb)
     from featvid.field.volume import RenderSettings
@@ -71,8 +73,12 @@ def render_coarse(grid: CoarseGrid, origins: torch.Tensor, dirs: torch.Tensor, s
     values = interpolate(vol, pts)  # [P, 4]
     # colour per sample, premultiplied by the weights in `composite`: F = sum w c, acc = sum w
     values = torch.cat([values[:, :1], torch.sigmoid(values[:, 1:])], dim=1)
-    rgb, acc, _ = composite(ray_id, sample_id, values, len(origins), K, step_ratio)
-    return rgb + (1 - acc[:, None]) * background
+    rgb, acc, w = composite(ray_id, sample_id, values, len(origins), K, step_ratio)
+    dist = rgb.new_zeros(())
+    if distortion_weight > 0:
+        spacing = step_ratio / (max(grid.data.shape[1:]) - 1)
+        dist = distortion_weight * distortion(ray_id, sample_id, w, len(origins), spacing)
+    return rgb + (1 - acc[:, None]) * background, dist
 
 
 def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: TrainConfig,
@@ -82,12 +88,14 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
     param = torch.nn.Parameter(grid.data)
     opt = torch.optim.Adam([param], lr=config.coarse.lr)
     gamma = config.optim.lr_decay ** (1 / max(1, iters))
+    # the distortion loss keeps the shell's floaters out of the occupancy (contracted grids only)
+    dist_weight = config.losses.distortion_weight if space == "contracted" else 0.0
     for it in progress_bar(range(iters), desc=desc, leave=False, unit="it"):
         origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=origins.device, generator=generator)
-        rgb = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background, jitter,
-                            space)
-        loss = ((rgb - target) ** 2).mean()
+        rgb, dist = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background,
+                                  jitter, space, dist_weight)
+        loss = ((rgb - target) ** 2).mean() + dist
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: loss became {float(loss)} at iteration {it}")
         optimizer_step(opt, loss, gamma)

@@ -285,11 +285,24 @@ class LossConfig:
     keyframe_tv_weight: float = 0.0
     """Total variation of raw density on keyframes too (a static capture is one keyframe): floaters
     a few views ask for pay for their edges (0: off, what runs before the switch did)."""
+    rate_weight: float = 0.0
+    """Weight of the estimated bits per atlas sample (featvid.train.losses.atlas_rate): the
+    codec's rate in the loss, traded against quality (0: off, in every preset). 1e-3 measured:
+    dancer and orbits, 4 frames, `fast`, BD-rate -16.5 % / -51.4 % against 0 at float PSNR
+    +0.09 / -0.15 dB, but the demo's float model 0.47 dB lower (docs/training.md)."""
+    rate_qp: float = 16.5
+    """The quantizer the rate estimate assumes (x264's crf: the default codec preset's 16.5)."""
+    distortion_weight: float = 0.0
+    """mip-NeRF 360's distortion loss (featvid.train.losses.distortion), coarse and fine passes, in
+    contracted grids only (box grids ignore it): each ray's weight pulled onto one surface, against
+    the haze in front of each camera (0: off, what runs before the switch did)."""
 
     def __post_init__(self) -> None:
-        for name in ("temporal_weight", "spatial_weight", "density_tv_weight", "colour_weight", "keyframe_tv_weight"):
+        for name in ("temporal_weight", "spatial_weight", "density_tv_weight", "colour_weight", "keyframe_tv_weight",
+                     "distortion_weight", "rate_weight"):
             _float(f"losses.{name}", getattr(self, name), 0)
         _float("losses.density_scale", self.density_scale, 0)
+        _float("losses.rate_qp", self.rate_qp, 0, 51)
         _bool("losses.colour_correction", self.colour_correction)
 
 
@@ -344,7 +357,8 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "refresh_margin": ("refresh", "margin"), "validation_views": ("refresh", "validation_views"),
     "temporal_weight": ("losses", "temporal_weight"), "spatial_weight": ("losses", "spatial_weight"),
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
-    "keyframe_tv_weight": ("losses", "keyframe_tv_weight"),
+    "keyframe_tv_weight": ("losses", "keyframe_tv_weight"), "distortion_weight": ("losses", "distortion_weight"),
+    "rate_weight": ("losses", "rate_weight"), "rate_qp": ("losses", "rate_qp"),
     "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
     "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),
     "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),

@@ -1,5 +1,6 @@
 """Fitting one frame: Adam on the frame's vertex values (and the MLP on a keyframe), VideoRF's
-photometric + temporal + spatial losses (and a density TV on warm frames), until the loss stops improving.
+photometric + temporal + spatial losses (and a density TV on warm frames, a distortion loss in
+contracted grids, the codec's estimated rate), until the loss stops improving.
 
 Adaptive iterations: the photometric loss is averaged over windows of `plateau_window`
 iterations; once at least `iters_min` iterations are done and a window improves on the one before
@@ -85,8 +86,12 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     # density TV: warm frames at density_tv_weight, keyframes at keyframe_tv_weight (see the config)
     tv_weight = config.losses.density_tv_weight if previous is not None else config.losses.keyframe_tv_weight
     use_tv = tv_weight > 0
+    # distortion: contracted grids only (a box grid has no far field for haze to hide in)
+    dist_weight = config.losses.distortion_weight if settings.contracted else 0.0
+    spacing = settings.step_ratio / (max(field.shape) - 1)  # sample slots in units of the grid's side
     window = max(1, schedule.plateau_window)
-    sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv"), 0.0)  # over the current window
+    rate_weight = config.losses.rate_weight
+    sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv", "distortion", "rate"), 0.0)  # over the current window
     last: dict[str, float] | None = None  # the previous window's means
     curve: list[float] = []  # every window's mean photometric loss (the log shows how a fit went)
     bar = progress_bar(total=schedule.iters_max, desc=desc, leave=False, unit="it")
@@ -101,7 +106,7 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
         loss = mse
         if learn_colour:
             loss = loss + config.losses.colour_weight * colour.regulariser()
-        temporal = spatial = tv = torch.zeros((), device=device)
+        temporal = spatial = tv = dist = rate = torch.zeros((), device=device)
         if use_temporal:
             temporal = losses.temporal(param, previous, config.losses.density_scale)
             loss = loss + config.losses.temporal_weight * temporal
@@ -111,6 +116,13 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
         if use_tv:
             tv = losses.density_tv_sparse(param, field.tv_terms())
             loss = loss + tv_weight * tv
+        if rate_weight > 0:  # a keyframe is the GOP's I-frame; a warm frame a P-frame on the one before
+            rate = losses.atlas_rate(param, previous, field.atlas_terms(mapping), config.optim.feature_range,
+                                     config.losses.rate_qp)
+            loss = loss + rate_weight * rate
+        if dist_weight > 0:
+            dist = losses.distortion(out["ray_id"], out["sample_id"], out["weights"], len(origins), spacing)
+            loss = loss + dist_weight * dist
         if not torch.isfinite(loss):
             raise TrainingError(f"{desc}: the loss became {float(loss.detach())} at iteration {it}")
         losses.optimizer_step(opt, loss, gamma)
@@ -119,7 +131,7 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
             param[:, 0].clamp_(*DENSITY_RANGE)
             param[:, 1:].clamp_(-config.optim.feature_range, config.optim.feature_range)
         for k, v in (("loss", loss), ("mse", mse), ("temporal", temporal), ("spatial", spatial),
-                     ("density_tv", tv)):
+                     ("density_tv", tv), ("distortion", dist), ("rate", rate)):
             sums[k] += float(v.detach())
         it += 1
         bar.update(1)

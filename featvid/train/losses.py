@@ -6,7 +6,13 @@
 - spatial: L1 between neighbouring pixels inside each 8 x 8 atlas tile of the GOP's mapping
   (Mapping.to_atlas, a differentiable gather), so tiles are smooth: cheap transforms;
 - density TV: L1 between neighbouring vertices of the dense raw density volume along each axis, on
-  warm frames: new density a few views explain has to pay for its edges (fewer floaters).
+  warm frames: new density a few views explain has to pay for its edges (fewer floaters);
+- rate: the bits the codec is estimated to spend on the frame's atlas (featvid.train.rate: a
+  block DCT of the frame, or of its change from the previous one, under a Laplace/Cauchy model),
+  per atlas sample: `--rate-weight` trades bytes for quality (issue 27);
+- distortion (mip-NeRF 360, eq. 15): how spread out each ray's weights are along the ray; in a
+  contracted grid it pulls the weight of a ray onto one surface, so the haze a single camera can
+  explain in front of itself (floaters seen from everywhere else) costs.
 
 Training computes the two regularisers from the values table (`atlas_smoothness_sparse`,
 `density_tv_sparse`: index lists built once a fit, `AtlasTiles` and `PairTerms`), equal in value
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from featvid.field.mapping import TILE, Mapping
+from featvid.field.volume import DENSITY_RANGE
+from featvid.train.rate import frame_bits
 
 
 def photometric(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -172,6 +180,33 @@ def atlas_smoothness_sparse(values: torch.Tensor, tiles: AtlasTiles, density_sca
     return ((dx + dy) * w).sum() / max(1, tiles.pairs * C1)
 
 
+def atlas_codes(values: torch.Tensor, tiles: AtlasTiles, feature_range: float) -> torch.Tensor:
+    """The frame's atlas tiles as the encoder's 8-bit codes, stacked into planes [1 + C, T * 8, 8]
+    (tile under tile: a 4 x 4 block never straddles two tiles), from values [N, 1 + C].
+
+    The baker quantizes each channel over its GOP's min..max, unknown while the GOP trains; the
+    ranges values are clamped to stand in (raw density DENSITY_RANGE, features +-feature_range).
+    Unused pixels read as the code of 0, as a value not stored decodes."""
+    C1 = values.shape[1]
+    t = _GatherOnce.apply(values, tiles.rows, tiles.present.to(values.dtype), tiles.inverse)  # [T * 64, 1 + C]
+    lo = values.new_full((C1,), -feature_range)
+    hi = values.new_full((C1,), feature_range)
+    lo[0], hi[0] = DENSITY_RANGE
+    codes = (t - lo) / (hi - lo) * 255  # [T * 64, 1 + C]
+    return codes.T.reshape(C1, -1, TILE)  # [1 + C, T * 8, 8]
+
+
+def atlas_rate(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,
+               qp: float) -> torch.Tensor:
+    """Estimated bits per atlas sample the codec spends on this frame (featvid.train.rate): an
+    I-frame without `previous`, else a P-frame against the previous frame's values [N, 1 + C]
+    (detached: only this frame pays for the change). Bits / ((1 + C) x used pixels)."""
+    planes = atlas_codes(values, tiles, feature_range)  # [1 + C, T * 8, 8]
+    before = None if previous is None else atlas_codes(previous.detach(), tiles, feature_range)
+    used = max(1, int(tiles.present.sum()))
+    return frame_bits(planes, before, qp) / (planes.shape[0] * used)
+
+
 def grid_pair_terms(row_of: torch.Tensor, shape: tuple[int, int, int]) -> PairTerms:
     """The pairs `density_tv` compares (grid neighbours along x, y and z, with at least one stored
     vertex: absent vertices hold raw 0 there), as rows of the table (row_of [nx*ny*nz] int, -1
@@ -199,6 +234,31 @@ def density_tv_sparse(values: torch.Tensor, terms: PairTerms) -> torch.Tensor:
     """`density_tv` of the dense volume of values [N, 1 + C], from the table and `grid_pair_terms`
     (the same value and gradients, no dense volume)."""
     return terms.l1(values[:, 0])
+
+
+def distortion(ray_id: torch.Tensor, sample_id: torch.Tensor, weights: torch.Tensor, num_rays: int,
+               spacing: float) -> torch.Tensor:
+    """mip-NeRF 360's distortion loss, averaged over rays: for each ray
+        sum_{i,j} w_i w_j |s_i - s_j| + 1/3 sum_i w_i^2 * spacing
+    with s_k = (k + 1/2) * spacing the middle of sample slot k (ray_id, sample_id [P] as
+    `volume.sample_points` returns them, weights [P]). In a contracted grid the slots are evenly
+    spaced in the grid's own coordinates (volume.py, step 2), so s is a distance there: pass
+    spacing = step_ratio / (vertices a side - 1), s in units of the grid's side.
+
+    The double sum in O(P): sorted by s, sum_{i != j} = 2 sum_i w_i (s_i W_<i - (ws)_<i), with
+    W_<i and (ws)_<i the exclusive running sums of w and w s along the ray.
+    """
+    if len(weights) == 0:
+        return weights.sum()
+    K = int(sample_id.max()) + 1
+    w = weights.new_zeros(num_rays, K).index_put((ray_id, sample_id), weights)  # [N, K]
+    s = (torch.arange(K, device=w.device, dtype=w.dtype) + 0.5) * spacing  # [K]
+    ws = w * s
+    w_before = torch.cumsum(w, dim=1) - w
+    ws_before = torch.cumsum(ws, dim=1) - ws
+    pairs = 2 * (w * (s * w_before - ws_before)).sum(dim=1)  # [N]
+    own = (w * w).sum(dim=1) * (spacing / 3)  # [N] each sample's spread over its own interval
+    return (pairs + own).mean()
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, gamma: float) -> None:

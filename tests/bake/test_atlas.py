@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -64,6 +65,20 @@ def test_bake_resumes_and_is_repeatable(tmp_path):
     assert (out / "gop_00000.planes.zst").stat().st_mtime_ns == first  # kept, not redone
     again = Baked(out).atlas(1)
     assert torch.equal(again.planes, second.planes) and again.ranges == second.ranges  # redone identically
+
+
+def test_a_run_trained_again_into_its_folder_is_baked_again(tmp_path):
+    # `featvid demo` retrains demo/run when the preset changes and bakes into the same demo/baked:
+    # the same GOPs of other frames must not keep the old planes (they decoded 7.5 dB low)
+    run = make_run(tmp_path / "run", frames=4, gop=2, shape=(16, 16, 16), channels=2, seed=0)
+    out = bake_run(run, tmp_path / "baked")
+    old = Baked(out).atlas(0).planes
+    shutil.rmtree(run)
+    shutil.copytree(make_run(tmp_path / "other", frames=4, gop=2, shape=(16, 16, 16), channels=2, seed=1), run)
+    bake_run(run, out)
+    fresh = Baked(bake_run(run, tmp_path / "fresh")).atlas(0).planes
+    assert not torch.equal(old, fresh)
+    assert torch.equal(Baked(out).atlas(0).planes, fresh)
 
 
 def test_unfinished_run_is_refused(tmp_path):

@@ -51,7 +51,8 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
     config = TrainConfig.from_dict(FLAT_FAST)
     # fields added since read as what such a run did: no colour correction, the box (not "auto")
     added = {"colour_correction": False, "colour_weight": 0.01, "space": "box", "segment": 0,
-             "keyframe_tv_weight": 0.0, "coarse_contracted_iters": 0}
+             "keyframe_tv_weight": 0.0, "coarse_contracted_iters": 0, "distortion_weight": 0.0,
+             "rate_weight": 0.0, "rate_qp": 16.5}
     assert config == preset("fast", space="box", coarse_contracted_iters=0)
     assert config.flat() == {**FLAT_FAST, **added}  # nothing lost or renamed on the way
     assert config.grid.resolution == 48 and config.gop.length == 10 and config.sampling.importance == "ist"
