@@ -9,11 +9,13 @@ unexpected is "featvid: internal error: ..." and exit status 1, with the traceba
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -327,6 +329,21 @@ def _parse_gop(text: str | None) -> int | str | None:
     raise click.BadParameter("expected a positive frame count or 'auto'", param_hint="--gop")
 
 
+def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
+    """--set NAME=VALUE ... -> {flat name: value}; the value read as JSON, else kept as text (the
+    config checks names and values: a wrong one is a ConfigError naming it)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--set")
+        try:
+            out[name.strip()] = json.loads(text)
+        except ValueError:
+            out[name.strip()] = text
+    return out
+
+
 @main.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write (or resume).")
@@ -363,6 +380,13 @@ def _parse_gop(text: str | None) -> int | str | None:
 @click.option("--keyframe-iters", type=click.IntRange(min=1), default=None, metavar="N",
               help="Iterations of the first keyframe's fit (a static capture has only it) "
                    "[default: the preset's].")
+@click.option("--random-background/--no-random-background", "random_background", default=None,
+              help="Composite each training ray over a random colour in a contracted grid (a capture "
+                   "without masks): only opaque space matches the images, so the background colour "
+                   "cannot paint a wall [default: the preset's].")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Any training config field by its flat name (as run.json's config; repeatable), e.g. "
+                   "--set keyframe_tv_weight=0.003; the value is read as JSON, else as text.")
 @click.option("--refresh-margin", type=FiniteFloat(min=0), default=None, metavar="DB",
               help="Refit a frame as a keyframe (a new GOP) when its quality falls this many dB below "
                    "its reference; 0 switches the refresh off [default: the preset's, 1].")
@@ -387,7 +411,8 @@ def _parse_gop(text: str | None) -> int | str | None:
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
           temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
           rate_weight: float | None, distortion_weight: float | None, importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
-          keyframe_iters: int | None, refresh_margin: float | None, device: str,
+          keyframe_iters: int | None, random_background: bool | None, settings: tuple[str, ...],
+          refresh_margin: float | None, device: str,
           seed: int | None, force: bool, aabb: str, segment: int | None, train_workers: int | None,
           train_executor: str, train_address: str | None, data_format: str | None, downscale: float,
           masks: str) -> None:
@@ -413,7 +438,12 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
                      spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
                      seed=seed, motion=motion, refresh_margin=refresh_margin, segment=segment, space=space,
                      colour_correction=colour_correction, keyframe_iters=keyframe_iters,
-                     rate_weight=rate_weight, distortion_weight=distortion_weight)
+                     rate_weight=rate_weight, distortion_weight=distortion_weight,
+                     random_background=random_background)
+    for name, value in _parse_settings(settings).items():
+        if overrides.get(name) is not None:
+            raise click.UsageError(f"--set {name} and the option of the same field both given: give one")
+        overrides[name] = value
     options = dict(frames=_parse_frames(frames), aabb=parse_aabb(aabb), force=force, device=device, on_step=click.echo,
                    on_warning=lambda w: _warn([w]), format=data_format, downscale=downscale, masks=masks)
     if train_workers is not None:

@@ -84,6 +84,16 @@ def test_train_passes_the_loss_weights_it_names(tmp_path, monkeypatch):
     assert seen["rate_weight"] == 0.001 and seen["distortion_weight"] == 0.01
     r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "-1"])
     assert r.exit_code == 2
+    # --set: any flat config field, its value read as JSON; the switch of random backgrounds
+    seen.clear()
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--no-random-background",
+                                  "--set", "keyframe_tv_weight=0.003", "--set", "space=contracted"])
+    assert r.exit_code == 0, r.output
+    assert seen["keyframe_tv_weight"] == 0.003 and seen["space"] == "contracted" and seen["random_background"] is False
+    for bad, words in ((["--set", "keyframe_tv_weight"], ["NAME=VALUE"]),
+                       (["--grid", "64", "--set", "grid_resolution=32"], ["grid_resolution", "both given"])):
+        r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), *bad])
+        assert r.exit_code == 2 and all(w in r.output for w in words), r.output
 
 
 # ---- the last-resort handler ------------------------------------------------------------------------

@@ -90,10 +90,12 @@ def fit_coarse_frame(grid: CoarseGrid, sampler: RaySampler, iters: int, config: 
     gamma = config.optim.lr_decay ** (1 / max(1, iters))
     # the distortion loss keeps the shell's floaters out of the occupancy (contracted grids only)
     dist_weight = config.losses.distortion_weight if space == "contracted" else 0.0
+    random_bg = config.losses.random_background and space == "contracted"  # opaque images: see the config
     for it in progress_bar(range(iters), desc=desc, leave=False, unit="it"):
         origins, dirs, target = sampler.sample(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=origins.device, generator=generator)
-        rgb, dist = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, background,
+        bg = torch.rand(len(origins), 3, device=origins.device, generator=generator) if random_bg else background
+        rgb, dist = render_coarse(CoarseGrid(param, grid.aabb), origins, dirs, config.grid.step_ratio, bg,
                                   jitter, space, dist_weight)
         loss = ((rgb - target) ** 2).mean() + dist
         if not torch.isfinite(loss):

@@ -292,6 +292,12 @@ class LossConfig:
     +0.09 / -0.15 dB, but the demo's float model 0.47 dB lower (docs/training.md)."""
     rate_qp: float = 16.5
     """The quantizer the rate estimate assumes (x264's crf: the default codec preset's 16.5)."""
+    random_background: bool = False
+    """Composite each training ray over a random colour instead of the background, in contracted
+    grids only (a capture without masks, whose images are opaque everywhere): the images then match
+    only where the grid is opaque, so the background colour cannot paint a white wall through a
+    half-transparent one that other views see wrongly (off here, what runs before the switch did;
+    the presets set it: docs/training.md)."""
     distortion_weight: float = 0.0
     """mip-NeRF 360's distortion loss (featvid.train.losses.distortion), coarse and fine passes, in
     contracted grids only (box grids ignore it): each ray's weight pulled onto one surface, against
@@ -304,6 +310,7 @@ class LossConfig:
         _float("losses.density_scale", self.density_scale, 0)
         _float("losses.rate_qp", self.rate_qp, 0, 51)
         _bool("losses.colour_correction", self.colour_correction)
+        _bool("losses.random_background", self.random_background)
 
 
 @dataclass(frozen=True)
@@ -327,10 +334,39 @@ class SamplingConfig:
         _int("sampling.window", self.window, 1)
 
 
+@dataclass(frozen=True)
+class ContractedConfig:
+    """What changes for a capture trained in a contracted grid (no masks: a real capture, a room or
+    a backdrop to hold, opaque images), over the rest of the config; None: as the rest. The trainer
+    applies it once it knows the space (`TrainConfig.in_space`); run.json records it as given."""
+
+    resolution: int | None = None
+    """grid.resolution in a contracted grid (the scene box's vertices along its longest side)."""
+    keyframe_iters: int | None = None
+    """The first keyframe's iterations, fewest and most alike: it learns the MLP and the detail a
+    real capture has, and a static capture is that keyframe only."""
+    keyframe_tv_weight: float | None = None
+    """losses.keyframe_tv_weight in a contracted grid: floaters that a few views ask for pay for
+    their edges."""
+    view_freqs: int | None = None
+    """mlp.view_freqs in a contracted grid: without view dependence a floater cannot paint one
+    view's background and stay invisible from the others."""
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None:
+            _int("contracted.resolution", self.resolution, 8, 160)
+        if self.keyframe_iters is not None:
+            _int("contracted.keyframe_iters", self.keyframe_iters, 1)
+        if self.keyframe_tv_weight is not None:
+            _float("contracted.keyframe_tv_weight", self.keyframe_tv_weight, 0)
+        if self.view_freqs is not None:
+            _int("contracted.view_freqs", self.view_freqs, 0, 6)
+
+
 SECTIONS: dict[str, type] = {
     "grid": GridConfig, "mlp": MLPShape, "coarse": CoarseConfig, "gop": GopConfig, "schedule": ScheduleConfig,
     "optim": OptimConfig, "motion": MotionConfig, "refresh": RefreshConfig, "losses": LossConfig,
-    "sampling": SamplingConfig,
+    "sampling": SamplingConfig, "contracted": ContractedConfig,
 }
 
 # The flat names (run.json before the sections, the CLI, preset overrides) -> (section, field);
@@ -359,10 +395,20 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
     "keyframe_tv_weight": ("losses", "keyframe_tv_weight"), "distortion_weight": ("losses", "distortion_weight"),
     "rate_weight": ("losses", "rate_weight"), "rate_qp": ("losses", "rate_qp"),
-    "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
+    "colour_correction": ("losses", "colour_correction"), "random_background": ("losses", "random_background"), "colour_weight": ("losses", "colour_weight"),
     "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),
     "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),
+    "contracted_resolution": ("contracted", "resolution"), "contracted_keyframe_iters": ("contracted", "keyframe_iters"),
+    "contracted_keyframe_tv_weight": ("contracted", "keyframe_tv_weight"),
+    "contracted_view_freqs": ("contracted", "view_freqs"),
     "seed": (None, "seed"), "eval_heldout": (None, "eval_heldout"),
+}
+
+# a contracted value (flat name) -> the field it replaces: naming that one alone (`--grid`,
+# `--keyframe-iters`) sets it in every space (derive_overrides)
+CONTRACTED_FOLLOWS: dict[str, str] = {
+    "contracted_resolution": "grid_resolution", "contracted_keyframe_iters": "keyframe_iters",
+    "contracted_keyframe_tv_weight": "keyframe_tv_weight", "contracted_view_freqs": "view_freqs",
 }
 
 
@@ -380,6 +426,7 @@ class TrainConfig:
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    contracted: ContractedConfig = field(default_factory=ContractedConfig)
     seed: int = 0
     """Seed of every random choice (MLP init, rays, jitter): same seed, same run."""
     eval_heldout: bool = True
@@ -398,6 +445,22 @@ class TrainConfig:
     def mlp_config(self) -> MLPConfig:
         """The shared MLP's architecture."""
         return MLPConfig(self.grid.channels, self.mlp.hidden, self.mlp.layers, self.mlp.view_freqs)
+
+    def in_space(self, space: str) -> "TrainConfig":
+        """The config a run in `space` ("box" or "contracted") trains with: in a contracted grid the
+        `contracted` section's values replace the fields they name (and the section is emptied, so
+        applying it twice changes nothing); a box grid trains with the config as it is."""
+        if space != "contracted":
+            return self
+        c = self.contracted
+        changes = {name: getattr(c, f) for name, f in (("grid_resolution", "resolution"),
+                                                       ("keyframe_iters", "keyframe_iters"),
+                                                       ("keyframe_iters_min", "keyframe_iters"),
+                                                       ("keyframe_tv_weight", "keyframe_tv_weight"),
+                                                       ("view_freqs", "view_freqs")) if getattr(c, f) is not None}
+        if c.keyframe_iters is not None:  # a refreshed keyframe gets no more than the first one
+            changes["refresh_iters"] = min(self.schedule.refresh_iters, c.keyframe_iters)
+        return replace(self._changed(changes), contracted=ContractedConfig())
 
     def validate(self) -> "TrainConfig":
         """The config itself: every section checked its values when it was made (ConfigError)."""
@@ -529,6 +592,10 @@ def derive_overrides(base: TrainConfig, overrides: dict[str, Any]) -> tuple[dict
         was = base._get(rule.dependent)
         if was > source:
             derived.append(Derived(rule.dependent, was, rule.follow(source), rule.source, rule.why))
+    for dependent, source in CONTRACTED_FOLLOWS.items():  # a value named holds in every space
+        was = base._get(dependent)
+        if source in given and dependent not in given and was is not None:
+            derived.append(Derived(dependent, was, None, source, f"{source} names the value in every space"))
     return {**given, **{d.name: d.value for d in derived}}, derived
 
 
@@ -542,21 +609,24 @@ PRESETS: dict[str, TrainConfig] = {
     "fast": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
-        density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400),
+        density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400, random_background=True,
+        contracted_resolution=64, contracted_keyframe_iters=1200, contracted_keyframe_tv_weight=3e-3,
+        contracted_view_freqs=0),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
-        batch_rays=4096, space="auto", coarse_contracted_iters=400),
-    "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto", coarse_contracted_iters=1200),
+        batch_rays=4096, space="auto", coarse_contracted_iters=400, random_background=True),
+    "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto", coarse_contracted_iters=1200,
+                                            random_background=True),
     "quality": TrainConfig().with_overrides(
         grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
         keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
-        mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000),
+        mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000, random_background=True),
 }
 
 PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them
     "test": "tiny: learns the test scene (32^3)",
-    "fast": "CPU, captures that move (48^3)",
+    "fast": "CPU, captures that move (48^3; 64^3 without masks)",
     "demo": "`make demo`: fast, 60 it/frame, no refresh",
     "default": "64^3, 2000 iterations a keyframe",
     "quality": "160^3, a 64-wide MLP (for a GPU)",
@@ -575,4 +645,4 @@ def preset_and_derived(name: str, **overrides: Any) -> tuple[TrainConfig, list[D
         raise ConfigError(f"unknown train preset {name!r} (choose from {', '.join(PRESETS)})")
     base = PRESETS[name]
     changes, derived = derive_overrides(base, overrides)
-    return base.with_overrides(**changes), derived
+    return base._changed(changes), derived  # a derived None (a contracted value cleared) is a value here

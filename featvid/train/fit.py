@@ -88,6 +88,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     use_tv = tv_weight > 0
     # distortion: contracted grids only (a box grid has no far field for haze to hide in)
     dist_weight = config.losses.distortion_weight if settings.contracted else 0.0
+    # opaque images (contracted grids: no masks): a random colour behind each ray (the config)
+    random_bg = config.losses.random_background and settings.contracted
     spacing = settings.step_ratio / (max(field.shape) - 1)  # sample slots in units of the grid's side
     window = max(1, schedule.plateau_window)
     rate_weight = config.losses.rate_weight
@@ -99,7 +101,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     while it < schedule.iters_max:
         origins, dirs, target, view = sampler.sample_views(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=device, generator=generator)
-        out = field.render(param, mlp, origins, dirs, settings, jitter)  # from the table: no dense volume
+        bg = torch.rand(len(origins), 3, device=device, generator=generator) if random_bg else None
+        out = field.render(param, mlp, origins, dirs, settings, jitter, bg)  # from the table: no dense volume
         if colour is not None:  # each training camera's exposure and white balance (never the stream's)
             out = {**out, "rgb": colour.apply(out["rgb"], view)}
         mse = losses.photometric(out["rgb"], target)

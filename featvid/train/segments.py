@@ -240,7 +240,8 @@ def _segment_scene(job: SegmentJob, k: int, video: Any) -> tuple[Any, tuple[int,
     from featvid.device import resolve_device
 
     meta = Run(job.out).meta
-    config = TrainConfig.from_dict(meta["config"])
+    settings = RenderSettings.from_dict(meta["render"], str(Path(job.out) / "run.json"))
+    config = TrainConfig.from_dict(meta["config"]).in_space(settings.space)  # as the run trains (train.train)
     spans = segment_spans(int(meta["num_frames"]), config.gop.segment)
     if not 0 <= k < len(spans):
         raise TrainingError(f"{job.out}: no segment {k} (the run has {len(spans)})")
@@ -249,11 +250,9 @@ def _segment_scene(job: SegmentJob, k: int, video: Any) -> tuple[Any, tuple[int,
 
         box = torch.tensor(meta.get("scene_box", meta["aabb"]), dtype=torch.float32)
         video = load_dataset(job.dataset, aabb=box, **job.dataset_options)
-    src = str(Path(job.out) / "run.json")
     scene = tr._Scene(stage_dir(job.out, spans[k][0]), video, int(meta.get("frame_start", 0)), int(meta["num_frames"]),
                    list(meta["views"]["fit"]), list(meta["views"]["validation"]),
-                   torch.tensor(meta["aabb"], dtype=torch.float32), RenderSettings.from_dict(meta["render"], src),
-                   config, resolve_device(job.device))
+                   torch.tensor(meta["aabb"], dtype=torch.float32), settings, config, resolve_device(job.device))
     return scene, spans[k]
 
 

@@ -136,14 +136,18 @@ class SparseField:
         return interpolate_table(values, self.row_of, self.shape, self.aabb, points)
 
     def render(self, values: torch.Tensor, mlp: torch.nn.Module, origins: torch.Tensor, dirs: torch.Tensor,
-               settings: RenderSettings, jitter: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               settings: RenderSettings, jitter: torch.Tensor | None = None,
+               background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render rays [M, 3] through the values [N, 1 + C]: what `volume.render_rays` returns for
         the dense volume (rgb, acc, feature, ray_id, weights), and each sample's slot along its ray
-        (sample_id [P], for `losses.distortion`), differentiable in the values."""
+        (sample_id [P], for `losses.distortion`), differentiable in the values. background: a
+        colour per ray [M, 3] instead of the settings' (training's random background)."""
         ray_id, sample_id, pts, K = sample_points(self.volume(values.shape[1]), origins, dirs, settings, jitter)
         samples = self.interpolate(values, pts)  # [P, 1 + C]
         feat, acc, w = composite(ray_id, sample_id, samples, len(origins), K, settings.step_ratio)
-        rgb = shade(mlp, feat, acc, dirs, torch.tensor(settings.background, device=origins.device))
+        if background is None:
+            background = torch.tensor(settings.background, device=origins.device)
+        rgb = shade(mlp, feat, acc, dirs, background)
         return {"rgb": rgb, "acc": acc, "feature": feat, "ray_id": ray_id, "weights": w, "sample_id": sample_id}
 
     def atlas_terms(self, mapping: Mapping) -> losses.AtlasTiles:

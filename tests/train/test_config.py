@@ -15,8 +15,8 @@ from featvid.errors import ConfigError
 from featvid.field.mlp import MLPConfig
 from featvid.formats.run import Run, write_run_meta
 from featvid.pipeline import ensure_run
-from featvid.train.config import (FLAT_NAMES, PRESET_HELP, PRESET_RULES, PRESETS, SECTIONS, TrainConfig,
-                                  derive_overrides, preset, preset_and_derived)
+from featvid.train.config import (CONTRACTED_FOLLOWS, FLAT_NAMES, PRESET_HELP, PRESET_RULES, PRESETS, SECTIONS,
+                                  TrainConfig, derive_overrides, preset, preset_and_derived)
 from featvid.train.summary import TrainSummary
 from featvid.train.train import train
 
@@ -52,14 +52,19 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
     # fields added since read as what such a run did: no colour correction, the box (not "auto")
     added = {"colour_correction": False, "colour_weight": 0.01, "space": "box", "segment": 0,
              "keyframe_tv_weight": 0.0, "coarse_contracted_iters": 0, "distortion_weight": 0.0,
-             "rate_weight": 0.0, "rate_qp": 16.5}
-    assert config == preset("fast", space="box", coarse_contracted_iters=0)
+             "rate_weight": 0.0, "rate_qp": 16.5, "random_background": False, "contracted_resolution": None,
+             "contracted_keyframe_iters": None, "contracted_keyframe_tv_weight": None, "contracted_view_freqs": None}
+    def as_before(**changes):  # `fast` without what was added to it since
+        return preset("fast", space="box", coarse_contracted_iters=0, random_background=False,
+                      **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
+
+    assert config == as_before()
     assert config.flat() == {**FLAT_FAST, **added}  # nothing lost or renamed on the way
     assert config.grid.resolution == 48 and config.gop.length == 10 and config.sampling.importance == "ist"
     # a run recorded before the density TV existed has no such field: it trained without it
     older = {k: v for k, v in FLAT_FAST.items() if k != "density_tv_weight"}
-    assert TrainConfig.from_dict(older) == preset("fast", density_tv_weight=0.0, space="box", coarse_contracted_iters=0)
-    assert preset("fast", space="box", coarse_contracted_iters=0).matches(FLAT_FAST) and preset("fast").matches(preset("fast").to_dict())
+    assert TrainConfig.from_dict(older) == as_before(density_tv_weight=0.0)
+    assert as_before().matches(FLAT_FAST) and preset("fast").matches(preset("fast").to_dict())
     assert not preset("demo").matches(FLAT_FAST) and not preset("fast").matches({"bogus": 1})
 
 
@@ -139,11 +144,30 @@ def test_mlp_default_is_what_the_trainer_builds():
 def test_a_coarser_fine_grid_brings_the_coarse_grid_down_and_says_so():
     config, derived = preset_and_derived("fast", grid_resolution=16)
     assert config.grid.resolution == 16 and config.grid.coarse_resolution == 8
-    assert [(d.name, d.was, d.value, d.source) for d in derived] == [("coarse_resolution", 24, 8, "grid_resolution")]
+    # ... and --grid names the resolution in contracted grids too (fast's own is 64 there)
+    assert [(d.name, d.was, d.value, d.source) for d in derived] == [
+        ("coarse_resolution", 24, 8, "grid_resolution"), ("contracted_resolution", 64, None, "grid_resolution")]
     assert "coarse_resolution 24 -> 8" in str(derived[0])
+    assert config.in_space("contracted").grid.resolution == 16
     # a fine grid still at least the coarse one changes nothing else
-    config, derived = preset_and_derived("fast", grid_resolution=32)
+    config, derived = preset_and_derived("fast", grid_resolution=32, contracted_resolution=40)
     assert config.grid.coarse_resolution == 24 and derived == []
+    assert config.in_space("contracted").grid.resolution == 40 and config.in_space("box").grid.resolution == 32
+
+
+def test_a_contracted_grid_trains_with_its_own_values():
+    """`fast` on a capture without masks (docs/training.md: the fox 25.08 -> 26.98 dB held-out)."""
+    fast = preset("fast")
+    assert fast.in_space("box") is fast
+    real = fast.in_space("contracted")
+    assert (real.grid.resolution, real.schedule.keyframe_iters, real.schedule.keyframe_iters_min) == (64, 1200, 1200)
+    assert real.losses.keyframe_tv_weight == 0.003 and real.mlp.view_freqs == 0 and real.mlp_config().view_freqs == 0
+    assert real.schedule.refresh_iters == fast.schedule.refresh_iters  # 300: still at most the keyframe's
+    assert real.in_space("contracted") == real  # applied once: the section is emptied
+    # what run.json records is the config as given (a resume matches it), not the applied one
+    assert fast.matches(json.loads(json.dumps(fast.to_dict()))) and not real.matches(fast.to_dict())
+    with pytest.raises(ConfigError, match="contracted.resolution"):
+        preset("fast", contracted_resolution=4)
 
 
 def test_fewer_most_iterations_bring_the_fewest_down_and_more_leave_them():

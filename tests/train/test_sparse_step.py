@@ -132,7 +132,8 @@ def test_density_tv_sparse_counts_the_step_to_absent_vertices():
 class _DenseReference(SparseField):
     """The step as it was before the sparse one: the dense volume built and differentiated."""
 
-    def render(self, values, mlp, origins, dirs, settings, jitter=None):
+    def render(self, values, mlp, origins, dirs, settings, jitter=None, background=None):
+        assert background is None  # a box grid: the settings' background
         return render_rays(Volume(self.dense(values), self.cell_occ, self.aabb), mlp, origins, dirs, settings, jitter)
 
     def atlas_terms(self, mapping):
