@@ -395,7 +395,8 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
     "keyframe_tv_weight": ("losses", "keyframe_tv_weight"), "distortion_weight": ("losses", "distortion_weight"),
     "rate_weight": ("losses", "rate_weight"), "rate_qp": ("losses", "rate_qp"),
-    "colour_correction": ("losses", "colour_correction"), "random_background": ("losses", "random_background"), "colour_weight": ("losses", "colour_weight"),
+    "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
+    "random_background": ("losses", "random_background"),
     "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),
     "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),
     "contracted_resolution": ("contracted", "resolution"), "contracted_keyframe_iters": ("contracted", "keyframe_iters"),
@@ -452,14 +453,11 @@ class TrainConfig:
         applying it twice changes nothing); a box grid trains with the config as it is."""
         if space != "contracted":
             return self
-        c = self.contracted
-        changes = {name: getattr(c, f) for name, f in (("grid_resolution", "resolution"),
-                                                       ("keyframe_iters", "keyframe_iters"),
-                                                       ("keyframe_iters_min", "keyframe_iters"),
-                                                       ("keyframe_tv_weight", "keyframe_tv_weight"),
-                                                       ("view_freqs", "view_freqs")) if getattr(c, f) is not None}
-        if c.keyframe_iters is not None:  # a refreshed keyframe gets no more than the first one
-            changes["refresh_iters"] = min(self.schedule.refresh_iters, c.keyframe_iters)
+        changes = {field: self._get(value) for value, field in CONTRACTED_FOLLOWS.items()
+                   if self._get(value) is not None}
+        iters = self.contracted.keyframe_iters
+        if iters is not None:  # fewest and most alike; a refreshed keyframe gets no more than the first one
+            changes.update(keyframe_iters_min=iters, refresh_iters=min(self.schedule.refresh_iters, iters))
         return replace(self._changed(changes), contracted=ContractedConfig())
 
     def validate(self) -> "TrainConfig":
