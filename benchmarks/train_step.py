@@ -2,14 +2,15 @@
 sparse one, side by side in one run.
 
     flock /tmp/featvid-cpu.lock .venv/bin/python benchmarks/train_step.py [--sizes 32,64,128]
-        [--iters 9] [--warmup 2] [--threads 1] [--out DIR]
+        [--iters 9] [--warmup 2] [--threads 1] [--preset fast] [--out DIR]
 
 The scene: the built-in dancer at frame 0, 24 cameras of 64 x 64 (the demo's rig), its occupancy
 on an n^3 grid the way the trainer's looks (vertices within 1.5 voxels of the surface or inside,
 grown to the mapping's 4^3 blocks: `Mapping.occupancy()`), starting values from the SDF (opaque
 inside, empty outside, random features). One step is a warm frame's step of fit_frame: 4096 rays
 drawn, rendered with jitter, photometric + temporal + spatial (atlas) + density TV losses (the
-`fast` preset's weights), backward, Adam, the clamps. Two paths:
+`fast` preset's weights; `--preset quality` times that preset's step: its rays, channels, MLP and
+weights), backward, Adam, the clamps. Two paths:
 
 - dense: the step as it was -- the values table scattered into the dense volume [1 + C, n, n, n]
   each step, `volume.render_rays` (grid_sample) and the dense regularisers differentiated through it;
@@ -44,7 +45,7 @@ from featvid.field.mapping import Mapping  # noqa: E402
 from featvid.field.mlp import TinyMLP  # noqa: E402
 from featvid.field.volume import DENSITY_RANGE, RenderSettings, Volume, render_rays  # noqa: E402
 from featvid.train import losses  # noqa: E402
-from featvid.train.config import TrainConfig, preset  # noqa: E402
+from featvid.train.config import PRESETS, TrainConfig, preset  # noqa: E402
 from featvid.train.sampling import RaySampler  # noqa: E402
 from featvid.train.sparse_field import SparseField  # noqa: E402
 
@@ -127,8 +128,8 @@ def timed(fn: Callable[[], float]) -> tuple[float, float, float]:
     return time.perf_counter() - w0, time.process_time() - c0, value
 
 
-def measure(n: int, sampler: RaySampler, scene, iters: int, warmup: int) -> dict:
-    config = preset("fast")  # its batch, rates, loss weights and channels (the grid is n^3 here)
+def measure(n: int, sampler: RaySampler, scene, iters: int, warmup: int, preset_name: str = "fast") -> dict:
+    config = preset(preset_name)  # its batch, rates, loss weights, channels and MLP (the grid is n^3 here)
     occ, mapping, values = scene_grid(scene, n, config.grid.channels)
     mlp = TinyMLP(config.mlp_config())
     mlp.requires_grad_(False)  # a warm frame: lr_mlp_frame is 0
@@ -151,7 +152,7 @@ def measure(n: int, sampler: RaySampler, scene, iters: int, warmup: int) -> dict
                 if i >= warmup:
                     times[name].append(dt)
                     cpu[name].append(dc)
-    row = {"n": n, "vertices": n ** 3, "stored": int(occ.sum()),
+    row = {"n": n, "preset": preset_name, "mlp_hidden": config.mlp.hidden, "vertices": n ** 3, "stored": int(occ.sum()),
            "occupied_fraction": round(float(occ.float().mean()), 4),
            "channels": config.grid.channels, "rays": config.optim.batch_rays, "samples": steps["sparse"].samples,
            **{f"{k}": round(v, 3) for k, v in setup.items()}}
@@ -184,8 +185,8 @@ def table(result: dict) -> str:
                          f"(CPU time {r['dense_cpu']}x); goal: sparse within {GOAL_RATIO}x at 128³")
     lines += ["", f"Medians of {result['iters']} steps a path (blocks of consecutive steps, {result['warmup']} "
               "untimed ones first in each; the wall clock, and in brackets this process's CPU time: steadier "
-              "on a shared machine), on the dancer (frame 0, 24 views of 64 px), the `fast` preset's warm-frame "
-              "step. "
+              "on a shared machine), on the dancer (frame 0, 24 views of 64 px), "
+              f"the `{result.get('preset', 'fast')}` preset's warm-frame step. "
               "`python benchmarks/train_step.py` re-measures; the machine is shared, so compare within a run."]
     return "\n".join(lines)
 
@@ -199,6 +200,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")
     ap.add_argument("--views", type=int, default=24, help="training views of the scene")
     ap.add_argument("--size", type=int, default=64, help="image size of the views, pixels")
+    ap.add_argument("--preset", default="fast", choices=sorted(PRESETS),
+                    help="the preset whose step is timed (its rays, channels, MLP, loss weights)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="folder for train_step.json and .md")
     ap.add_argument("--name", default="train_step", help="file name of the results (without extension)")
     args = ap.parse_args()
@@ -209,13 +212,13 @@ def main() -> None:
     sampler, scene = scene_images(args.views, args.size)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        rows.append(measure(n, sampler, scene, args.iters, args.warmup))
+        rows.append(measure(n, sampler, scene, args.iters, args.warmup, args.preset))
         print(f"{n}^3: dense {rows[-1]['dense_ms']} ms ({rows[-1]['dense_cpu_ms']} CPU), "
               f"sparse {rows[-1]['sparse_ms']} ms ({rows[-1]['sparse_cpu_ms']} CPU)", file=sys.stderr)
     result = {"threads": torch.get_num_threads(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "torch": torch.__version__, "iters": args.iters, "warmup": args.warmup, "views": args.views,
-              "image_size": args.size, "rows": rows}
+              "image_size": args.size, "preset": args.preset, "rows": rows}
     by_n = {r["n"]: r for r in rows}
     for big in (128, 192):
         if big in by_n and 64 in by_n:

@@ -608,7 +608,7 @@ PRESETS: dict[str, TrainConfig] = {
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
         density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400, random_background=True,
-        contracted_resolution=64, contracted_keyframe_iters=1200, contracted_keyframe_tv_weight=3e-3,
+        contracted_resolution=64, contracted_keyframe_iters=1600, contracted_keyframe_tv_weight=3e-3,
         contracted_view_freqs=0),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,

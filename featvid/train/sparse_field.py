@@ -70,7 +70,7 @@ class TableTrilinear(torch.autograd.Function):
     """values [N, 1 + C] at sample corners (rows [8, P], weights [8, P]) -> [P, 1 + C].
 
     Backward scatters the weighted output gradients into the table one corner at a time
-    (index_add_ into one [N, 1 + C] buffer): no [8, P, 1 + C] temporaries, nothing dense.
+    (index_add_ into one [1 + C, N] buffer): no [8, P, 1 + C] temporaries, nothing dense.
     """
 
     @staticmethod
@@ -88,11 +88,14 @@ class TableTrilinear(torch.autograd.Function):
         rows, weights = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        grad = grad_out.new_zeros(ctx.num_rows, grad_out.shape[1])  # [N, 1 + C]
+        # channels first: index_add_ along dim 1 of [1 + C, N] is 2-3x faster on the CPU than along
+        # dim 0 of [N, 1 + C] (the fox's 633k samples into 487k rows: 69 against 144-215 ms)
+        grad = grad_out.new_zeros(grad_out.shape[1], ctx.num_rows)  # [1 + C, N]
+        grad_t = grad_out.T.contiguous()  # [1 + C, P]
         for c in range(rows.shape[0]):
             # int64 indices: index_add_ with int32 ones takes a path ~3x slower on the CPU
-            grad.index_add_(0, rows[c].long(), grad_out * weights[c, :, None])
-        return grad, None, None
+            grad.index_add_(1, rows[c].long(), grad_t * weights[c])
+        return grad.T.contiguous(), None, None
 
 
 def interpolate_table(values: torch.Tensor, row_of: torch.Tensor, shape: tuple[int, int, int],

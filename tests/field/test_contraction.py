@@ -88,6 +88,25 @@ def test_points_are_contracted_and_every_occupied_slot_is_a_sample():
     assert len(sample_points(_volume(occupied=False), origins, dirs, CONTRACTED)[0]) == 0
 
 
+def test_the_cell_test_takes_the_cells_of_the_contracted_points():
+    """sample_points tests each slot's cell one axis at a time (never the [N, K, 3] points): it
+    must keep exactly the slots whose contract()ed point lies in an occupied cell."""
+    vol = _volume(n=17)
+    g = torch.Generator().manual_seed(3)
+    vol = Volume(vol.data, torch.rand(vol.cell_occ.shape, generator=g) < 0.4, AABB)
+    origins = torch.randn(64, 3, generator=g) * torch.tensor([1.0, 2.0, 2.0]) + torch.tensor([0.0, 0.0, 2.0])
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3, generator=g), dim=-1)
+    ray_id, sample_id, pts, _ = sample_points(vol, origins, dirs, CONTRACTED)
+    t, valid = contracted_ts(vol, origins, dirs, CONTRACTED)
+    every = contract(origins[:, None] + t[..., None] * dirs[:, None], AABB)  # [N, K, 3]
+    n = torch.tensor(vol.shape)
+    cell = torch.minimum(((every - AABB[0]) / (AABB[1] - AABB[0]) * (n - 1)).floor().long().clamp(min=0), n - 2)
+    keep = vol.cell_occ[cell[..., 0], cell[..., 1], cell[..., 2]] & valid  # [N, K]
+    assert 0 < int(keep.sum()) < int(valid.sum())  # some slots in empty cells, some kept
+    assert torch.equal(torch.stack([ray_id, sample_id]), torch.stack(keep.nonzero(as_tuple=True)))
+    assert torch.equal(pts, every[ray_id, sample_id])
+
+
 def test_a_wall_far_away_is_seen_through_the_shell():
     """An opaque layer of the shell (a room's wall 10 h away) stops a ray: colour = the wall's."""
     vol = _volume(channels=2)
