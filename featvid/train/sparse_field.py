@@ -10,8 +10,8 @@ A training step never builds the dense volume [1 + C, nx, ny, nz]: the renderer'
 table (`TableTrilinear`: each sample's 8 corner rows, found through a vertex -> row index), then
 composited and shaded by the reference renderer's own functions. A step costs what the rays'
 samples and the N stored vertices cost, not nx * ny * nz: `benchmarks/train_step.py` (dancer, the
-`fast` warm-frame step, 1 CPU thread) measured 158 / 265 / 481 ms an iteration at 64^3 / 128^3 /
-192^3 against the dense step's 186 / 738 / 1939 ms. The regularisers' sparse forms live in `losses`
+`fast` warm-frame step, 1 CPU thread, 2026-12-07) measured 53 / 86 / 193 ms an iteration at 64^3 /
+128^3 / 192^3 against the dense step's 78 / 321 / 1016 ms. The regularisers' sparse forms live in `losses`
 (`AtlasTiles`, `PairTerms`); this class builds and caches their index lists.
 """
 from __future__ import annotations
