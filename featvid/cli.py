@@ -363,6 +363,10 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--rate-weight", type=FiniteFloat(min=0), default=None, metavar="LAMBDA",
               help="Weight of the codec's estimated bits per atlas sample in the loss: fewer bytes for "
                    "some quality; 0 switches it off [default: the preset's, 0].")
+@click.option("--codec-loop", "codec_loop", default=None, metavar="PRESET",
+              help="Render the fine pass through this codec preset's real encoder and decoder (the codec in "
+                   "the loop: the model learns what the stream will decode), e.g. h264-crf16.5; none: off "
+                   "[default: the preset's, off].")
 @click.option("--distortion-weight", type=FiniteFloat(min=0), default=None,
               help="Weight of the distortion loss in a contracted grid (each ray's weight on one surface: "
                    "fewer floaters in front of the cameras); 0 switches it off [default: the preset's].")
@@ -410,7 +414,7 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @dataset_options
 def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: int | None, gop: str | None,
           temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
-          rate_weight: float | None, distortion_weight: float | None, importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
+          rate_weight: float | None, codec_loop: str | None, distortion_weight: float | None, importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
           keyframe_iters: int | None, random_background: bool | None, settings: tuple[str, ...],
           refresh_margin: float | None, device: str,
           seed: int | None, force: bool, aabb: str, segment: int | None, train_workers: int | None,
@@ -439,6 +443,7 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
                      seed=seed, motion=motion, refresh_margin=refresh_margin, segment=segment, space=space,
                      colour_correction=colour_correction, keyframe_iters=keyframe_iters,
                      rate_weight=rate_weight, distortion_weight=distortion_weight,
+                     codec_loop=None if codec_loop is None else ("" if codec_loop == "none" else codec_loop),
                      random_background=random_background)
     for name, value in _parse_settings(settings).items():
         if overrides.get(name) is not None:

@@ -30,6 +30,7 @@ from featvid.codecs import DEFAULT_PRESET, Preset, encode_baked, open_stream
 from featvid.codecs.backends import DEFAULT_BACKEND
 from featvid.codecs.manifest import stream_is_current  # the one staleness rule (re-exported)
 from featvid.codecs.presets import get_preset
+from featvid.codecs.roundtrip import AtlasRoundTrip
 from featvid.data import load_dataset
 from featvid.data.scene_box import format_box
 from featvid.data.synth import DEFAULT_SCENE, SCENES, write_synth
@@ -138,6 +139,13 @@ def training_video(dataset: Path, out: Path, aabb: torch.Tensor | None = None, f
     return video, list(report.warnings)
 
 
+def codec_round_trip(config: TrainConfig) -> AtlasRoundTrip | None:
+    """The codec a config with the codec in the loop trains through (`losses.codec_loop`, a codec
+    preset's name), checked before anything trains; None for a config without one."""
+    name = config.losses.codec_loop
+    return AtlasRoundTrip(name).check() if name else None
+
+
 def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides: dict[str, Any] | None = None,
                   frames: tuple[int, int] | None = None, aabb: torch.Tensor | None = None, force: bool = False,
                   device: str = "auto", on_step: StepCallback = _quiet, on_warning: StepCallback = log.warning,
@@ -150,6 +158,7 @@ def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides
     featvid.batch.train_job), None: here. Returns what the run holds in a few figures."""
     check_output_dir(out, RUN, [dataset])  # before the dataset is read: a refusal costs nothing
     config, derived = train_preset_and_derived(preset_name, **(overrides or {}))
+    round_trip = codec_round_trip(config)  # a codec it cannot run is refused before the dataset is read
     for rule in derived:
         on_warning(str(rule))
     video, warnings = training_video(dataset, out, aabb, force, device, **dataset_options)
@@ -159,7 +168,7 @@ def train_dataset(dataset: Path, out: Path, preset_name: str = "fast", overrides
     if frames is not None and frames[1] == -1:
         frames = (frames[0], video.num_frames)
     return TrainSummary.of(train_segmented(dataset, out, config, frames=frames, device=device, force=force,
-                                           video=video, workers=workers))
+                                           video=video, workers=workers, round_trip=round_trip))
 
 
 # ---- make what is missing -------------------------------------------------------------------------
@@ -183,7 +192,8 @@ def ensure_run(dataset: Path, run_dir: Path, config: TrainConfig, frames: tuple[
     stale = recorded is not None and not config.matches(recorded)
     if stale:
         log.warning("%s holds a run made with other settings: training it again", run_dir)
-    return train(dataset, run_dir, config, frames=frames, device=device, force=stale, video=video), stale
+    return train(dataset, run_dir, config, frames=frames, device=device, force=stale, video=video,
+                 round_trip=codec_round_trip(config)), stale
 
 
 def ensure_bake(run_dir: Path, baked_dir: Path, fresh: bool = False) -> tuple[Path, bool]:

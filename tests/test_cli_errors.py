@@ -82,6 +82,10 @@ def test_train_passes_the_loss_weights_it_names(tmp_path, monkeypatch):
                                   "--distortion-weight", "0.01"])
     assert r.exit_code == 0, r.output
     assert seen["rate_weight"] == 0.001 and seen["distortion_weight"] == 0.01
+    for given, want in (("h264-crf20", "h264-crf20"), ("none", "")):  # --codec-loop PRESET, or none: off
+        seen.clear()
+        r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--codec-loop", given])
+        assert r.exit_code == 0 and seen["codec_loop"] == want, r.output
     r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "-1"])
     assert r.exit_code == 2
     # --set: any flat config field, its value read as JSON; the switch of random backgrounds
@@ -94,6 +98,13 @@ def test_train_passes_the_loss_weights_it_names(tmp_path, monkeypatch):
                        (["--grid", "64", "--set", "grid_resolution=32"], ["grid_resolution", "both given"])):
         r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), *bad])
         assert r.exit_code == 2 and all(w in r.output for w in words), r.output
+
+
+def test_train_refuses_a_codec_loop_it_cannot_run_before_training(tiny_dataset, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--preset", "test",
+                                  "--codec-loop", "no-such-preset"])
+    assert "no-such-preset" in one_line(r, 2)
+    assert not (tmp_path / "run" / "frames").exists()  # nothing trained
 
 
 # ---- the last-resort handler ------------------------------------------------------------------------

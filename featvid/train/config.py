@@ -292,6 +292,17 @@ class LossConfig:
     +0.09 / -0.15 dB, but the demo's float model 0.47 dB lower (docs/training.md)."""
     rate_qp: float = 16.5
     """The quantizer the rate estimate assumes (x264's crf: the default codec preset's 16.5)."""
+    codec_loop: str = ""
+    """The codec preset whose real encoder and decoder the fine pass renders through (the codec in
+    the loop, featvid.train.codec_loop; e.g. "h264-crf16.5"), or "" (off, in every preset; a run
+    recorded before the switch reads as what it was). Measured: docs/training.md."""
+    codec_refresh: int = 30
+    """Iterations between two round trips through the codec (each one encodes and decodes the frame)."""
+    codec_start: float = 0.5
+    """The codec joins a fit after this fraction of its minimum iterations."""
+    codec_change: float = 0.5
+    """A round trip comes early once the values moved by more than this many quantization steps on
+    average since the last one (0: every `codec_refresh` iterations only)."""
     random_background: bool = False
     """Composite each training ray over a random colour instead of the background, in contracted
     grids only (a capture without masks, whose images are opaque everywhere): the images then match
@@ -309,6 +320,11 @@ class LossConfig:
             _float(f"losses.{name}", getattr(self, name), 0)
         _float("losses.density_scale", self.density_scale, 0)
         _float("losses.rate_qp", self.rate_qp, 0, 51)
+        if not isinstance(self.codec_loop, str) or len(self.codec_loop) > 64:
+            _fail("losses.codec_loop", f"expected a codec preset's name (or \"\": off), got {self.codec_loop!r}")
+        _int("losses.codec_refresh", self.codec_refresh, 1)
+        _float("losses.codec_start", self.codec_start, 0, 1)
+        _float("losses.codec_change", self.codec_change, 0)
         _bool("losses.colour_correction", self.colour_correction)
         _bool("losses.random_background", self.random_background)
 
@@ -395,6 +411,8 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
     "keyframe_tv_weight": ("losses", "keyframe_tv_weight"), "distortion_weight": ("losses", "distortion_weight"),
     "rate_weight": ("losses", "rate_weight"), "rate_qp": ("losses", "rate_qp"),
+    "codec_loop": ("losses", "codec_loop"), "codec_refresh": ("losses", "codec_refresh"),
+    "codec_start": ("losses", "codec_start"), "codec_change": ("losses", "codec_change"),
     "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
     "random_background": ("losses", "random_background"),
     "importance": ("sampling", "importance"), "importance_floor": ("sampling", "floor"),

@@ -1,6 +1,7 @@
 """Fitting one frame: Adam on the frame's vertex values (and the MLP on a keyframe), VideoRF's
 photometric + temporal + spatial losses (and a density TV on warm frames, a distortion loss in
-contracted grids, the codec's estimated rate), until the loss stops improving.
+contracted grids, the codec's estimated rate), until the loss stops improving. With the codec in
+the loop (featvid.train.codec_loop) the renderer sees the values as the stream will decode them.
 
 Adaptive iterations: the photometric loss is averaged over windows of `plateau_window`
 iterations; once at least `iters_min` iterations are done and a window improves on the one before
@@ -15,6 +16,7 @@ import torch
 
 from featvid.progress import progress_bar
 from featvid.train import losses
+from featvid.train.codec_loop import CodecLoop
 from featvid.train.colour import CameraColour
 from featvid.train.config import TrainConfig
 from featvid.train.sampling import RaySampler
@@ -56,7 +58,8 @@ class FitSchedule:
 def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, mlp: TinyMLP,
               sampler: RaySampler, settings: RenderSettings, aabb: torch.Tensor, config: TrainConfig,
               schedule: FitSchedule, previous: torch.Tensor | None, generator: torch.Generator,
-              desc: str, colour: CameraColour | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              desc: str, colour: CameraColour | None = None,
+              codec: CodecLoop | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Fit one frame's vertex values [N, 1 + C] (on the vertices of `occupancy` [nx, ny, nz], in
     lexicographic order) to its training images. Returns the fitted values and figures: the loss
     terms averaged over the last window, "iters" (how many iterations ran) and "loss_curve" (the
@@ -66,6 +69,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     along the estimated motion), or None (a keyframe).
     colour: the fitted views' colour correction (featvid.train.colour), applied to the rendered
     colour in the photometric loss only and learned at the MLP's rate (frozen with it), or None.
+    codec: the codec in the loop (the renderer sees values + the codec's cached error; the
+    figures then count its round trips), or None.
     """
     device = values.device
     field = SparseField(occupancy, aabb, device)
@@ -102,7 +107,9 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
         origins, dirs, target, view = sampler.sample_views(config.optim.batch_rays, generator)
         jitter = torch.rand(len(origins), device=device, generator=generator)
         bg = torch.rand(len(origins), 3, device=device, generator=generator) if random_bg else None
-        out = field.render(param, mlp, origins, dirs, settings, jitter, bg)  # from the table: no dense volume
+        error = None if codec is None else codec.offset(it, param.detach(), mlp)  # [N, 1 + C] or None
+        seen = param if error is None else param + error  # straight through: d seen / d param = 1
+        out = field.render(seen, mlp, origins, dirs, settings, jitter, bg)  # from the table: no dense volume
         if colour is not None:  # each training camera's exposure and white balance (never the stream's)
             out = {**out, "rgb": colour.apply(out["rgb"], view)}
         mse = losses.photometric(out["rgb"], target)
@@ -151,7 +158,8 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     mlp.requires_grad_(False)
     if colour is not None:
         colour.requires_grad_(False)
-    return param.detach(), {**(last or {}), "iters": it, "loss_curve": curve}
+    figures = {**(last or {}), "iters": it, "loss_curve": curve, **(codec.figures() if codec is not None else {})}
+    return param.detach(), figures
 
 
 @torch.no_grad()

@@ -62,6 +62,7 @@ class SegmentJob:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # load_dataset's format, downscale, masks
     device: str = "auto"
     quiet: bool = False  # a worker's task: no progress lines of its own (the driver shows one display)
+    round_trip: Any = None  # the codec in the loop's codec (featvid.codecs.roundtrip: a dataclass of names), or None
 
 
 @dataclass
@@ -89,14 +90,15 @@ def stage_dir(out: str | Path, start: int) -> Path:
 # -- the driver ---------------------------------------------------------------------------------------
 def train_segmented(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tuple[int, int] | None = None,
                     device: str = "auto", force: bool = False, on_frame: Callable[[int, dict], None] | None = None,
-                    video: Any = None, workers: Workers | None = None) -> Run:
+                    video: Any = None, workers: Workers | None = None, round_trip: Any = None) -> Run:
     """featvid.train.train.train for any config: a config with segments trains in segments, on
-    `workers` when given (else here, one after another), any other as train() trains it."""
+    `workers` when given (else here, one after another), any other as train() trains it.
+    round_trip: the codec in the loop's codec (train's argument of that name)."""
     def segments(scene: Any, dataset: str | Path, device: str, fresh: bool, on_frame: Any) -> Run:
         return train_segments(scene, dataset, device, fresh, on_frame, workers)
 
     return tr.train(dataset, out, config, frames=frames, device=device, force=force, on_frame=on_frame, video=video,
-                    segments=segments)
+                    segments=segments, round_trip=round_trip)
 
 
 def train_segments(scene: Any, dataset: str | Path, device: str, fresh: bool,
@@ -115,7 +117,7 @@ def train_segments(scene: Any, dataset: str | Path, device: str, fresh: bool,
         return run
     spans = segment_spans(scene.num_frames, scene.config.gop.segment)
     if workers is None:
-        job = SegmentJob(str(Path(dataset).resolve()), str(out.resolve()), {}, device)
+        job = SegmentJob(str(Path(dataset).resolve()), str(out.resolve()), {}, device, round_trip=scene.round_trip)
 
         def inline(phase: str, tasks: list[Task]) -> list[Any]:
             return [fn(*args, video=scene.video, on_frame=on_frame) if fn is fine_task else fn(*args, video=scene.video)
@@ -123,7 +125,7 @@ def train_segments(scene: Any, dataset: str | Path, device: str, fresh: bool,
         run_phase = inline
     else:
         job = SegmentJob(str(Path(dataset).resolve()), str(out.resolve()), dict(workers.dataset_options), device,
-                         quiet=True)
+                         quiet=True, round_trip=scene.round_trip)
         run_phase = workers.run
     coarse = [(f"segment {s}..{e - 1}: coarse pass", coarse_task, (job, k)) for k, (s, e) in enumerate(spans)]
     run_phase("coarse pass", coarse[:1])
@@ -252,7 +254,8 @@ def _segment_scene(job: SegmentJob, k: int, video: Any) -> tuple[Any, tuple[int,
         video = load_dataset(job.dataset, aabb=box, **job.dataset_options)
     scene = tr._Scene(stage_dir(job.out, spans[k][0]), video, int(meta.get("frame_start", 0)), int(meta["num_frames"]),
                    list(meta["views"]["fit"]), list(meta["views"]["validation"]),
-                   torch.tensor(meta["aabb"], dtype=torch.float32), settings, config, resolve_device(job.device))
+                   torch.tensor(meta["aabb"], dtype=torch.float32), settings, config, resolve_device(job.device),
+                   round_trip=job.round_trip if config.losses.codec_loop else None)
     return scene, spans[k]
 
 

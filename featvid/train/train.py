@@ -17,7 +17,9 @@
      dataset's test views. A frame that falls more than `refresh_margin` dB below the last fresh
      keyframe is fitted again as a keyframe (density from its coarse pass, the MLP kept) and starts
      a new GOP, so quality cannot drift without bound;
-   - every fit runs until its loss stops improving, between a floor and a cap of iterations.
+   - every fit runs until its loss stops improving, between a floor and a cap of iterations;
+   - with the codec in the loop (`losses.codec_loop`, featvid.train.codec_loop) each fit renders
+     what the stream's codec gives back for its values, and a frame is judged as it will stream.
 
 Segments (`gop.segment` S > 0): the capture cut into segments of S frames that train apart, each
 from a refreshed keyframe, so that workers can train them side by side (featvid.train.segments).
@@ -32,7 +34,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +47,7 @@ from featvid.atomic import make_dirs, write_text
 from featvid.progress import progress_bar
 from featvid.train import motion
 from featvid.train.coarse import CoarseGrid, coarse_pass
+from featvid.train.codec_loop import GOP_CONTEXT, CodecLoop, RoundTrip
 from featvid.train.colour import COLOUR_FILE, CameraColour
 from featvid.train.config import TrainConfig
 from featvid.train.fit import FitSchedule, fit_frame, start_loss
@@ -218,6 +221,7 @@ class _Scene:
     config: TrainConfig
     dev: torch.device
     colour: CameraColour | None = None  # the fitted views' colour correction (training only), learned with the MLP
+    round_trip: RoundTrip | None = None  # the codec in the loop's codec (featvid.train.codec_loop), or None
 
     def images(self, t: int) -> tuple[torch.Tensor, Any]:
         """Run frame t's fitted views: images [V, H, W, 3] and cameras, on the device."""
@@ -228,7 +232,7 @@ class _Scene:
 # -- the whole run --------------------------------------------------------------------------------------
 def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tuple[int, int] | None = None,
           device: str = "auto", force: bool = False, on_frame: FrameCallback | None = None,
-          video=None, segments: Callable[..., Run] | None = None) -> Run:
+          video=None, segments: Callable[..., Run] | None = None, round_trip: RoundTrip | None = None) -> Run:
     """Train (or resume) a run folder `out` from the multi-view video at `dataset`.
 
     frames: dataset frames [A, B) to train (default: all); run frame t is dataset frame A + t.
@@ -237,12 +241,17 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     video: an already loaded MultiViewVideo of `dataset` (skips loading it again).
     segments: what trains a config with segments (`gop.segment`) once the run folder is ready:
     featvid.train.segments.train_segmented passes it (a segmented config needs it).
+    round_trip: the stream's codec, for a config with the codec in the loop (`losses.codec_loop`):
+    featvid.pipeline makes it (featvid.codecs.roundtrip), since `train` may not import `codecs`.
     Returns the finished run. Raises TrainingError on a non-finite loss (finished frames are kept).
     """
     check_output_dir(out, RUN, [dataset])  # new, empty or a run (even with force), never the dataset
     config = config.validate()
     if config.gop.segment and segments is None:
         raise ConfigError("a config with segments trains through featvid.train.segments.train_segmented")
+    if config.losses.codec_loop and round_trip is None:
+        raise ConfigError(f"losses.codec_loop={config.losses.codec_loop!r} needs the codec's round trip: train "
+                          "through featvid.pipeline.train_dataset (what `featvid train` does)")
     dev = resolve_device(device)
     if video is None:
         from featvid.data import load_dataset
@@ -267,7 +276,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
     scene = _Scene(out, video, a, b - a, fit_views, val_views, aabb,
                    RenderSettings(step_ratio=config.grid.step_ratio, near=0.0, background=tuple(video.background),
                                   space=space),
-                   config, dev)
+                   config, dev, round_trip=round_trip if config.losses.codec_loop else None)
 
     if meta is None or not meta.get("gops"):
         meta = {**_identity(recorded, dataset_id, a, scene.num_frames), "fps": video.fps, "aabb": aabb.tolist(),
@@ -476,14 +485,51 @@ def _keyframe_start(scene: _Scene, t: int, occupancy: torch.Tensor, prev_grid: S
     return torch.cat([density[:, None], features], dim=1)
 
 
+def _codec_loop(scene: _Scene, mapping: Mapping, start: int, before: list[SparseGrid]) -> CodecLoop | None:
+    """The fit's codec in the loop when the run has one, from iteration `start`: a P-frame after
+    `before` (the GOP's earlier frames, in order), or an I-frame (none)."""
+    if scene.round_trip is None:
+        return None
+    c = scene.config.losses
+    reference = torch.stack([mapping.grid_to_atlas(b) for b in before]) if before else None  # [F, 1 + C, H, W]
+    return CodecLoop(scene.round_trip, mapping, scene.settings.step_ratio, reference, c.codec_refresh,
+                     start, c.codec_change)
+
+
+def _as_streamed(scene: _Scene, mapping: Mapping, grid: SparseGrid, mlp: TinyMLP,
+                 before: list[SparseGrid]) -> SparseGrid:
+    """The frame a run with the codec in the loop is judged by: `grid` as the stream's decoder will
+    give it back (one round trip, a P-frame after `before` or an I-frame); `grid` itself otherwise.
+    Its fit learned the decoded values, so the float grid would misjudge it (a refresh for nothing)."""
+    codec = _codec_loop(scene, mapping, 0, before)
+    if codec is None:
+        return grid
+    values = torch.cat([grid.density[:, None], grid.features], dim=1)  # [N, 1 + C], the fit's rows
+    decoded = codec.decoded(values, mlp)
+    return replace(grid, density=decoded[:, 0].contiguous(), features=decoded[:, 1:].contiguous())
+
+
+def _gop_before(scene: _Scene, run: Run, g: int, t: int, prev_grid: SparseGrid) -> list[SparseGrid]:
+    """The frames of GOP g before frame t that the codec in the loop codes first (the last
+    GOP_CONTEXT of them; prev_grid is frame t - 1), [] for a GOP's first frame or without the codec."""
+    if scene.round_trip is None or t <= run.gops[g].start:
+        return []
+    first = max(run.gops[g].start, t - GOP_CONTEXT)
+    return [run.frame(s) for s in range(first, t - 1)] + [prev_grid]
+
+
 def _fit(scene: _Scene, t: int, values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, mlp: TinyMLP,
-         schedule: FitSchedule, previous: torch.Tensor | None, salt: int = 0) -> tuple[SparseGrid, dict]:
-    """Fit frame t from `values` and wrap the result as a SparseGrid; returns it with the fit's figures."""
+         schedule: FitSchedule, previous: torch.Tensor | None, salt: int = 0,
+         before: list[SparseGrid] | None = None) -> tuple[SparseGrid, dict]:
+    """Fit frame t from `values` and wrap the result as a SparseGrid; returns it with the fit's figures.
+    before: the GOP's earlier frames when t is coded as a P-frame after them (the codec in the loop)."""
     images, cams = scene.images(t)
     weights = _importance(scene, t, images) if previous is not None else None
     values, figures = fit_frame(values, occupancy, mapping, mlp, RaySampler(images, cams, weights), scene.settings,
                                 scene.aabb, scene.config, schedule, previous, _frame_generator(scene.config, t, scene.dev, salt),
-                                desc=f"frame {t}", colour=scene.colour)
+                                desc=f"frame {t}", colour=scene.colour,
+                                codec=_codec_loop(scene, mapping, round(scene.config.losses.codec_start * schedule.iters_min),
+                                                  before or []))
     grid = SparseGrid(scene.aabb.clone(), tuple(occupancy.shape), occupancy.nonzero().to(torch.int32),
                       values[:, 0].float().cpu().contiguous(), values[:, 1:].float().cpu().contiguous()).validate()
     return grid, figures
@@ -535,18 +581,20 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
         grid, figures = _fit(scene, t, _segment_start(scene, t, occupancy, segment_of), occupancy, mapping, mlp,
                              FitSchedule.refresh(c), None, salt=1)
         keyframe, why = True, "segment start"
-        scores = _judge(scene, t, grid, mlp)
+        scores = _judge(scene, t, _as_streamed(scene, mapping, grid, mlp, []), mlp)
     elif prev_grid is None:  # frame 0: coarse-to-fine, features and MLP from scratch
         grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, None, mlp), occupancy, mapping, mlp,
                              FitSchedule.keyframe(c), None)
         keyframe, why = True, "first frame"
-        scores = _judge(scene, t, grid, mlp)
+        scores = _judge(scene, t, _as_streamed(scene, mapping, grid, mlp, []), mlp)
     else:
         values, warm = _warm_start(scene, t, prev_grid, occupancy, mlp)
         record.update({k: v if isinstance(v, bool) else round(v, 4 if "loss" not in k else 8) for k, v in warm.items()})
-        grid, figures = _fit(scene, t, values, occupancy, mapping, mlp, FitSchedule.frame(c), values.clone())
+        before = _gop_before(scene, run, g, t, prev_grid)
+        grid, figures = _fit(scene, t, values, occupancy, mapping, mlp, FitSchedule.frame(c), values.clone(),
+                             before=before)
         keyframe, why = False, ""
-        scores = _judge(scene, t, grid, mlp)
+        scores = _judge(scene, t, _as_streamed(scene, mapping, grid, mlp, before), mlp)
         quality = _quality(scores)
         margin = c.refresh.margin
         if margin > 0 and reference is not None and quality is not None and quality < reference - margin:
@@ -565,13 +613,15 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
             grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, prev_grid, mlp), occupancy, mapping, mlp,
                                  FitSchedule.refresh(c), None, salt=1)
             keyframe = True
-            scores = _judge(scene, t, grid, mlp)
+            scores = _judge(scene, t, _as_streamed(scene, mapping, grid, mlp, []), mlp)
     record.update({"gop": g, "keyframe": keyframe, "vertices": int(len(grid.density)),
                    "iters": figures["iters"], "train_seconds": round(time.perf_counter() - start, 3),
                    **{k: round(v, 8) for k, v in figures.items() if k not in ("iters", "loss_curve")},
                    "loss_curve": figures["loss_curve"], **scores})
     if why:
         record["keyframe_reason"] = why
+    if scene.round_trip is not None:  # psnr_fit / psnr_val of the frame as the stream decodes it (_as_streamed)
+        record["judged_as_streamed"] = True
     record["psnr_batch"] = -10 * math.log10(max(figures["mse"], 1e-12))
     record["psnr_train"] = scores.get("psnr_fit", record["psnr_batch"])
     if c.eval_heldout and scene.video.test_views:

@@ -52,7 +52,8 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
     # fields added since read as what such a run did: no colour correction, the box (not "auto")
     added = {"colour_correction": False, "colour_weight": 0.01, "space": "box", "segment": 0,
              "keyframe_tv_weight": 0.0, "coarse_contracted_iters": 0, "distortion_weight": 0.0,
-             "rate_weight": 0.0, "rate_qp": 16.5, "random_background": False, "contracted_resolution": None,
+             "rate_weight": 0.0, "rate_qp": 16.5, "codec_loop": "", "codec_refresh": 30, "codec_start": 0.5,
+             "codec_change": 0.5, "random_background": False, "contracted_resolution": None,
              "contracted_keyframe_iters": None, "contracted_keyframe_tv_weight": None, "contracted_view_freqs": None}
     def as_before(**changes):  # `fast` without what was added to it since
         return preset("fast", space="box", coarse_contracted_iters=0, random_background=False,
