@@ -12,9 +12,9 @@ iterations, or sooner once the values have moved by more than `change` quantizat
 average since the last one. A warm frame is coded as the stream codes it: a P-frame after the
 GOP's earlier frames (at most GOP_CONTEXT of them: the round trip codes them first, so the
 quantization ranges, the feature basis and the reference frame are near the stream's); a keyframe
-alone, as an I-frame. A
-fit lets the codec in once `start` of its minimum iterations have run (a keyframe learns its
-MLP from nothing first; the codec's error on a half-made frame says nothing).
+alone, as an I-frame. A fit lets the codec in once `start` of its minimum iterations have run (a
+keyframe learns its MLP from nothing first; the codec's error on a half-made frame says nothing).
+Measured (benchmarks/codec_loop.py, docs/training.md): small gains, so off in every preset.
 """
 from __future__ import annotations
 
