@@ -135,3 +135,16 @@ def test_the_fit_learns_what_the_codec_gives_back(tiny_dataset, tmp_path):
     assert through_codec > plain_through_codec + 4
     assert through_codec > without_codec + 2
     assert abs(through_codec - _score(plain, tiny_dataset, 0.0)) < 0.5  # the shift fully undone
+
+
+def test_segments_carry_the_codec_to_every_segment(tiny_dataset, tmp_path):
+    """A segmented run (featvid.train.segments) trains each segment through the same codec."""
+    from featvid.train.segments import train_segmented
+
+    config = preset("test", grid_resolution=16, segment=2, codec_loop="shift", codec_start=0.0, coarse_iters=50,
+                    keyframe_iters=60, keyframe_iters_min=60, refresh_iters=40, frame_iters=20, frame_iters_min=20)
+    run = Run(train_segmented(tiny_dataset, tmp_path / "run", config, frames=(0, 4), device="cpu",
+                              round_trip=Shift(0.0)).path)
+    log = run.log()
+    assert [r["frame"] for r in log] == [0, 1, 2, 3]
+    assert all(r["codec_trips"] >= 1 and r["judged_as_streamed"] for r in log)
