@@ -545,15 +545,21 @@ def _score(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP, views: list[in
     return score_frame(t, grid, mlp, scene.settings, scene.video, views, scene.dev, scene.a).psnr if views else None
 
 
-def _judge(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP, mapping: Mapping,
-           before: list[SparseGrid]) -> dict[str, float]:
+def _judge_streamed(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP, mapping: Mapping,
+                    before: list[SparseGrid]) -> dict[str, float]:
+    """`_judge` of the frame as the stream decodes it when the codec is in the loop (`_as_streamed`:
+    coded after `before`, its GOP's earlier frames); a round trip only when something is scored."""
+    c = scene.config
+    if scene.val_views or c.refresh.margin > 0 or c.eval_heldout:
+        grid = _as_streamed(scene, mapping, grid, mlp, before)
+    return _judge(scene, t, grid, mlp)
+
+
+def _judge(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP) -> dict[str, float]:
     """The scores a frame is judged by: psnr_val (validation views, when there are any) and psnr_fit
-    (a few fitted views), each rendered in full, in dB; of the frame as the stream decodes it when
-    the codec is in the loop (`_as_streamed`: coded after `before`, its GOP's earlier frames)."""
+    (a few fitted views), each rendered in full, in dB."""
     c = scene.config
     scores = {}
-    if scene.val_views or c.refresh.margin > 0 or c.eval_heldout:  # a round trip only when something is scored
-        grid = _as_streamed(scene, mapping, grid, mlp, before)
     if scene.val_views:
         scores["psnr_val"] = _score(scene, t, grid, mlp, scene.val_views)
     if c.refresh.margin > 0 or c.eval_heldout:
@@ -585,12 +591,12 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
         grid, figures = _fit(scene, t, _segment_start(scene, t, occupancy, segment_of), occupancy, mapping, mlp,
                              FitSchedule.refresh(c), None, salt=1)
         keyframe, why = True, "segment start"
-        scores = _judge(scene, t, grid, mlp, mapping, [])
+        scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
     elif prev_grid is None:  # frame 0: coarse-to-fine, features and MLP from scratch
         grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, None, mlp), occupancy, mapping, mlp,
                              FitSchedule.keyframe(c), None)
         keyframe, why = True, "first frame"
-        scores = _judge(scene, t, grid, mlp, mapping, [])
+        scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
     else:
         values, warm = _warm_start(scene, t, prev_grid, occupancy, mlp)
         record.update({k: v if isinstance(v, bool) else round(v, 4 if "loss" not in k else 8) for k, v in warm.items()})
@@ -598,7 +604,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
         grid, figures = _fit(scene, t, values, occupancy, mapping, mlp, FitSchedule.frame(c), values.clone(),
                              before=before)
         keyframe, why = False, ""
-        scores = _judge(scene, t, grid, mlp, mapping, before)
+        scores = _judge_streamed(scene, t, grid, mlp, mapping, before)
         quality = _quality(scores)
         margin = c.refresh.margin
         if margin > 0 and reference is not None and quality is not None and quality < reference - margin:
@@ -617,7 +623,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
             grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, prev_grid, mlp), occupancy, mapping, mlp,
                                  FitSchedule.refresh(c), None, salt=1)
             keyframe = True
-            scores = _judge(scene, t, grid, mlp, mapping, [])
+            scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
     record.update({"gop": g, "keyframe": keyframe, "vertices": int(len(grid.density)),
                    "iters": figures["iters"], "train_seconds": round(time.perf_counter() - start, 3),
                    **{k: round(v, 8) for k, v in figures.items() if k not in ("iters", "loss_curve")},
