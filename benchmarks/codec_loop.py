@@ -3,7 +3,7 @@
     python benchmarks/codec_loop.py [--scenes orbits,crossing] [--frames 4] [--views 12] [--size 64]
                                     [--preset fast] [--codec h264-crf16.5] [--crfs 16.5,20,23,28]
                                     [--variant NAME=KEY=VALUE[,KEY=VALUE]] ... [--compare TEST:ANCHOR] ...
-                                    [--out DIR]
+                                    [--no-codec] [--out DIR]
 
 Per scene and variant ("plain": the preset as it is; "codec": `--codec-loop CODEC`; more with
 --variant, e.g. codec_k10=codec_loop=h264-crf16.5,codec_refresh=10): train (timed, one after
@@ -148,9 +148,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "codec_loop")
     ap.add_argument("--fresh", action="store_true", help="train everything again")
+    ap.add_argument("--no-codec", action="store_true", help="leave out the `codec` variant (plain and --variant only)")
     args = ap.parse_args()
     crfs = [float(c) for c in args.crfs.split(",")]
-    variants = {"plain": {}, "codec": {"codec_loop": args.codec}}
+    variants = {"plain": {}} if args.no_codec else {"plain": {}, "codec": {"codec_loop": args.codec}}
     variants.update(parse_variant(v) for v in args.variant)
     results = {"args": {**vars(args), "out": str(args.out), "cache": str(args.cache), "crfs": crfs}, "scenes": {},
                "comparisons": []}

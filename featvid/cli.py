@@ -394,6 +394,10 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--refresh-margin", type=FiniteFloat(min=0), default=None, metavar="DB",
               help="Refit a frame as a keyframe (a new GOP) when its quality falls this many dB below "
                    "its reference; 0 switches the refresh off [default: the preset's, 1].")
+@click.option("--refresh-slope", type=FiniteFloat(min=0), default=None, metavar="DB",
+              help="Take a refresh only when it pays: its gain must beat what its keyframe's bytes would buy "
+                   "every frame, at this many dB per doubling of the stream's bytes; 0: whenever quality "
+                   "falls below the margin [default: the preset's].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train; cuda without a GPU is an error.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Random seed [default: the preset's, 0].")
@@ -416,7 +420,7 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
           temporal_weight: float | None, spatial_weight: float | None, density_tv: float | None,
           rate_weight: float | None, codec_loop: str | None, distortion_weight: float | None, importance: str | None, motion: bool | None, space: str | None, colour_correction: bool | None,
           keyframe_iters: int | None, random_background: bool | None, settings: tuple[str, ...],
-          refresh_margin: float | None, device: str,
+          refresh_margin: float | None, refresh_slope: float | None, device: str,
           seed: int | None, force: bool, aabb: str, segment: int | None, train_workers: int | None,
           train_executor: str, train_address: str | None, data_format: str | None, downscale: float,
           masks: str) -> None:
@@ -440,7 +444,8 @@ def train(dataset: Path, out: Path, preset_name: str, frames: str | None, grid: 
         raise click.UsageError("--address joins a Ray cluster: it needs --executor ray")
     overrides = dict(grid_resolution=grid, gop=_parse_gop(gop), temporal_weight=temporal_weight,
                      spatial_weight=spatial_weight, density_tv_weight=density_tv, importance=importance,
-                     seed=seed, motion=motion, refresh_margin=refresh_margin, segment=segment, space=space,
+                     seed=seed, motion=motion, refresh_margin=refresh_margin, refresh_slope=refresh_slope,
+                     segment=segment, space=space,
                      colour_correction=colour_correction, keyframe_iters=keyframe_iters,
                      rate_weight=rate_weight, distortion_weight=distortion_weight,
                      codec_loop=None if codec_loop is None else ("" if codec_loop == "none" else codec_loop),

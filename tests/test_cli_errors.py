@@ -79,15 +79,16 @@ def test_train_passes_the_loss_weights_it_names(tmp_path, monkeypatch):
 
     monkeypatch.setattr(featvid.pipeline, "train_dataset", fake_train)
     r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "0.001",
-                                  "--distortion-weight", "0.01"])
+                                  "--distortion-weight", "0.01", "--refresh-slope", "1.5"])
     assert r.exit_code == 0, r.output
-    assert seen["rate_weight"] == 0.001 and seen["distortion_weight"] == 0.01
+    assert seen["rate_weight"] == 0.001 and seen["distortion_weight"] == 0.01 and seen["refresh_slope"] == 1.5
     for given, want in (("h264-crf20", "h264-crf20"), ("none", "")):  # --codec-loop PRESET, or none: off
         seen.clear()
         r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--codec-loop", given])
         assert r.exit_code == 0 and seen["codec_loop"] == want, r.output
-    r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--rate-weight", "-1"])
-    assert r.exit_code == 2
+    for option in ("--rate-weight", "--refresh-slope"):
+        r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), option, "-1"])
+        assert r.exit_code == 2, option
     # --set: any flat config field, its value read as JSON; the switch of random backgrounds
     seen.clear()
     r = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--no-random-background",

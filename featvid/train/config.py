@@ -255,9 +255,14 @@ class RefreshConfig:
     validation_views: int = 0
     """Training views held out of every fit to judge quality (never more than a quarter of them);
     0 judges by the fitted views, because a held-out view costs the fit more than it tells."""
+    rate_slope: float = 0.0
+    """dB of the stream's mean PSNR per doubling of its bytes: a refresh is taken only when its
+    gain beats what its keyframe's bytes would buy every frame at this slope (featvid.train.refresh);
+    0: whenever quality falls below the margin (what runs before the switch did; presets set it)."""
 
     def __post_init__(self) -> None:
         _float("refresh.margin", self.margin, 0)
+        _float("refresh.rate_slope", self.rate_slope, 0)
         _int("refresh.validation_views", self.validation_views, 0, 16)
 
 
@@ -290,6 +295,9 @@ class LossConfig:
     codec's rate in the loss, traded against quality (0: off, in every preset). 1e-3 measured:
     dancer and orbits, 4 frames, `fast`, BD-rate -16.5 % / -51.4 % against 0 at float PSNR
     +0.09 / -0.15 dB, but the demo's float model 0.47 dB lower (docs/training.md)."""
+    keyframe_rate_weight: float | None = None
+    """`rate_weight` on keyframes (their I-frames), None: the same as on warm frames (what runs
+    before the switch did)."""
     rate_qp: float = 16.5
     """The quantizer the rate estimate assumes (x264's crf: the default codec preset's 16.5)."""
     codec_loop: str = ""
@@ -320,6 +328,8 @@ class LossConfig:
             _float(f"losses.{name}", getattr(self, name), 0)
         _float("losses.density_scale", self.density_scale, 0)
         _float("losses.rate_qp", self.rate_qp, 0, 51)
+        if self.keyframe_rate_weight is not None:
+            _float("losses.keyframe_rate_weight", self.keyframe_rate_weight, 0)
         if not isinstance(self.codec_loop, str) or len(self.codec_loop) > 64:
             _fail("losses.codec_loop", f"expected a codec preset's name (or \"\": off), got {self.codec_loop!r}")
         _int("losses.codec_refresh", self.codec_refresh, 1)
@@ -407,10 +417,12 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "motion": ("motion", "enabled"), "motion_search": ("motion", "search"), "motion_window": ("motion", "window"),
     "geometry_refresh": ("motion", "geometry_refresh"),
     "refresh_margin": ("refresh", "margin"), "validation_views": ("refresh", "validation_views"),
+    "refresh_slope": ("refresh", "rate_slope"),
     "temporal_weight": ("losses", "temporal_weight"), "spatial_weight": ("losses", "spatial_weight"),
     "density_tv_weight": ("losses", "density_tv_weight"), "density_reg_scale": ("losses", "density_scale"),
     "keyframe_tv_weight": ("losses", "keyframe_tv_weight"), "distortion_weight": ("losses", "distortion_weight"),
     "rate_weight": ("losses", "rate_weight"), "rate_qp": ("losses", "rate_qp"),
+    "keyframe_rate_weight": ("losses", "keyframe_rate_weight"),
     "codec_loop": ("losses", "codec_loop"), "codec_refresh": ("losses", "codec_refresh"),
     "codec_start": ("losses", "codec_start"), "codec_change": ("losses", "codec_change"),
     "colour_correction": ("losses", "colour_correction"), "colour_weight": ("losses", "colour_weight"),
@@ -615,6 +627,10 @@ def derive_overrides(base: TrainConfig, overrides: dict[str, Any]) -> tuple[dict
     return {**given, **{d.name: d.value for d in derived}}, derived
 
 
+# dB of stream PSNR per doubling of its bytes at the default codec preset (crf 16.5 -> 20: crossing
+# 1.08, orbits 1.27), the rate the keyframe refresh weighs its keyframes' bytes at (refresh.rate_slope)
+REFRESH_SLOPE = 1.2
+
 # The named presets, in one table; each line of PRESET_HELP says what one is for (the CLI shows
 # them). Why their numbers are what they are: docs/training.md.
 PRESETS: dict[str, TrainConfig] = {
@@ -627,17 +643,18 @@ PRESETS: dict[str, TrainConfig] = {
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
         density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400, random_background=True,
         contracted_resolution=64, contracted_keyframe_iters=1600, contracted_keyframe_tv_weight=3e-3,
-        contracted_view_freqs=0),
+        contracted_view_freqs=0, refresh_slope=REFRESH_SLOPE),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
         batch_rays=4096, space="auto", coarse_contracted_iters=400, random_background=True),
     "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto", coarse_contracted_iters=1200,
-                                            random_background=True),
+                                            random_background=True, refresh_slope=REFRESH_SLOPE),
     "quality": TrainConfig().with_overrides(
         grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
         keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
-        mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000, random_background=True),
+        mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000, random_background=True,
+        refresh_slope=REFRESH_SLOPE),
 }
 
 PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them

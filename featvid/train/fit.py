@@ -97,7 +97,9 @@ def fit_frame(values: torch.Tensor, occupancy: torch.Tensor, mapping: Mapping, m
     random_bg = config.losses.random_background and settings.contracted
     spacing = settings.step_ratio / (max(field.shape) - 1)  # sample slots in units of the grid's side
     window = max(1, schedule.plateau_window)
-    rate_weight = config.losses.rate_weight
+    rate_weight = config.losses.rate_weight  # keyframes (I-frames): keyframe_rate_weight where it is set
+    if previous is None and config.losses.keyframe_rate_weight is not None:
+        rate_weight = config.losses.keyframe_rate_weight
     sums = dict.fromkeys(("loss", "mse", "temporal", "spatial", "density_tv", "distortion", "rate"), 0.0)  # over the current window
     last: dict[str, float] | None = None  # the previous window's means
     curve: list[float] = []  # every window's mean photometric loss (the log shows how a fit went)

@@ -196,15 +196,21 @@ def atlas_codes(values: torch.Tensor, tiles: AtlasTiles, feature_range: float) -
     return codes.T.reshape(C1, -1, TILE)  # [1 + C, T * 8, 8]
 
 
-def atlas_rate(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,
+def atlas_bits(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,
                qp: float) -> torch.Tensor:
-    """Estimated bits per atlas sample the codec spends on this frame (featvid.train.rate): an
+    """Estimated bits the codec spends on this frame's atlas (featvid.train.rate), all planes: an
     I-frame without `previous`, else a P-frame against the previous frame's values [N, 1 + C]
-    (detached: only this frame pays for the change). Bits / ((1 + C) x used pixels)."""
+    (detached: only this frame pays for the change)."""
     planes = atlas_codes(values, tiles, feature_range)  # [1 + C, T * 8, 8]
     before = None if previous is None else atlas_codes(previous.detach(), tiles, feature_range)
+    return frame_bits(planes, before, qp)
+
+
+def atlas_rate(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,
+               qp: float) -> torch.Tensor:
+    """`atlas_bits` per atlas sample: bits / ((1 + C) x used pixels), what the loss weighs."""
     used = max(1, int(tiles.present.sum()))
-    return frame_bits(planes, before, qp) / (planes.shape[0] * used)
+    return atlas_bits(values, previous, tiles, feature_range, qp) / (values.shape[1] * used)
 
 
 def grid_pair_terms(row_of: torch.Tensor, shape: tuple[int, int, int]) -> PairTerms:

@@ -227,8 +227,7 @@ def fine_task(job: SegmentJob, k: int, until: int | None = None, video: Any = No
             raise FormatError(f"{stage / 'log.jsonl'}: no record of finished frame {missing[0]}, so the segment "
                               "cannot resume as it would have gone on; rerun with --force")
         for t in range(first, end):
-            reference = tr._reference_psnr(records, bool(scene.val_views))
-            record, prev_grid, run = tr._train_frame(scene, run, t, prev_grid, mlp, reference,
+            record, prev_grid, run = tr._train_frame(scene, run, t, prev_grid, mlp, records,
                                                      segment_of=seed_grid if t == s else None)
             records.append(record)
             if on_frame is not None:

@@ -16,7 +16,8 @@
    - quality is judged on validation views: training views that no fit ever sees, never the
      dataset's test views. A frame that falls more than `refresh_margin` dB below the last fresh
      keyframe is fitted again as a keyframe (density from its coarse pass, the MLP kept) and starts
-     a new GOP, so quality cannot drift without bound;
+     a new GOP, so quality cannot drift without bound -- with `refresh.rate_slope`, only when its
+     gain pays for its keyframe's bytes (featvid.train.refresh);
    - every fit runs until its loss stops improving, between a floor and a cap of iterations;
    - with the codec in the loop (`losses.codec_loop`, featvid.train.codec_loop) each fit renders
      what the stream's codec gives back for its values, and a frame is judged as it will stream.
@@ -52,6 +53,7 @@ from featvid.train.colour import COLOUR_FILE, CameraColour
 from featvid.train.config import TrainConfig
 from featvid.train.fit import FitSchedule, fit_frame, start_loss
 from featvid.train.gops import GopBuilder, mapping_name, split_gop
+from featvid.train.refresh import frame_bytes, last_keyframe_bytes, refresh_cost
 from featvid.formats.run import (COARSE_DIR, Run, RunGop, coarse_name, frame_name, read_run_file, write_run_file,
                               write_run_meta)
 from featvid.train.sampling import RaySampler, isg_weights, ist_weights
@@ -314,8 +316,7 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig, frames: tup
                           "resume as it would have gone on; rerun with --force")
     bar = progress_bar(total=scene.num_frames, initial=first, desc="fine pass", unit="frame")
     for t in range(first, scene.num_frames):
-        reference = _reference_psnr(records, bool(scene.val_views))
-        record, prev_grid, run = _train_frame(scene, run, t, prev_grid, mlp, reference)
+        record, prev_grid, run = _train_frame(scene, run, t, prev_grid, mlp, records)
         records.append(record)
         bar.update(1)
         bar.set_postfix(psnr=f"{record.get('psnr_test', record['psnr_train']):.2f}", iters=record["iters"],
@@ -368,12 +369,14 @@ def _quality(record: dict) -> float | None:
 
 def _reference_psnr(records: list[dict], use_validation: bool) -> float | None:
     """The quality a frame is held to, from the records of the frames so far (in order): with
-    validation views, the last fresh keyframe's; without, the first warm frame's after it."""
+    validation views, the last fresh keyframe's; without, the first warm frame's after it.
+    A refresh declined because it would not pay (featvid.train.refresh) makes that frame the
+    reference: the next one is tried only after quality falls another margin."""
     ref, armed = None, False
     for r in records:
         if r.get("keyframe"):
             ref, armed = (_quality(r) if use_validation else None), not use_validation
-        elif armed:
+        elif armed or "refresh_declined" in r:
             ref, armed = _quality(r), False
     return ref
 
@@ -549,20 +552,24 @@ def _judge_streamed(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP, mappi
                     before: list[SparseGrid]) -> dict[str, float]:
     """`_judge` of the frame as the stream decodes it when the codec is in the loop (`_as_streamed`:
     coded after `before`, its GOP's earlier frames); a round trip only when something is scored."""
-    c = scene.config
-    if scene.val_views or c.refresh.margin > 0 or c.eval_heldout:
+    if scene.val_views or _scores_fit(scene):
         grid = _as_streamed(scene, mapping, grid, mlp, before)
     return _judge(scene, t, grid, mlp)
+
+
+def _scores_fit(scene: _Scene) -> bool:
+    """Whether a frame's fitted views are scored (for the keyframe refresh, or for the log beside
+    the held-out views)."""
+    return scene.config.refresh.margin > 0 or scene.config.eval_heldout
 
 
 def _judge(scene: _Scene, t: int, grid: SparseGrid, mlp: TinyMLP) -> dict[str, float]:
     """The scores a frame is judged by: psnr_val (validation views, when there are any) and psnr_fit
     (a few fitted views), each rendered in full, in dB."""
-    c = scene.config
     scores = {}
     if scene.val_views:
         scores["psnr_val"] = _score(scene, t, grid, mlp, scene.val_views)
-    if c.refresh.margin > 0 or c.eval_heldout:
+    if _scores_fit(scene):
         scores["psnr_fit"] = _score(scene, t, grid, mlp, _judge_views(scene))
     return scores
 
@@ -576,27 +583,85 @@ def _segment_start(scene: _Scene, t: int, occupancy: torch.Tensor, first: Sparse
     return torch.cat([density[:, None], features], dim=1)
 
 
+def _refresh(scene: _Scene, run: Run, g: int, t: int, prev_grid: SparseGrid, mlp: TinyMLP, records: list[dict],
+             warm_grid: SparseGrid, coded_after: SparseGrid | None, quality: float, reference: float,
+             record: dict) -> tuple | None:
+    """Frame t, fitted warm in GOP g and fallen below its reference, fitted again as a keyframe
+    starting a new GOP -- when that pays (featvid.train.refresh; always with no `rate_slope`).
+    warm_grid: the warm fit; coded_after: the frame it is coded after (None: an I-frame).
+    Returns (run, g, mapping, grid, figures, scores) of the refresh, or None when it would not pay
+    (then nothing is written and the MLP is as it was; `record` says why)."""
+    c = scene.config
+    slope = c.refresh.rate_slope
+    frames_left = run.gops[g].end - t  # the frames that start from the refreshed one
+    if slope > 0:  # predicted: the keyframe brings the reference back, at the last keyframe's bytes
+        warm_bytes = frame_bytes(warm_grid, coded_after, run.mapping(g), c)
+        key_bytes = warm_bytes if coded_after is None else (last_keyframe_bytes(records) or warm_bytes)
+        cost = refresh_cost(reference - quality, key_bytes, warm_bytes, coded_after is None, frames_left, records,
+                            scene.num_frames)
+        if not cost.pays(slope):
+            record["refresh_declined"] = {**cost.to_dict(), "predicted": True}
+            log.info("frame %d: a refresh would not pay (%s)", t, record["refresh_declined"])
+            return None
+    mapping, gops = run.mapping(g), None
+    if t > run.gops[g].start:  # a new GOP from here on, with its own mapping (written once it is kept)
+        shape = tuple(mapping.occupancy().shape)
+        gops, mapping = split_gop(run.gops, g, t, lambda s: _fine_occupancy(scene, s, shape))
+    occupancy = mapping.occupancy()
+    kept = {k: v.clone() for k, v in mlp.state_dict().items()}  # a refit may tune the MLP (lr_mlp_frame)
+    colour = None if scene.colour is None else {k: v.clone() for k, v in scene.colour.state_dict().items()}
+    grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, prev_grid, mlp), occupancy, mapping, mlp,
+                         FitSchedule.refresh(c), None, salt=1)
+    scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
+    if slope > 0:  # measured: the refitted keyframe against the warm frame, up to the reference
+        # (a keyframe fits its own views ~1.5 dB tighter than warm frames do, which held-out views
+        # do not see: dancer, 12 frames, `fast`, refreshed frames +1.4 dB fitted, -1.6 held out)
+        key_quality = _quality(scores)
+        cost = refresh_cost(min(key_quality if key_quality is not None else quality, reference) - quality,
+                            frame_bytes(grid, None, mapping, c), warm_bytes, coded_after is None, frames_left,
+                            records, scene.num_frames)
+        if not cost.pays(slope):
+            record["refresh_declined"] = {**cost.to_dict(), "predicted": False}
+            log.info("frame %d: the refresh did not pay (%s): the warm frame stays", t, record["refresh_declined"])
+            mlp.load_state_dict(kept)
+            if colour is not None:
+                scene.colour.load_state_dict(colour)
+            return None
+        record["refresh_paid"] = cost.to_dict()
+    record["refreshed_from_psnr"] = round(quality, 4)
+    if gops is not None:
+        write_run_file(scene.out, gops[g + 1].mapping, mapping.to_bytes())
+        write_run_meta(scene.out, {**{k: v for k, v in run.meta.items() if k not in ("format", "version")},
+                                   "gops": [x.to_dict() for x in gops]})
+        run, g = Run(scene.out), g + 1
+    return run, g, mapping, grid, figures, scores
+
+
 def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, mlp: TinyMLP,
-                 reference: float | None, segment_of: SparseGrid | None = None) -> tuple[dict, SparseGrid, Run]:
-    """Train, score and save frame t; returns its log record, its grid and the run (re-read when a
-    keyframe refresh split a GOP). segment_of: frame 0's grid when t starts a segment (a refreshed
-    keyframe that starts from it, featvid.train.segments)."""
+                 records: list[dict], segment_of: SparseGrid | None = None) -> tuple[dict, SparseGrid, Run]:
+    """Train, score and save frame t after the frames whose log `records` are given (in order);
+    returns its log record, its grid and the run (re-read when a keyframe refresh split a GOP).
+    segment_of: frame 0's grid when t starts a segment (a refreshed keyframe that starts from it,
+    featvid.train.segments)."""
     start = time.perf_counter()
     c = scene.config
     g = run.gop_of(t)
     mapping = run.mapping(g)
     occupancy = mapping.occupancy()  # [nx, ny, nz]: exactly what the decoder will have
     record: dict[str, Any] = {"frame": t}
+    counts_bytes = c.refresh.margin > 0 and c.refresh.rate_slope > 0  # the refresh weighs bytes
     if prev_grid is None and segment_of is not None:  # a segment's start: a keyframe, the MLP kept
         grid, figures = _fit(scene, t, _segment_start(scene, t, occupancy, segment_of), occupancy, mapping, mlp,
                              FitSchedule.refresh(c), None, salt=1)
         keyframe, why = True, "segment start"
         scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
+        coded_after = None
     elif prev_grid is None:  # frame 0: coarse-to-fine, features and MLP from scratch
         grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, None, mlp), occupancy, mapping, mlp,
                              FitSchedule.keyframe(c), None)
         keyframe, why = True, "first frame"
         scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
+        coded_after = None
     else:
         values, warm = _warm_start(scene, t, prev_grid, occupancy, mlp)
         record.update({k: v if isinstance(v, bool) else round(v, 4 if "loss" not in k else 8) for k, v in warm.items()})
@@ -605,25 +670,23 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
                              before=before)
         keyframe, why = False, ""
         scores = _judge_streamed(scene, t, grid, mlp, mapping, before)
+        coded_after = None if t == run.gops[g].start else prev_grid  # a GOP's first frame is an I-frame
         quality = _quality(scores)
+        reference = _reference_psnr(records, bool(scene.val_views))
         margin = c.refresh.margin
         if margin > 0 and reference is not None and quality is not None and quality < reference - margin:
             why = (f"{'validation' if scene.val_views else 'fitted-view'} PSNR {quality:.2f} dB fell more than "
                    f"{margin:g} dB below {reference:.2f}")
-            log.info("frame %d: %s: refitting it as a keyframe", t, why)
-            record["refreshed_from_psnr"] = round(quality, 4)
-            if t > run.gops[g].start:  # a new GOP from here on, with its own mapping
-                gops, new_mapping = split_gop(run.gops, g, t, lambda s: _fine_occupancy(scene, s, tuple(occupancy.shape)))
-                write_run_file(scene.out, gops[g + 1].mapping, new_mapping.to_bytes())
-                write_run_meta(scene.out, {**{k: v for k, v in run.meta.items() if k not in ("format", "version")},
-                                           "gops": [x.to_dict() for x in gops]})
-                run = Run(scene.out)
-                g, mapping = g + 1, new_mapping
-                occupancy = mapping.occupancy()
-            grid, figures = _fit(scene, t, _keyframe_start(scene, t, occupancy, prev_grid, mlp), occupancy, mapping, mlp,
-                                 FitSchedule.refresh(c), None, salt=1)
-            keyframe = True
-            scores = _judge_streamed(scene, t, grid, mlp, mapping, [])
+            refreshed = _refresh(scene, run, g, t, prev_grid, mlp, records, grid, coded_after, quality, reference,
+                                 record)
+            if refreshed is None:  # it would not pay: the warm frame stays
+                why = ""
+            else:
+                log.info("frame %d: %s: refitted as a keyframe", t, why)
+                run, g, mapping, grid, figures, scores = refreshed
+                keyframe, coded_after = True, None
+    if counts_bytes:
+        record["bytes_estimate"] = round(frame_bytes(grid, coded_after, mapping, c), 1)
     record.update({"gop": g, "keyframe": keyframe, "vertices": int(len(grid.density)),
                    "iters": figures["iters"], "train_seconds": round(time.perf_counter() - start, 3),
                    **{k: round(v, 8) for k, v in figures.items() if k not in ("iters", "loss_curve")},

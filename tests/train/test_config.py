@@ -54,9 +54,10 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
              "keyframe_tv_weight": 0.0, "coarse_contracted_iters": 0, "distortion_weight": 0.0,
              "rate_weight": 0.0, "rate_qp": 16.5, "codec_loop": "", "codec_refresh": 30, "codec_start": 0.5,
              "codec_change": 0.5, "random_background": False, "contracted_resolution": None,
-             "contracted_keyframe_iters": None, "contracted_keyframe_tv_weight": None, "contracted_view_freqs": None}
+             "contracted_keyframe_iters": None, "contracted_keyframe_tv_weight": None, "contracted_view_freqs": None,
+             "refresh_slope": 0.0, "keyframe_rate_weight": None}
     def as_before(**changes):  # `fast` without what was added to it since
-        return preset("fast", space="box", coarse_contracted_iters=0, random_background=False,
+        return preset("fast", space="box", coarse_contracted_iters=0, random_background=False, refresh_slope=0.0,
                       **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
 
     assert config == as_before()

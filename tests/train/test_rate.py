@@ -147,3 +147,19 @@ def test_estimate_ranks_frames_like_x264():
     # measured: I 1.00, P 0.97 (floors near them: a drop means the model stopped following x264)
     assert rho_i >= 0.95, (rho_i, est_i, real_i)
     assert rho_p >= 0.9, (rho_p, est_p, real_p)
+
+
+def test_keyframe_rate_weight_sets_the_rate_on_keyframes_alone(tiny_dataset, tmp_path):
+    """keyframe_rate_weight 0: a keyframe trains as without the rate term (the same bytes); None:
+    at rate_weight, as runs before the switch did."""
+    from featvid.formats.run import frame_name
+    from featvid.train.train import train
+    from tests.train.test_train import micro
+
+    def frame0(name, **overrides):
+        run = train(tiny_dataset, tmp_path / name, micro(**overrides), frames=(0, 1), device="cpu")
+        return (run.path / frame_name(0)).read_bytes()
+
+    plain = frame0("plain")
+    assert frame0("warm_only", rate_weight=1.0, keyframe_rate_weight=0.0) == plain
+    assert frame0("both", rate_weight=1.0) != plain

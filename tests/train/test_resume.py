@@ -55,14 +55,15 @@ class _Killed(Exception):
 
 
 def test_a_kill_during_a_keyframe_refresh_resumes_as_the_run_that_was_not_killed(tiny_dataset, tmp_path, monkeypatch):
-    """A refresh writes its GOP split (run.json, a new mapping) before the refitted frame: a kill in
-    the refit used to leave frame 2 in a GOP of its own, so the resumed run fitted it warm on the
-    new mapping and kept that -- another frame than the uninterrupted run's keyframe."""
+    """A refresh writes its GOP split (run.json, a new mapping) once its refit is kept (a refresh
+    that would not pay leaves nothing, featvid.train.refresh), and the refitted frame after it: a
+    kill between the two used to leave frame 2 in a GOP of its own, so the resumed run fitted it
+    warm on the new mapping and kept that -- another frame than the uninterrupted run's keyframe."""
     from featvid.train import train as trainer
     from featvid.train.train import train
     from tests.train.test_train import micro
 
-    real_judge, real_start = trainer._judge, trainer._keyframe_start
+    real_judge, real_append = trainer._judge, trainer._append_log
 
     def judge(scene, t, grid, mlp):
         """Frame 2's warm fit, in the GOP of the coarse pass, is judged 10 dB poorer: it is refreshed."""
@@ -75,19 +76,19 @@ def test_a_kill_during_a_keyframe_refresh_resumes_as_the_run_that_was_not_killed
     whole = train(tiny_dataset, tmp_path / "whole", config, frames=(0, 3), device="cpu")
     assert [g.start for g in whole.gops] == [0, 2] and whole.log()[2]["keyframe"]
 
-    def start(scene, t, *args):
-        if t == 2:
-            raise _Killed  # the split is on disk, frame 2's refit never ran
-        return real_start(scene, t, *args)
+    def append(out, record):
+        if record["frame"] == 2:
+            raise _Killed  # the split is on disk, frame 2 is not
+        return real_append(out, record)
 
-    monkeypatch.setattr(trainer, "_keyframe_start", start)
+    monkeypatch.setattr(trainer, "_append_log", append)
     cut = tmp_path / "cut"
     try:
         train(tiny_dataset, cut, config, frames=(0, 3), device="cpu")
     except _Killed:
         pass
     assert [g.start for g in Run(cut).gops] == [0, 2] and Run(cut).finished_frames() == [0, 1]
-    monkeypatch.setattr(trainer, "_keyframe_start", real_start)
+    monkeypatch.setattr(trainer, "_append_log", real_append)
     train(tiny_dataset, cut, config, frames=(0, 3), device="cpu")
     for name in [*json.loads((whole.path / FILES).read_text())["files"], "run.json"]:
         assert (whole.path / name).read_bytes() == (cut / name).read_bytes(), name
