@@ -590,7 +590,8 @@ def _refresh(scene: _Scene, run: Run, g: int, t: int, prev_grid: SparseGrid, mlp
     starting a new GOP -- when that pays (featvid.train.refresh; always with no `rate_slope`).
     warm_grid: the warm fit; coded_after: the frame it is coded after (None: an I-frame).
     Returns (run, g, mapping, grid, figures, scores) of the refresh, or None when it would not pay
-    (then nothing is written and the MLP is as it was; `record` says why)."""
+    (then nothing is written and the MLP is as it was; `record` says why, and holds the estimated
+    bytes of the frame kept)."""
     c = scene.config
     slope = c.refresh.rate_slope
     frames_left = run.gops[g].end - t  # the frames that start from the refreshed one
@@ -601,6 +602,7 @@ def _refresh(scene: _Scene, run: Run, g: int, t: int, prev_grid: SparseGrid, mlp
                             scene.num_frames)
         if not cost.pays(slope):
             record["refresh_declined"] = {**cost.to_dict(), "predicted": True}
+            record["bytes_estimate"] = round(warm_bytes, 1)
             log.info("frame %d: a refresh would not pay (%s)", t, record["refresh_declined"])
             return None
     mapping, gops = run.mapping(g), None
@@ -617,17 +619,19 @@ def _refresh(scene: _Scene, run: Run, g: int, t: int, prev_grid: SparseGrid, mlp
         # (a keyframe fits its own views ~1.5 dB tighter than warm frames do, which held-out views
         # do not see: dancer, 12 frames, `fast`, refreshed frames +1.4 dB fitted, -1.6 held out)
         key_quality = _quality(scores)
+        key_bytes = frame_bytes(grid, None, mapping, c)
         cost = refresh_cost(min(key_quality if key_quality is not None else quality, reference) - quality,
-                            frame_bytes(grid, None, mapping, c), warm_bytes, coded_after is None, frames_left,
-                            records, scene.num_frames)
+                            key_bytes, warm_bytes, coded_after is None, frames_left, records, scene.num_frames)
         if not cost.pays(slope):
             record["refresh_declined"] = {**cost.to_dict(), "predicted": False}
+            record["bytes_estimate"] = round(warm_bytes, 1)
             log.info("frame %d: the refresh did not pay (%s): the warm frame stays", t, record["refresh_declined"])
             mlp.load_state_dict(kept)
             if colour is not None:
                 scene.colour.load_state_dict(colour)
             return None
         record["refresh_paid"] = cost.to_dict()
+        record["bytes_estimate"] = round(key_bytes, 1)
     record["refreshed_from_psnr"] = round(quality, 4)
     if gops is not None:
         write_run_file(scene.out, gops[g + 1].mapping, mapping.to_bytes())
@@ -685,7 +689,7 @@ def _train_frame(scene: _Scene, run: Run, t: int, prev_grid: SparseGrid | None, 
                 log.info("frame %d: %s: refitted as a keyframe", t, why)
                 run, g, mapping, grid, figures, scores = refreshed
                 keyframe, coded_after = True, None
-    if counts_bytes:
+    if counts_bytes and "bytes_estimate" not in record:  # (a refresh weighed has estimated it)
         record["bytes_estimate"] = round(frame_bytes(grid, coded_after, mapping, c), 1)
     record.update({"gop": g, "keyframe": keyframe, "vertices": int(len(grid.density)),
                    "iters": figures["iters"], "train_seconds": round(time.perf_counter() - start, 3),
