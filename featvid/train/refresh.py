@@ -11,10 +11,12 @@ on our streams at the default preset), the refresh pays when
 
 left: the clip's summed PSNR gain (the refreshed frame's gain, held by the frames left in its
 planned GOP, which start from it; the gain counts up to the reference only, since a keyframe's
-own fit is tighter on its fitted views than held-out views see); right: what the extra bytes would buy every frame of the clip
-instead. mean_bytes is the mean estimated bytes of a frame so far. Bytes are estimates
-(featvid.train.rate, scaled by what x264 really spent per estimated bit); the judge is the
-fitted views' (or validation views') PSNR, never the test views.
+own fit is tighter on its fitted views than held-out views see); right: what the extra bytes
+would buy every frame of the clip instead. mean_bytes is the mean estimated bytes of a frame so
+far. Bytes are estimates (featvid.train.rate, scaled by what x264 really spent per estimated
+byte: REAL_PER_ESTIMATE); the judge is the fitted views' (or validation views') PSNR, never the
+test views. benchmarks/codec_loop.py measures the rule (BENCHMARKS.md, "GOP decisions that
+count bytes").
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ class RefreshCost:
     clip_frames: int
 
     def pays(self, slope: float) -> bool:
-        """True when the gain beats what the extra bytes would buy every frame (0 slope: always)."""
-        spread = self.clip_frames * math.log2(1 + max(0.0, self.extra_bytes) / (self.clip_frames * max(self.mean_bytes, 1.0)))
+        """True when the gain beats what the extra bytes would buy every frame (slope 0: any gain)."""
+        clip_bytes = self.clip_frames * max(self.mean_bytes, 1.0)
+        spread = self.clip_frames * math.log2(1 + max(0.0, self.extra_bytes) / clip_bytes)  # frames x doublings
         return self.gain_db * self.frames > slope * spread
 
     def to_dict(self) -> dict[str, float]:
