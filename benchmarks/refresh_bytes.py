@@ -78,16 +78,26 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def cache_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that reads codec_loop.py's cache: --cache, --crf, --out."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "codec_loop")
     ap.add_argument("--crf", type=float, default=16.5)
     ap.add_argument("--out", type=Path, default=ROOT / "results")
-    args = ap.parse_args()
-    result = measure(args.cache, args.crf)
-    files = write_results(args.out, "refresh_bytes", result, markdown(result))
-    print(markdown(result))
+    return ap
+
+
+def report(out: Path, name: str, result: dict, text: str) -> None:
+    """Write NAME.json and NAME.md under `out` and show the markdown."""
+    files = write_results(out, name, result, text)
+    print(text)
     print(", ".join(str(f) for f in files.values()), file=sys.stderr)
+
+
+def main() -> None:
+    args = cache_arguments(__doc__.split("\n")[0]).parse_args()
+    result = measure(args.cache, args.crf)
+    report(args.out, "refresh_bytes", result, markdown(result))
 
 
 if __name__ == "__main__":

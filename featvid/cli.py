@@ -352,7 +352,9 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--frames", "frames", default=None, metavar="A:B", help="Dataset frames A..B-1 to train [default: all].")
 @click.option("--grid", "grid", type=click.IntRange(8, 320), default=None,
               help="Fine grid resolution (vertices along the longest side) [default: the preset's]; at most 320, the largest grid a reader accepts.")
-@click.option("--gop", "gop", default=None, metavar="N|auto", help="Frames per GOP, or auto [default: the preset's].")
+@click.option("--gop", "gop", default=None, metavar="N|auto",
+              help="Frames per GOP, or auto: a new GOP where its keyframe costs fewer bytes than the union's "
+                   "growth, within --set gop_growth / max_gop [default: the preset's].")
 @click.option("--temporal-weight", type=FiniteFloat(min=0), default=None,
               help="Weight of the temporal L1 loss; 0 switches it off [default: the preset's].")
 @click.option("--spatial-weight", type=FiniteFloat(min=0), default=None,

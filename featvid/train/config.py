@@ -24,7 +24,8 @@ IMPORTANCE_CHOICES: tuple[str, ...] = get_args(Importance)
 Space = Literal["auto", "box", "contracted"]
 SPACE_CHOICES: tuple[str, ...] = get_args(Space)
 GopLength = Union[int, Literal["auto"]]
-"""Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
+"""Frames per GOP, or "auto": a new GOP where it costs fewer bytes than growing the union
+(featvid.train.gops), within `growth` and `max_length`."""
 MotionWindow = Literal[3, 5, 7]
 MOTION_WINDOWS: tuple[int, ...] = get_args(MotionWindow)
 
@@ -140,9 +141,12 @@ class GopConfig:
     """How frames are grouped into GOPs (one mapping, one keyframe each)."""
 
     length: GopLength = 10
-    """Frames per GOP, or "auto": a new GOP when the union occupancy outgrows the first frame's."""
+    """Frames per GOP, or "auto": a new GOP where its keyframe costs fewer bytes than the empty
+    blocks a grown union adds to the GOP's frames (featvid.train.gops.grows_dearer), within
+    `growth` and `max_length`."""
     growth: float = 0.25
-    """auto GOPs: start a new GOP once the union has this fraction more blocks than its first frame."""
+    """auto GOPs: start a new GOP once the union has this fraction more blocks than its first frame
+    (what a player decodes and samples a frame), whatever the bytes."""
     max_length: int = 30
     """auto GOPs: longest GOP in frames."""
     segment: int = 0
@@ -631,6 +635,14 @@ def derive_overrides(base: TrainConfig, overrides: dict[str, Any]) -> tuple[dict
 # 1.08, orbits 1.27), the rate the keyframe refresh weighs its keyframes' bytes at (refresh.rate_slope)
 REFRESH_SLOPE = 1.2
 
+# GOPs that count bytes (featvid.train.gops): a new GOP where its keyframe costs fewer bytes than
+# growing the union, within 30 frames (1 s at 30 fps, where a player can seek) and a union of twice
+# its first frame's blocks. 12 frames, `fast`, BD-rate against GOPs of 10 and every refresh (the
+# preset before REFRESH_SLOPE): dancer (8 views) -72.4 %, crossing -12.9 %, float +0.64 / +0.02 dB;
+# REFRESH_SLOPE with GOPs of 10 had -40.8 % / 0.0 % (BENCHMARKS.md, "GOPs that count bytes").
+# A union of 1.25x cut the dancer into 3 GOPs: -54.4 %.
+AUTO_GOPS = {"gop": "auto", "gop_growth": 1.0, "max_gop": 30}
+
 # The named presets, in one table; each line of PRESET_HELP says what one is for (the CLI shows
 # them). Why their numbers are what they are: docs/training.md.
 PRESETS: dict[str, TrainConfig] = {
@@ -643,18 +655,18 @@ PRESETS: dict[str, TrainConfig] = {
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
         density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400, random_background=True,
         contracted_resolution=64, contracted_keyframe_iters=1600, contracted_keyframe_tv_weight=3e-3,
-        contracted_view_freqs=0, refresh_slope=REFRESH_SLOPE),
+        contracted_view_freqs=0, refresh_slope=REFRESH_SLOPE, **AUTO_GOPS),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,
         batch_rays=4096, space="auto", coarse_contracted_iters=400, random_background=True),
     "default": TrainConfig().with_overrides(density_tv_weight=3e-3, space="auto", coarse_contracted_iters=1200,
-                                            random_background=True, refresh_slope=REFRESH_SLOPE),
+                                            random_background=True, refresh_slope=REFRESH_SLOPE, **AUTO_GOPS),
     "quality": TrainConfig().with_overrides(
         grid_resolution=160, coarse_resolution=64, coarse_iters=1000, coarse_frame_iters=200, keyframe_iters=16000,
         keyframe_iters_min=10000, refresh_iters=8000, frame_iters=2000, frame_iters_min=600, batch_rays=8192,
         mlp_hidden=64, lr_mlp=1e-3, space="auto", coarse_contracted_iters=4000, random_background=True,
-        refresh_slope=REFRESH_SLOPE),
+        refresh_slope=REFRESH_SLOPE, **AUTO_GOPS),
 }
 
 PRESET_HELP: dict[str, str] = {  # one short line each: `featvid train --help` lists them

@@ -2,9 +2,9 @@
 occupancies.
 
 Two moments decide a GOP boundary:
-1. the coarse pass (`GopBuilder`): fixed length, or "auto" -- a new GOP once the union of the
-   group's occupancies has `gop_growth` more blocks than its first frame, or after `max_gop`
-   frames;
+1. the coarse pass (`GopBuilder`): fixed length, or "auto" -- a new GOP when it costs fewer bytes
+   than growing the union (`grows_dearer`), once the union has `gop_growth` more blocks than its
+   first frame (what a player decodes and samples), or after `max_gop` frames;
 2. the fine pass (`split_gop`): a keyframe refresh starts a new GOP at the refreshed frame. The
    GOP's first part keeps its mapping (its frames are trained on it already, and it covers them);
    the new GOP gets the union of its own frames' occupancies.
@@ -22,6 +22,22 @@ from featvid.field.gop import Gop
 from featvid.field.mapping import Mapping
 
 
+# What a GOP boundary and a grown union cost a stream: an I-frame spends KEYFRAME_BLOCK_BYTES more
+# per block of its mapping than the GOP's P-frames do (median of 68 GOPs of 36 trained runs,
+# quartiles 13.9-36.4), and a block of the union that a frame leaves empty costs that frame
+# EMPTY_BLOCK_BYTES (median of the same runs, 0.7-2.9: a tile of one flat value, skipped in
+# P-frames). H.264 at crf 16.5, the default stream; measured by benchmarks/gop_blocks.py.
+KEYFRAME_BLOCK_BYTES = 24.4
+EMPTY_BLOCK_BYTES = 1.4
+
+
+def grows_dearer(new_blocks: int, frames: int, own_blocks: int) -> bool:
+    """Whether adding a frame to an open GOP costs more bytes than starting a new GOP with it:
+    the `new_blocks` it adds to the union sit empty in the GOP's `frames` frames so far, against
+    the keyframe premium of a new GOP's mapping of the frame's own `own_blocks` blocks."""
+    return EMPTY_BLOCK_BYTES * new_blocks * frames > KEYFRAME_BLOCK_BYTES * own_blocks
+
+
 def mapping_name(start: int) -> str:
     """The mapping file of the GOP that starts at frame `start` (unique within a run)."""
     return f"gop_{start:05d}.fvmap"
@@ -37,6 +53,7 @@ class GopBuilder:
         self._count = 0
         self._union: torch.Tensor | None = None
         self._first_blocks = 0
+        self._union_blocks = 0
 
     def add(self, t: int, occupancy: torch.Tensor) -> None:
         """Frame t's fine-grid occupancy [nx, ny, nz] bool (frames must come in order)."""
@@ -45,9 +62,10 @@ class GopBuilder:
             self._close()
         if self._union is None:
             self._start, self._count, self._union = t, 0, occupancy.clone()
-            self._first_blocks = Mapping.from_occupancy(occupancy).num_blocks
+            self._first_blocks = self._union_blocks = Mapping.from_occupancy(occupancy).num_blocks
         else:
             self._union |= occupancy
+            self._union_blocks = Mapping.from_occupancy(self._union).num_blocks
         self._count += 1
 
     def _should_close(self, occupancy: torch.Tensor) -> bool:
@@ -57,7 +75,9 @@ class GopBuilder:
         if self._count >= self.config.gop.max_length:
             return True
         blocks = Mapping.from_occupancy(self._union | occupancy).num_blocks
-        return blocks > (1 + self.config.gop.growth) * max(1, self._first_blocks)
+        if blocks > (1 + self.config.gop.growth) * max(1, self._first_blocks):
+            return True
+        return grows_dearer(blocks - self._union_blocks, self._count, Mapping.from_occupancy(occupancy).num_blocks)
 
     def _close(self) -> None:
         self.gops.append((Gop(self._start, self._count), Mapping.from_occupancy(self._union)))

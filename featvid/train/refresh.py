@@ -10,8 +10,9 @@ on our streams at the default preset), the refresh pays when
     gain_db x frames  >  s x clip_frames x log2(1 + extra_bytes / (clip_frames x mean_bytes))
 
 left: the clip's summed PSNR gain (the refreshed frame's gain, held by the frames left in its
-planned GOP, which start from it; the gain counts up to the reference only, since a keyframe's
-own fit is tighter on its fitted views than held-out views see); right: what the extra bytes
+planned GOP, which start from it; a keyframe's own fit is tighter on its fitted views than
+held-out views see, so a refit is judged less the run's keyframe tightness and its gain counts
+up to the reference only: featvid.train.train._keyframe_tightness); right: what the extra bytes
 would buy every frame of the clip instead. mean_bytes is the mean estimated bytes of a frame so
 far. Bytes are estimates (featvid.train.rate, scaled by what x264 really spent per estimated
 byte: REAL_PER_ESTIMATE); the judge is the fitted views' (or validation views') PSNR, never the

@@ -58,7 +58,7 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
              "refresh_slope": 0.0, "keyframe_rate_weight": None}
     def as_before(**changes):  # `fast` without what was added to it since
         return preset("fast", space="box", coarse_contracted_iters=0, random_background=False, refresh_slope=0.0,
-                      **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
+                      gop=10, gop_growth=0.25, **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
 
     assert config == as_before()
     assert config.flat() == {**FLAT_FAST, **added}  # nothing lost or renamed on the way

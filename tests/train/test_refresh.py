@@ -72,9 +72,9 @@ def test_frame_bytes_follow_what_the_codec_pays():
 
 
 # -- in a run ----------------------------------------------------------------------------------------
-def _poorer_frame_2(monkeypatch, drop: float, refit_too: bool = True) -> dict:
-    """Frame 2 is judged `drop` dB poorer than it is (its warm fit, and its refit when `refit_too`);
-    returns the count of frame 2's refits (their keyframe starts)."""
+def _poorer_frame_2(monkeypatch, drop: float, refit_too: bool = True, first_keyframe_up: float = 0.0) -> dict:
+    """Frame 2 is judged `drop` dB poorer than it is (its warm fit, and its refit when `refit_too`),
+    frame 0 `first_keyframe_up` dB better; returns the count of frame 2's refits (their keyframe starts)."""
     from featvid.train import train as trainer
 
     real_judge, real_start = trainer._judge, trainer._keyframe_start
@@ -83,6 +83,8 @@ def _poorer_frame_2(monkeypatch, drop: float, refit_too: bool = True) -> dict:
     def judge(scene, t, grid, mlp):
         scores = real_judge(scene, t, grid, mlp)
         poorer = t == 2 and (refit_too or calls["refit"] == 0)
+        if t == 0:
+            return {k: v + first_keyframe_up for k, v in scores.items()}
         return {k: v - drop for k, v in scores.items()} if poorer else scores
 
     def keyframe_start(scene, t, *args):
@@ -140,7 +142,20 @@ def test_a_refresh_that_pays_is_taken(tiny_dataset, tmp_path, monkeypatch):
     assert log[2]["keyframe"] and "fell more than" in log[2]["keyframe_reason"]
     paid = log[2]["refresh_paid"]  # the gain counts up to the reference (frame 1's), not beyond
     assert paid["frames"] == 2 and 8.0 < paid["gain_db"] <= log[1]["psnr_fit"] - log[2]["refreshed_from_psnr"] + 1e-3
+    # the refit is judged less frame 0's tightness: how much better a keyframe fits its views than a warm frame
+    assert paid["tightness_db"] == pytest.approx(max(0.0, log[0]["psnr_fit"] - log[1]["psnr_fit"]), abs=1e-3)
     assert log[2]["bytes_estimate"] > 2 * log[1]["bytes_estimate"]  # an I-frame
+
+
+def test_a_refit_no_better_than_keyframes_fit_anyway_is_undone(tiny_dataset, tmp_path, monkeypatch):
+    # the same refit as above, in a run whose first keyframe fitted its views 12 dB tighter than
+    # its first warm frame: the refit's 10 dB are what any keyframe shows and views it was not
+    # fitted to would not see
+    calls = _poorer_frame_2(monkeypatch, 10.0, refit_too=False, first_keyframe_up=12.0)
+    run, log = _train(tiny_dataset, tmp_path / "run", refresh_slope=1.2)
+    assert calls["refit"] == 1 and [g.start for g in run.gops] == [0]
+    declined = log[2]["refresh_declined"]
+    assert not declined["predicted"] and declined["tightness_db"] > 11.0 and declined["gain_db"] < 0
 
 
 def test_slope_zero_refreshes_as_before(tiny_dataset, tmp_path, monkeypatch):
@@ -158,3 +173,17 @@ def test_a_declined_refresh_makes_its_frame_the_reference():
                {"keyframe": False, "psnr_fit": 27.0}]
     assert _reference_psnr(records[:2], False) == 29.0
     assert _reference_psnr(records, False) == 27.5
+
+
+def test_a_refit_is_judged_less_how_much_tighter_keyframes_fit_their_own_views():
+    from featvid.train.train import _keyframe_tightness
+
+    records = [{"keyframe": True, "psnr_fit": 39.5}, {"keyframe": False, "psnr_fit": 37.5},
+               {"keyframe": True, "psnr_fit": 38.0}, {"keyframe": False, "psnr_fit": 37.8}]
+    assert _keyframe_tightness(records, False) == pytest.approx(2.0)  # the first keyframe's, against its first warm frame
+    assert _keyframe_tightness(records[:1], False) == 0.0  # no warm frame yet
+    assert _keyframe_tightness([{"keyframe": True, "psnr_fit": 30.0}, {"keyframe": False, "psnr_fit": 31.0}],
+                               False) == 0.0  # never below zero
+    # validation views judge a keyframe as they judge a warm frame: nothing to take off
+    assert _keyframe_tightness([{"keyframe": True, "psnr_val": 30.0, "psnr_fit": 39.0},
+                                {"keyframe": False, "psnr_val": 29.0, "psnr_fit": 37.0}], True) == 0.0
