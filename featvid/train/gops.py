@@ -53,7 +53,8 @@ class GopBuilder:
         self._count = 0
         self._union: torch.Tensor | None = None
         self._first_blocks = 0
-        self._union_blocks = 0
+        self._union_blocks = 0  # auto GOPs: blocks of the union so far
+        self._grown_blocks = 0  # auto GOPs: blocks of the union with the frame `_should_close` weighed
 
     def add(self, t: int, occupancy: torch.Tensor) -> None:
         """Frame t's fine-grid occupancy [nx, ny, nz] bool (frames must come in order)."""
@@ -65,7 +66,7 @@ class GopBuilder:
             self._first_blocks = self._union_blocks = Mapping.from_occupancy(occupancy).num_blocks
         else:
             self._union |= occupancy
-            self._union_blocks = Mapping.from_occupancy(self._union).num_blocks
+            self._union_blocks = self._grown_blocks
         self._count += 1
 
     def _should_close(self, occupancy: torch.Tensor) -> bool:
@@ -74,7 +75,7 @@ class GopBuilder:
             return self._count >= int(gop)
         if self._count >= self.config.gop.max_length:
             return True
-        blocks = Mapping.from_occupancy(self._union | occupancy).num_blocks
+        blocks = self._grown_blocks = Mapping.from_occupancy(self._union | occupancy).num_blocks
         if blocks > (1 + self.config.gop.growth) * max(1, self._first_blocks):
             return True
         return grows_dearer(blocks - self._union_blocks, self._count, Mapping.from_occupancy(occupancy).num_blocks)
