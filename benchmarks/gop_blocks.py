@@ -36,9 +36,9 @@ def video_bytes(stream: Path) -> int:
     return sum(size for size, _ in frame_sizes(stream))
 
 
-def keyframe_premium(stream: Path, run: Run) -> list[dict]:
-    """Per GOP of `stream`: (I bytes - mean P bytes) / blocks; GOPs of one frame are left out."""
-    sizes = frame_sizes(stream)
+def keyframe_premium(sizes: list[tuple[int, str]], run: Run) -> list[dict]:
+    """Per GOP of a stream of `run` whose frames are `sizes` (frame_sizes): (I bytes - mean P
+    bytes) / blocks; GOPs of one frame are left out."""
     rows = []
     for gop in run.gops:
         frames = sizes[gop.start:gop.end]
@@ -56,8 +56,8 @@ def widened(mapping: Mapping) -> Mapping:
     return Mapping.from_occupancy(grown)
 
 
-def empty_block_cost(run_dir: Path, stream: Path, crf: float) -> dict:
-    """Video bytes that the widened mappings add, per added block and frame."""
+def empty_block_cost(run_dir: Path, video: int, crf: float) -> dict:
+    """Video bytes that the widened mappings add to a stream of `video` bytes, per added block and frame."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
         shutil.copytree(run_dir, copy)
@@ -72,7 +72,7 @@ def empty_block_cost(run_dir: Path, stream: Path, crf: float) -> dict:
         write_run_meta(copy, {k: v for k, v in meta.items() if k not in ("format", "version")})
         api.bake_run(copy, Path(tmp) / "baked")
         api.encode_stream(Path(tmp) / "baked", Path(tmp) / "wide.fvv", "h264-crf16.5", crf=crf)
-        extra = video_bytes(Path(tmp) / "wide.fvv") - video_bytes(stream)
+        extra = video_bytes(Path(tmp) / "wide.fvv") - video
     return {"added_block_frames": added, "extra_bytes": extra, "bytes_per_block_frame": extra / max(1, added)}
 
 
@@ -80,11 +80,12 @@ def measure(cache: Path, crf: float, empty_runs: int | None) -> dict:
     runs = []
     for stream in sorted(cache.glob(f"*/*/crf{crf:g}.fvv")):
         run = Run(stream.parent / "run")
-        if len(frame_sizes(stream)) != run.num_frames:
+        sizes = frame_sizes(stream)
+        if len(sizes) != run.num_frames:
             continue  # a stream of another training of this folder
-        entry = {"run": f"{stream.parent.parent.name}/{stream.parent.name}", "gops": keyframe_premium(stream, run)}
+        entry = {"run": f"{stream.parent.parent.name}/{stream.parent.name}", "gops": keyframe_premium(sizes, run)}
         if empty_runs is None or len(runs) < empty_runs:
-            entry["empty"] = empty_block_cost(stream.parent / "run", stream, crf)
+            entry["empty"] = empty_block_cost(stream.parent / "run", sum(size for size, _ in sizes), crf)
         runs.append(entry)
     premium = [row["premium_per_block"] for r in runs for row in r["gops"]]
     empty = [r["empty"]["bytes_per_block_frame"] for r in runs if "empty" in r]
