@@ -364,7 +364,8 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, Any]:
                    "it off [default: the preset's].")
 @click.option("--rate-weight", type=FiniteFloat(min=0), default=None, metavar="LAMBDA",
               help="Weight of the codec's estimated bits per atlas sample in the loss: fewer bytes for "
-                   "some quality; 0 switches it off [default: the preset's, 0].")
+                   "some quality; 0 switches it off. Named, it holds in box and contracted grids alike "
+                   "[default: the preset's; fast: 5e-4 in box grids, 0 in contracted ones].")
 @click.option("--codec-loop", "codec_loop", default=None, metavar="PRESET",
               help="Render the fine pass through this codec preset's real encoder and decoder (the codec in "
                    "the loop: the model learns what the stream will decode), e.g. h264-crf16.5; none: off "

@@ -296,9 +296,9 @@ class LossConfig:
     a few views ask for pay for their edges (0: off, what runs before the switch did)."""
     rate_weight: float = 0.0
     """Weight of the estimated bits per atlas sample (featvid.train.losses.atlas_rate): the
-    codec's rate in the loss, traded against quality (0: off, in every preset). 1e-3 measured:
-    dancer and orbits, 4 frames, `fast`, BD-rate -16.5 % / -51.4 % against 0 at float PSNR
-    +0.09 / -0.15 dB, but the demo's float model 0.47 dB lower (docs/training.md)."""
+    codec's rate in the loss, traded against quality (0: off, what runs before the switch did).
+    `fast` sets 5e-4 in box grids (BOX_RATE); the demo's float model lost 0.47 dB at 1e-3, so
+    `demo` has none (docs/training.md)."""
     keyframe_rate_weight: float | None = None
     """`rate_weight` on keyframes (their I-frames), None: the same as on warm frames (what runs
     before the switch did)."""
@@ -381,6 +381,11 @@ class ContractedConfig:
     view_freqs: int | None = None
     """mlp.view_freqs in a contracted grid: without view dependence a floater cannot paint one
     view's background and stay invisible from the others."""
+    rate_weight: float | None = None
+    """losses.rate_weight in a contracted grid. The rate estimate reads every pixel of the atlas, and
+    a contracted grid's is ~10x a box grid's: on the fox (7,188 tiles) it cost 39 ms of a 0.28 s
+    step, 678 s to train against 534 s without, past issue 25's 10 minutes. Cheaper stand-ins
+    made the stream larger than no rate term at all (docs/training.md)."""
 
     def __post_init__(self) -> None:
         if self.resolution is not None:
@@ -391,6 +396,8 @@ class ContractedConfig:
             _float("contracted.keyframe_tv_weight", self.keyframe_tv_weight, 0)
         if self.view_freqs is not None:
             _int("contracted.view_freqs", self.view_freqs, 0, 6)
+        if self.rate_weight is not None:
+            _float("contracted.rate_weight", self.rate_weight, 0)
 
 
 SECTIONS: dict[str, type] = {
@@ -435,7 +442,7 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
     "isg_gamma": ("sampling", "isg_gamma"), "importance_window": ("sampling", "window"),
     "contracted_resolution": ("contracted", "resolution"), "contracted_keyframe_iters": ("contracted", "keyframe_iters"),
     "contracted_keyframe_tv_weight": ("contracted", "keyframe_tv_weight"),
-    "contracted_view_freqs": ("contracted", "view_freqs"),
+    "contracted_view_freqs": ("contracted", "view_freqs"), "contracted_rate_weight": ("contracted", "rate_weight"),
     "seed": (None, "seed"), "eval_heldout": (None, "eval_heldout"),
 }
 
@@ -444,6 +451,7 @@ FLAT_NAMES: dict[str, tuple[str | None, str]] = {
 CONTRACTED_FOLLOWS: dict[str, str] = {
     "contracted_resolution": "grid_resolution", "contracted_keyframe_iters": "keyframe_iters",
     "contracted_keyframe_tv_weight": "keyframe_tv_weight", "contracted_view_freqs": "view_freqs",
+    "contracted_rate_weight": "rate_weight",
 }
 
 
@@ -643,6 +651,12 @@ REFRESH_SLOPE = 1.2
 # A union of 1.25x cut the dancer into 3 GOPs: -54.4 %.
 AUTO_GOPS = {"gop": "auto", "gop_growth": 1.0, "max_gop": 30}
 
+# The rate in the loss (losses.atlas_rate), in box grids: 12 frames, `fast` with AUTO_GOPS, BD-rate
+# against the session-14 `fast` (BENCHMARKS.md, "The rate term by default"): crossing -12.9 % ->
+# -24.6 %, dancer -72.4 % -> -75.9 %, float +0.07 / +0.13 dB; 3e-4 left crossing at -19.8 %, 1e-3
+# cost it 0.23 dB of float PSNR. Off in contracted grids (ContractedConfig.rate_weight: the cost).
+BOX_RATE = {"rate_weight": 5e-4, "contracted_rate_weight": 0.0}
+
 # The named presets, in one table; each line of PRESET_HELP says what one is for (the CLI shows
 # them). Why their numbers are what they are: docs/training.md.
 PRESETS: dict[str, TrainConfig] = {
@@ -655,7 +669,7 @@ PRESETS: dict[str, TrainConfig] = {
         keyframe_iters_min=600, refresh_iters=300, frame_iters=240, frame_iters_min=180, batch_rays=4096,
         density_tv_weight=3e-3, space="auto", coarse_contracted_iters=400, random_background=True,
         contracted_resolution=64, contracted_keyframe_iters=1600, contracted_keyframe_tv_weight=3e-3,
-        contracted_view_freqs=0, refresh_slope=REFRESH_SLOPE, **AUTO_GOPS),
+        contracted_view_freqs=0, refresh_slope=REFRESH_SLOPE, **AUTO_GOPS, **BOX_RATE),
     "demo": TrainConfig().with_overrides(
         grid_resolution=48, coarse_resolution=24, coarse_iters=100, coarse_frame_iters=20, keyframe_iters=600,
         keyframe_iters_min=600, refresh_iters=300, refresh_margin=0.0, frame_iters=60, frame_iters_min=60,

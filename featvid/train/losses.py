@@ -29,7 +29,7 @@ import torch
 
 from featvid.field.mapping import TILE, Mapping
 from featvid.field.volume import DENSITY_RANGE
-from featvid.train.rate import frame_bits
+from featvid.train.rate import blocks_bits
 
 
 def photometric(rgb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -180,30 +180,51 @@ def atlas_smoothness_sparse(values: torch.Tensor, tiles: AtlasTiles, density_sca
     return ((dx + dy) * w).sum() / max(1, tiles.pairs * C1)
 
 
-def atlas_codes(values: torch.Tensor, tiles: AtlasTiles, feature_range: float) -> torch.Tensor:
-    """The frame's atlas tiles as the encoder's 8-bit codes, stacked into planes [1 + C, T * 8, 8]
-    (tile under tile: a 4 x 4 block never straddles two tiles), from values [N, 1 + C].
+def _code_scale(channels: int, feature_range: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's (lo, 255 / (hi - lo)) [1 + C] each: code = (value - lo) * scale.
 
     The baker quantizes each channel over its GOP's min..max, unknown while the GOP trains; the
-    ranges values are clamped to stand in (raw density DENSITY_RANGE, features +-feature_range).
-    Unused pixels read as the code of 0, as a value not stored decodes."""
+    ranges values are clamped to stand in (raw density DENSITY_RANGE, features +-feature_range)."""
+    lo = like.new_full((channels,), -feature_range)
+    hi = like.new_full((channels,), feature_range)
+    lo[0], hi[0] = DENSITY_RANGE
+    return lo, 255 / (hi - lo)
+
+
+def atlas_codes(values: torch.Tensor, tiles: AtlasTiles, feature_range: float) -> torch.Tensor:
+    """The frame's atlas tiles as the encoder's 8-bit codes, stacked into planes [1 + C, T * 8, 8]
+    (tile under tile: a 4 x 4 block never straddles two tiles), from values [N, 1 + C]. The ranges:
+    `_code_scale`. Unused pixels read as the code of 0, as a value not stored decodes."""
     C1 = values.shape[1]
     t = _GatherOnce.apply(values, tiles.rows, tiles.present.to(values.dtype), tiles.inverse)  # [T * 64, 1 + C]
-    lo = values.new_full((C1,), -feature_range)
-    hi = values.new_full((C1,), feature_range)
-    lo[0], hi[0] = DENSITY_RANGE
-    codes = (t - lo) / (hi - lo) * 255  # [T * 64, 1 + C]
-    return codes.T.reshape(C1, -1, TILE)  # [1 + C, T * 8, 8]
+    lo, scale = _code_scale(C1, feature_range, values)
+    return ((t - lo) * scale).T.reshape(C1, -1, TILE)  # [1 + C, T * 8, 8]
+
+
+def atlas_blocks(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles,
+                 feature_range: float) -> torch.Tensor:
+    """The 4 x 4 blocks of `atlas_codes` [1 + C, T * 2, 2, 4, 4] (rate.to_blocks's layout), or of
+    their change from the previous frame's values [N, 1 + C] (detached: only this frame pays for
+    it): gathered and scaled in one pass each, then put in block order by one copy."""
+    C1 = values.shape[1]
+    lo, scale = _code_scale(C1, feature_range, values)
+    present = tiles.present.to(values.dtype)
+    if previous is None:  # a pixel not stored reads as the code of 0
+        t = _GatherOnce.apply(values, tiles.rows, present, tiles.inverse)  # [T * 64, 1 + C]
+        t = torch.addcmul(-lo * scale, t, scale)  # (value - lo) * scale
+    else:  # the offset cancels in a change; a pixel not stored changes by 0
+        t = _GatherOnce.apply(values - previous.detach(), tiles.rows, present, tiles.inverse) * scale
+    B = TILE // 2  # a tile holds 2 x 2 blocks of 4 x 4
+    t = t.view(-1, 2, B, 2, B, C1).permute(5, 0, 1, 3, 2, 4)  # [1 + C, T, 2 (block row), 2 (block col), 4, 4]
+    return t.reshape(C1, -1, 2, B, B)  # [1 + C, T * 2, 2, 4, 4]: block rows of the stacked planes
 
 
 def atlas_bits(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,
                qp: float) -> torch.Tensor:
     """Estimated bits the codec spends on this frame's atlas (featvid.train.rate), all planes: an
     I-frame without `previous`, else a P-frame against the previous frame's values [N, 1 + C]
-    (detached: only this frame pays for the change)."""
-    planes = atlas_codes(values, tiles, feature_range)  # [1 + C, T * 8, 8]
-    before = None if previous is None else atlas_codes(previous.detach(), tiles, feature_range)
-    return frame_bits(planes, before, qp)
+    (detached: only this frame pays for the change). Equal to rate.frame_bits of `atlas_codes`."""
+    return blocks_bits(atlas_blocks(values, previous, tiles, feature_range), previous is None, qp)
 
 
 def atlas_rate(values: torch.Tensor, previous: torch.Tensor | None, tiles: AtlasTiles, feature_range: float,

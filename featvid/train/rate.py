@@ -70,21 +70,74 @@ def to_blocks(planes: torch.Tensor, block: int) -> torch.Tensor:
 
 def block_dct(planes: torch.Tensor, block: int = 8) -> torch.Tensor:
     """Orthonormal block DCT of planes [P, H, W] -> coefficients [P, H_b, W_b, B, B] (same units)."""
-    d = dct_matrix(block, planes.dtype, planes.device)  # [B, B]
-    return d @ to_blocks(planes, block) @ d.T  # [P, H_b, W_b, B, B]
+    return blocks_dct(to_blocks(planes, block))
+
+
+def blocks_dct(blocks: torch.Tensor) -> torch.Tensor:
+    """The DCT D @ x @ D.T of every block of blocks [..., B, B], as one matrix product of the
+    blocks flattened to B*B values with kron(D, D) (a [B*B, B*B] matrix): one GEMM, where a
+    batched product of B x B matrices runs at a fraction of the speed. -> [..., B, B]."""
+    B = blocks.shape[-1]
+    d = dct_matrix(B, blocks.dtype, blocks.device)  # [B, B]
+    flat = blocks.reshape(-1, B * B)  # [M, B*B] (row-major: x[i, j] at i * B + j)
+    return (flat @ torch.kron(d, d).T).reshape(blocks.shape)  # vec(D x D^T) = kron(D, D) vec(x)
 
 
 def predict_dc(coeffs: torch.Tensor) -> torch.Tensor:
     """Intra frames: each block's DC minus its left neighbour's (the top neighbour's in the first
-    block column; the first block against mid-grey 128), coefficients [P, H_b, W_b, B, B] -> the same."""
+    block column; the first block against mid-grey 128), coefficients [P, H_b, W_b, B, B] -> the
+    predicted DCs [P, H_b, W_b]."""
     B = coeffs.shape[-1]
     dc = coeffs[..., 0, 0]  # [P, H_b, W_b]
     left = torch.cat([dc[:, :, :1], dc[:, :, :-1]], dim=2)  # [P, H_b, W_b]: first column predicted below
     first = torch.cat([torch.full_like(dc[:, :1, 0], 128.0 * B), dc[:, :-1, 0]], dim=1)  # [P, H_b]: top neighbour
     left = torch.cat([first[:, :, None], left[:, :, 1:]], dim=2)
-    out = coeffs.clone()
-    out[..., 0, 0] = dc - left
-    return out
+    return dc - left
+
+
+class _LaplaceBits(torch.autograd.Function):
+    """sum log2(1 + |c| / step) over c (any shape), with its gradient sign(c) / ((step + |c|) ln 2)
+    written out: autograd would keep and revisit each intermediate tensor of the coefficients' size."""
+
+    @staticmethod
+    def forward(ctx, c: torch.Tensor, step: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(c)
+        ctx.step = step
+        return torch.log1p(c.abs().mul_(1 / step)).sum() / math.log(2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (c,) = ctx.saved_tensors
+        return torch.sign(c).div_(c.abs().add_(ctx.step)).mul_(grad / math.log(2)), None
+
+
+class _CauchyBits(torch.autograd.Function):
+    """sum 0.5 log2(1 + (c / step)^2) over c (any shape), with its gradient c / ((step^2 + c^2) ln 2)
+    written out."""
+
+    @staticmethod
+    def forward(ctx, c: torch.Tensor, step: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(c)
+        ctx.step = step
+        return torch.log1p(c.square().mul_(1 / step ** 2)).sum() / (2 * math.log(2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (c,) = ctx.saved_tensors
+        return c.div(c.square().add_(ctx.step ** 2)).mul_(grad / math.log(2)), None
+
+
+def blocks_bits(blocks: torch.Tensor, intra: bool, qp: float) -> torch.Tensor:
+    """Estimated bits of blocks [P, H_b, W_b, B, B] in code units laid out as in their planes (the
+    I-frame's DC is predicted from the left / top block): a frame's own blocks when `intra`, else
+    its residual against the previous frame (`frame_bits` has the model)."""
+    coeffs = blocks_dct(blocks)  # [P, H_b, W_b, B, B]
+    if not intra:
+        return _CauchyBits.apply(coeffs, qstep(qp))
+    step = qstep(qp - INTRA_QP_OFFSET)
+    dc = coeffs[..., 0, 0]  # [P, H_b, W_b]: charged as predicted, not as is
+    return (_LaplaceBits.apply(coeffs, step) - _LaplaceBits.apply(dc, step)
+            + _LaplaceBits.apply(predict_dc(coeffs), step))
 
 
 def frame_bits(planes: torch.Tensor, previous: torch.Tensor | None, qp: float, block: int = 4) -> torch.Tensor:
@@ -99,9 +152,7 @@ def frame_bits(planes: torch.Tensor, previous: torch.Tensor | None, qp: float, b
     Formula and sources: the module docstring. Bits, summed over all planes' pixels, padding included.
     """
     if previous is None:
-        coeffs = predict_dc(block_dct(planes, block))  # [P, H_b, W_b, B, B]
-        return torch.log2(1 + coeffs.abs() / qstep(qp - INTRA_QP_OFFSET)).sum()
+        return blocks_bits(to_blocks(planes, block), True, qp)
     if previous.shape != planes.shape:
         raise TrainingError(f"previous planes {tuple(previous.shape)} do not match {tuple(planes.shape)}")
-    coeffs = block_dct(planes - previous, block)  # [P, H_b, W_b, B, B]
-    return 0.5 * torch.log2(1 + (coeffs / qstep(qp)) ** 2).sum()
+    return blocks_bits(to_blocks(planes - previous, block), False, qp)

@@ -55,10 +55,10 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
              "rate_weight": 0.0, "rate_qp": 16.5, "codec_loop": "", "codec_refresh": 30, "codec_start": 0.5,
              "codec_change": 0.5, "random_background": False, "contracted_resolution": None,
              "contracted_keyframe_iters": None, "contracted_keyframe_tv_weight": None, "contracted_view_freqs": None,
-             "refresh_slope": 0.0, "keyframe_rate_weight": None}
+             "refresh_slope": 0.0, "keyframe_rate_weight": None, "contracted_rate_weight": None}
     def as_before(**changes):  # `fast` without what was added to it since
         return preset("fast", space="box", coarse_contracted_iters=0, random_background=False, refresh_slope=0.0,
-                      gop=10, gop_growth=0.25, **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
+                      gop=10, gop_growth=0.25, rate_weight=0.0, **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
 
     assert config == as_before()
     assert config.flat() == {**FLAT_FAST, **added}  # nothing lost or renamed on the way
@@ -170,6 +170,21 @@ def test_a_contracted_grid_trains_with_its_own_values():
     assert fast.matches(json.loads(json.dumps(fast.to_dict()))) and not real.matches(fast.to_dict())
     with pytest.raises(ConfigError, match="contracted.resolution"):
         preset("fast", contracted_resolution=4)
+
+
+def test_fast_charges_the_rate_in_box_grids_only_unless_told():
+    """BOX_RATE: the rate term where its cost is small (BENCHMARKS.md, "The rate term by default");
+    --rate-weight named alone sets it in every space, as --grid does the resolution."""
+    fast = preset("fast")
+    assert fast.in_space("box").losses.rate_weight == 5e-4
+    assert fast.in_space("contracted").losses.rate_weight == 0.0
+    told, derived = preset_and_derived("fast", rate_weight=1e-3)
+    assert told.in_space("contracted").losses.rate_weight == 1e-3 == told.in_space("box").losses.rate_weight
+    assert [(d.name, d.was, d.source) for d in derived] == [("contracted_rate_weight", 0.0, "rate_weight")]
+    both = preset("fast", rate_weight=1e-3, contracted_rate_weight=2e-4)
+    assert both.in_space("contracted").losses.rate_weight == 2e-4
+    with pytest.raises(ConfigError, match="contracted.rate_weight"):
+        preset("fast", contracted_rate_weight=-1.0)
 
 
 def test_fewer_most_iterations_bring_the_fewest_down_and_more_leave_them():

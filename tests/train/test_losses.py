@@ -107,6 +107,28 @@ def test_atlas_rate_charges_texture_and_change_and_its_gradient_smooths():
             < float(losses.atlas_smoothness_sparse(noisy, tiles, 0.1)))
 
 
+def test_atlas_bits_equal_the_rate_of_the_atlas_codes():
+    """atlas_bits gathers, scales and blocks the atlas in one pass: the same bits and gradients as
+    rate.frame_bits of the planes atlas_codes stacks (I-frame and P-frame)."""
+    from featvid.train.rate import frame_bits
+    occ = _ball()
+    field = SparseField(occ, torch.tensor([[-1.0] * 3, [1.0] * 3]), "cpu")
+    tiles = field.atlas_terms(Mapping.from_occupancy(occ))
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(field.num_rows, 5, generator=g, dtype=torch.float64)
+    previous = values + 0.2 * torch.randn(field.num_rows, 5, generator=g, dtype=torch.float64)
+    for prev in (None, previous):
+        a = values.clone().requires_grad_(True)
+        b = values.clone().requires_grad_(True)
+        fast = losses.atlas_bits(a, prev, tiles, 2.0, 16.5)
+        before = None if prev is None else losses.atlas_codes(prev, tiles, 2.0)
+        ref = frame_bits(losses.atlas_codes(b, tiles, 2.0), before, 16.5)
+        fast.backward()
+        ref.backward()
+        assert float(fast.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
 def test_sparse_field_dense_matches_stored_values():
     occ = torch.rand(6, 7, 5) > 0.5
     field = SparseField(occ, torch.tensor([[-1.0] * 3, [1.0] * 3]), "cpu")

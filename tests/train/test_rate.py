@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from featvid.codecs.presets import ENCODERS, pin_threads
-from featvid.train.rate import dct_matrix, frame_bits, qstep
+from featvid.train.rate import INTRA_QP_OFFSET, block_dct, dct_matrix, frame_bits, qstep, to_blocks
 
 QP = 16.5  # the default preset's crf (h264-crf16.5)
 
@@ -35,6 +35,39 @@ def test_dct_is_orthonormal():
     for b in (4, 8):
         d = dct_matrix(b, torch.float64)
         assert torch.allclose(d @ d.T, torch.eye(b, dtype=torch.float64), atol=1e-12)
+
+
+def reference_bits(planes: torch.Tensor, previous: torch.Tensor | None, qp: float, block: int) -> torch.Tensor:
+    """The model as the module docstring writes it, term by term (autograd's own gradients)."""
+    d = dct_matrix(block, planes.dtype)
+    if previous is None:
+        c = d @ to_blocks(planes, block) @ d.T  # [P, H_b, W_b, B, B]
+        dc = c[..., 0, 0]
+        left = torch.cat([dc[:, :, :1], dc[:, :, :-1]], dim=2)
+        left[:, :, 0] = torch.cat([torch.full_like(dc[:, :1, 0], 128.0 * block), dc[:, :-1, 0]], dim=1)
+        c = torch.cat([(dc - left).reshape(-1, 1), c.reshape(-1, block * block)[:, 1:]], dim=1)
+        return torch.log2(1 + c.abs() / qstep(qp - INTRA_QP_OFFSET)).sum()
+    c = d @ to_blocks(planes - previous, block) @ d.T
+    return 0.5 * torch.log2(1 + (c / qstep(qp)) ** 2).sum()
+
+
+@pytest.mark.parametrize("block", [4, 8])
+def test_bits_and_gradients_equal_the_model_term_by_term(block):
+    """frame_bits runs the DCT as one matrix product and writes its gradients out: the same
+    numbers as the formula, evaluated the plain way (float64: to rounding; no flat block, where a
+    coefficient is 0 to rounding and |c|'s gradient takes the rounding's sign)."""
+    planes = (255 * torch.rand(3, 24, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    previous = planes.detach() + noise(2, planes.shape).double() * 3
+    assert torch.allclose(block_dct(planes, block), dct_matrix(block, planes.dtype) @ to_blocks(planes, block)
+                          @ dct_matrix(block, planes.dtype).T, atol=1e-9)
+    for prev in (None, previous):
+        a = planes.clone().requires_grad_(True)
+        b = planes.clone().requires_grad_(True)
+        fast, ref = frame_bits(a, prev, QP, block), reference_bits(b, prev, QP, block)
+        fast.backward()
+        ref.backward()
+        assert float(fast.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("block", [4, 8])
