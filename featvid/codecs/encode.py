@@ -275,7 +275,7 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
                                               for c in codes)
         name = f"{gdir}/{r.video_name(single)}"
         spec = VideoSpec(mosaic.width, mosaic.height, baked.fps, p.codec, p.pix_fmt, r.options, p.container_options,
-                         p.color_range, entry.frames)
+                         p.color_range, entry.frames, p.bitstream_filter)
         with atomic_path(plan.out / name) as tmp:
             plan.backend.encode(tmp, frames, spec)
         videos[r.name] = GopVideo(name, mosaic.to_json(), (plan.out / name).stat().st_size)

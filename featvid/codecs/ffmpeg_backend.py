@@ -89,6 +89,8 @@ class FFmpegBackend:
                               r=rate, color_range=spec.color_range)
         out_args = {"vcodec": spec.codec, "pix_fmt": spec.pix_fmt, "g": str(max(1, spec.gop)),
                     "color_range": spec.color_range, "format": "mp4", **spec.options, **spec.container_options}
+        if spec.bitstream_filter:
+            out_args["bsf:v"] = spec.bitstream_filter
         return (ffmpeg.output(stream, str(path), **out_args)
                 .global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output())
 

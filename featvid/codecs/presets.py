@@ -62,6 +62,7 @@ class Encoder:
     pix_fmts: dict[tuple[str, int], str] = field(default_factory=dict)
     speeds: dict[str, dict[str, str]] = field(default_factory=dict)
     ladder: tuple[float, ...] = ()
+    bitstream_filter: str = ""  # an FFmpeg bitstream filter every packet it writes goes through ("": none)
 
     def variant(self, name: str, rate: float, packing: str = "luma", bit_depth: int = 8, speed: str | None = None,
                 description: str = "") -> "Preset":
@@ -72,7 +73,8 @@ class Encoder:
         options = {**self.options, **(self.speeds[speed] if speed is not None else {})}
         return Preset(name, self.codec, description or f"{self.key} {packing} {bit_depth}-bit crf {rate:g}",
                       self.rate_option, rate, options, pix_fmt=self.pix_fmts[(packing, bit_depth)], bit_depth=bit_depth,
-                      packing=PACKING_KEYS[packing], levels=(0, (1 << bit_depth) - 1), encoder=self.key)
+                      packing=PACKING_KEYS[packing], levels=(0, (1 << bit_depth) - 1), encoder=self.key,
+                      bitstream_filter=self.bitstream_filter)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Preset:
     feature_basis: bool = True  # code features in the stream's sensitivity-KLT basis (featvid.codecs.basis)
     fallback: str | None = None  # software preset used when this (hardware) encoder cannot open
     encoder: str = ""  # key of its Encoder in ENCODERS
+    bitstream_filter: str = ""  # its Encoder's (an FFmpeg bitstream filter on every packet written)
 
     def encoder_options(self, crf: float | None = None) -> dict[str, str]:
         """What the encoder is given: rate, speed preset, GOP structure options."""
@@ -118,13 +121,21 @@ class Preset:
 # miss). Demo scene, feature basis on, crf 18-20: 3 % fewer bytes and +0.02-0.04 dB held-out
 # together. Tried, no better: ipratio 2-3 (no change), aq-mode 0/2/3, aq-strength 0.7/1.5,
 # qcomp 0.4/0.8, no mb-tree, tune psnr, preset slow.
+# x264 writes its version and every option it ran with into an SEI message (NAL unit type 6) in
+# each video's first frame: ~600 bytes a GOP that no decoder needs (FFmpeg's reads it only to work
+# around bugs of x264 builds from before 2013). Dropped: the demo stream 7,988 -> 7,911 B a frame,
+# the same decoded codes (tests/codecs/test_fixed_costs.py). x264 writes no other SEI in these
+# presets (no HRD, no open GOP, no intra refresh). x265 writes the same in the stream's header,
+# where a packet filter does not reach; its own `info=0` leaves it out (2,310 bytes a GOP).
+_X264_NO_SEI = "filter_units=remove_types=6"
 _YUV = {("luma", 8): "yuv420p", ("luma", 10): "yuv420p10le", ("444", 8): "yuv444p", ("444", 10): "yuv444p10le"}
 _GRAY = {**_YUV, ("luma", 8): "gray", ("luma", 10): "gray10le"}
 _SPEEDS = {"fast": {"preset": "fast"}, "slow": {"preset": "slow"}}
 ENCODERS: dict[str, Encoder] = {e.key: e for e in [
     Encoder("h264", "libx264", {"preset": "medium", "bf": "0", "x264-params": "no-deblock=1:psy-rd=0,0"},
-            fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(14, 18, 23, 28, 33)),
-    Encoder("h265", "libx265", {"preset": "medium", "x265-params": "bframes=0:log-level=error"},
+            fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(14, 18, 23, 28, 33),
+            bitstream_filter=_X264_NO_SEI),
+    Encoder("h265", "libx265", {"preset": "medium", "x265-params": "bframes=0:log-level=error:info=0"},
             fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(16, 20, 25, 30, 35)),
     # SVT-AV1 encodes 4:2:0 only (main profile): the luma mosaic with neutral chroma; low delay
     Encoder("av1", "libsvtav1", {"preset": "8", "svtav1-params": "pred-struct=1"},
@@ -163,7 +174,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     _preset("h265", "h265-crf28-slow", 28, "H.265 luma mosaic, crf 28, slow", options={"preset": "slow"}),
     _preset("h265", "h265-10bit-crf23", 23, "H.265 10-bit luma mosaic, crf 23", bit_depth=10),
     _preset("h265", "h265-lossless", None, "H.265 luma mosaic, lossless", rate_option=None,
-            options={"preset": "medium", "x265-params": "bframes=0:lossless=1:log-level=error"}, lossless=True,
+            options={"preset": "medium", "x265-params": "bframes=0:lossless=1:log-level=error:info=0"}, lossless=True,
             feature_basis=False),
     _preset("av1", "av1-crf35", 35, "AV1 (SVT) yuv420p luma mosaic, crf 35"),
     _preset("av1", "av1-10bit-crf35", 35, "AV1 (SVT) 10-bit luma mosaic, crf 35", bit_depth=10),

@@ -96,14 +96,20 @@ class PyAVBackend:
                 stream.codec_context.color_range = _COLOR_RANGE[spec.color_range]
                 stream.codec_context.gop_size = max(1, spec.gop)
                 stream.options = dict(spec.options)
+                bsf = av.bitstream.BitStreamFilterContext(spec.bitstream_filter, stream) if spec.bitstream_filter else None
+
+                def mux(packets) -> None:  # through the bitstream filter, if any (None: drain it)
+                    for packet in packets:
+                        container.mux(bsf.filter(packet) if bsf is not None else packet)
+
                 for i, planes in enumerate(frames):
                     frame = _make_frame(planes, spec)
                     frame.pts = i
                     frame.color_range = _COLOR_RANGE[spec.color_range]
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
+                    mux(stream.encode(frame))
+                mux(stream.encode())
+                if bsf is not None:
+                    container.mux(bsf.filter(None))
         except av.FFmpegError as e:
             raise CodecError(f"{spec.codec} could not encode {path.name}: {e}") from e
 

@@ -76,7 +76,7 @@ class AtlasRoundTrip:
         codes = quantized_gop(coded, ranges, p)  # [F, P, H, W] uint16
         mosaic = Mosaic.layout(num_cells(P, p.packing), mapping.atlas_size)
         spec = VideoSpec(mosaic.width, mosaic.height, FPS, p.codec, p.pix_fmt, p.encoder_options(self.crf),
-                         p.container_options, p.color_range, F)
+                         p.container_options, p.color_range, F, p.bitstream_filter)
         be = get_backend(self.backend)
         with tempfile.TemporaryDirectory(prefix="featvid-roundtrip-") as tmp:
             path = Path(tmp) / "gop.mp4"

@@ -29,6 +29,7 @@ class VideoSpec:
     container_options: dict[str, str] = field(default_factory=dict)  # mp4 muxer options
     color_range: str = "pc"  # "pc" (full) or "tv" (limited)
     gop: int = 1  # frames between keyframes: one GOP's video starts with its only keyframe
+    bitstream_filter: str = ""  # an FFmpeg bitstream filter every packet goes through ("": none)
 
 
 @dataclass(frozen=True)
