@@ -653,8 +653,9 @@ AUTO_GOPS = {"gop": "auto", "gop_growth": 1.0, "max_gop": 30}
 
 # The rate in the loss (losses.atlas_rate), in box grids: 12 frames, `fast` with AUTO_GOPS, BD-rate
 # against the session-14 `fast` (BENCHMARKS.md, "The rate term by default"): crossing -12.9 % ->
-# -24.6 %, dancer -72.4 % -> -75.9 %, float +0.07 / +0.13 dB; 3e-4 left crossing at -19.8 %, 1e-3
-# cost it 0.23 dB of float PSNR. Off in contracted grids (ContractedConfig.rate_weight: the cost).
+# -23.3 %, dancer -72.4 % -> -75.1 %, float +0.02 / +0.09 dB; orbits, on which nothing was chosen,
+# -12.3 % against AUTO_GOPS alone. Session 16's sweep: 3e-4 left crossing at -19.8 %, 1e-3 cost it
+# 0.23 dB of float PSNR. Off in contracted grids (ContractedConfig.rate_weight: the cost).
 BOX_RATE = {"rate_weight": 5e-4, "contracted_rate_weight": 0.0}
 
 # The named presets, in one table; each line of PRESET_HELP says what one is for (the CLI shows
