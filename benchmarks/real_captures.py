@@ -3,6 +3,7 @@ subject masked on white, and real captures, each through the commands a user typ
 
     python benchmarks/real_captures.py [--scenes room,forward] [--frames 2] [--views 24] [--size 64]
                                        [--capture NAME=PATH[:DOWNSCALE]] ... [--preset fast] [--out DIR]
+                                       [--crf 16.5,14,13]
 
 Per case: `featvid train DATA --out RUN --preset fast [--downscale D]` (timed: the wall clock a user
 waits), `featvid eval RUN` (held-out PSNR of the float model, whole image; inside and outside the
@@ -10,6 +11,8 @@ subject where the dataset has scoring masks), `featvid bake` + `featvid encode` 
 preset), `featvid eval STREAM`, and the stream's bytes per frame. A built-in scene is rendered twice
 with the same cameras: in its room / before its backdrop (opaque images, `--space auto` contracts),
 and masked on white (`--backdrop none`: the box), which is the comparison the issue asks for.
+With --crf, every case's run is also encoded at each of those rates (`featvid encode --crf`): what
+the codec costs against the bytes it spends, for choosing a rate.
 Real captures are not shipped: pass their folders (e.g. instant-ngp's fox, --capture fox=/data/fox:8).
 Everything is cached under benchmarks/cache/real/ unless --fresh; writes real_captures.json / .md
 under benchmarks/results/ (or --out).
@@ -44,8 +47,13 @@ def evaluate(source: Path, data: Path, downscale: float, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, fresh: bool) -> dict:
-    """Train, evaluate, bake, encode and evaluate the stream of one dataset."""
+def stream_bytes_of(stream: Path) -> int:
+    return sum(p.stat().st_size for p in stream.rglob("*") if p.is_file())
+
+
+def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, fresh: bool,
+             crfs: list[float] = ()) -> dict:
+    """Train, evaluate, bake, encode and evaluate the stream of one dataset (and at each of `crfs`)."""
     work = cache / name
     if fresh and work.exists():
         shutil.rmtree(work)
@@ -65,12 +73,24 @@ def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, 
     featvid("encode", baked, "--out", stream)
     streamed = evaluate(stream, data, downscale, work / "eval_stream.json")
     frames = len(floats["frames"])
-    stream_bytes = sum(p.stat().st_size for p in stream.rglob("*") if p.is_file())
+    stream_bytes = stream_bytes_of(stream)
+    sweep = []
+    for crf in crfs:
+        at = work / f"stream_crf{crf:g}.fvv"
+        if at.exists():
+            shutil.rmtree(at)
+        featvid("encode", baked, "--out", at, "--crf", crf)
+        s = evaluate(at, data, downscale, work / f"eval_stream_crf{crf:g}.json")
+        sweep.append({"crf": crf, "psnr_stream": round(s["mean_psnr"], 3),
+                      "frame_psnr": [round(f["psnr"], 2) for f in s["frames"]],
+                      "bytes_per_frame": round(stream_bytes_of(at) / max(1, frames))})
     row = {"case": name, "data": str(data), "downscale": downscale, "preset": preset,
            "space": run_meta["render"].get("space", "box"), "grid_shape": run_meta["grid_shape"],
            "train_seconds": round(seconds, 1), "frames": frames,
            "psnr_float": round(floats["mean_psnr"], 2), "psnr_stream": round(streamed["mean_psnr"], 2),
            "bytes_per_frame": round(stream_bytes / max(1, frames))}
+    if sweep:
+        row["crf_sweep"] = sweep
     for key in ("mean_psnr_fg", "mean_psnr_bg"):
         if key in floats:
             row[f"{key[5:]}_float"] = round(floats[key], 2)
@@ -97,6 +117,15 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         for a, b in pairs:
             lines.append(f"- {a}: {by[a]['psnr_float']:.2f} dB vs {by[b]['psnr_float']:.2f} dB "
                          f"({by[a]['psnr_float'] - by[b]['psnr_float']:+.2f} dB)")
+    swept = [r for r in rows if r.get("crf_sweep")]
+    if swept:
+        lines += ["", "The default encode again at other rates (`featvid encode --crf`): stream PSNR (codec cost) "
+                  "and bytes/frame:", "", "| case | float PSNR | " + " | ".join(f"crf {c['crf']:g}" for c in swept[0]["crf_sweep"]) + " |",
+                  "|---|---:|" + "---:|" * len(swept[0]["crf_sweep"])]
+        for r in swept:
+            cells = [f"{c['psnr_stream']:.2f} ({c['psnr_stream'] - r['psnr_float']:+.2f}) @ {c['bytes_per_frame']:,}"
+                     for c in r["crf_sweep"]]
+            lines.append(f"| {r['case']} | {r['psnr_float']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -112,7 +141,9 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="train everything again")
     p.add_argument("--cache", type=Path, default=ROOT / "cache" / "real")
     p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--crf", default="", help="also encode every case at these rates, e.g. 16.5,14,13")
     args = p.parse_args()
+    crfs = [float(c) for c in args.crf.split(",") if c.strip()]
     args.scenes = [s for s in args.scenes.split(",") if s]
     rows = []
     for scene in args.scenes:
@@ -122,11 +153,11 @@ def main() -> None:
             if not (data / "transforms_train.json").is_file():
                 featvid("synth", data, "--scene", scene, "--frames", args.frames, "--views", args.views,
                         "--size", args.size, "--backdrop", backdrop)
-            rows.append(run_case(name, data, 1.0, args.preset, args.cache, args.fresh))
+            rows.append(run_case(name, data, 1.0, args.preset, args.cache, args.fresh, crfs))
     for spec in args.capture:
         name, _, rest = spec.partition("=")
         path, _, scale = rest.partition(":")
-        rows.append(run_case(name, Path(path), float(scale or 8), args.preset, args.cache, args.fresh))
+        rows.append(run_case(name, Path(path), float(scale or 8), args.preset, args.cache, args.fresh, crfs))
     files = write_results(args.out, "real_captures", {"preset": args.preset, "rows": rows}, markdown(rows, args))
     print(markdown(rows, args))
     print(f"wrote {files['json']} and {files['markdown']}")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from featvid.formats.run import FILES, Run, frame_name
+from featvid.train.config import preset
 from tests.fixtures.train import TINY_RUN_GOP, TINY_RUN_GRID, TINY_RUN_PRESET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,3 +94,19 @@ def test_a_kill_during_a_keyframe_refresh_resumes_as_the_run_that_was_not_killed
     for name in [*json.loads((whole.path / FILES).read_text())["files"], "run.json"]:
         assert (whole.path / name).read_bytes() == (cut / name).read_bytes(), name
     assert [r["keyframe"] for r in Run(cut).log()] == [True, False, True]
+
+
+def test_a_resumed_run_keeps_its_grid_box_when_the_rule_for_it_changed(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+    """The grid's box comes from a rule (featvid.train.train.inner_box / grid_box) that a new featvid
+    may change (how far the inner box grows past a ring of cameras, say): a run resumed after such a
+    change keeps the box of run.json, which its finished frames and mappings index, and ends as the
+    run that was not interrupted."""
+    from featvid.train import train as trainer
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    _kill_after(run, 1)
+    monkeypatch.setattr(trainer, "grid_box", lambda box, space: box * 1.5)  # another rule than the run's
+    trainer.train(tiny_dataset, run, preset(TINY_RUN_PRESET, grid_resolution=TINY_RUN_GRID, gop=TINY_RUN_GOP),
+                  device="cpu")
+    for name in [*json.loads((tiny_run / FILES).read_text())["files"], "run.json"]:
+        assert (run / name).read_bytes() == (tiny_run / name).read_bytes(), name
