@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -85,20 +85,25 @@ def bake_run(run: PathLike | Run, out: PathLike) -> Path:
 
 def encode_stream(source: PathLike, out: PathLike, preset: str | Preset | None = None, *, crf: float | None = None,
                   ladder: str | list[str] | None = None, feature_basis: bool | None = None,
-                  backend: str = DEFAULT_BACKEND) -> Path:
+                  backend: str = DEFAULT_BACKEND, plane_qp: Sequence[float] | None = None,
+                  space_qp: Sequence[float] | None = None) -> Path:
     """Encode a baked folder (or a run folder, baked on the way in a temporary folder) into the
     stream folder `out` (NAME.fvv); returns `out`.
 
     preset: a codec preset of `featvid presets` (default: the recommended one, DEFAULT_PRESET);
     crf: the preset's rate overridden; ladder: several renditions in one stream instead of one
     preset ("abr", or "PRESET,PRESET,..."); feature_basis: code features in the stream's KLT basis
-    (default: the preset's choice); backend: "pyav" in process or "ffmpeg" the binary.
+    (default: the preset's choice); backend: "pyav" in process or "ffmpeg" the binary; plane_qp: the
+    preset's QP offset per atlas plane overridden (density first; H.264/H.265); space_qp: its
+    (inner box, shell) offsets of a contracted grid.
     """
     if kind_of(Path(source)) == "run":
         if ladder is not None:
             raise ConfigError(f"{source} is a run folder: bake it first (bake_run) to encode a ladder")
-        return encode_run(source, out, preset or DEFAULT_PRESET, crf, backend, feature_basis=feature_basis)
-    return encode_baked(source, out, preset, crf=crf, backend=backend, feature_basis=feature_basis, ladder=ladder)
+        return encode_run(source, out, preset or DEFAULT_PRESET, crf, backend, feature_basis=feature_basis,
+                          plane_qp=plane_qp, space_qp=space_qp)
+    return encode_baked(source, out, preset, crf=crf, backend=backend, feature_basis=feature_basis, ladder=ladder,
+                        plane_qp=plane_qp, space_qp=space_qp)
 
 
 def open_stream(path: PathLike, hwaccel: str = "auto") -> Stream:

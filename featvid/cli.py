@@ -170,6 +170,23 @@ def parse_aabb(text: str | None):
     return torch.tensor([v[:3], v[3:]])
 
 
+def parse_offsets(text: str | None, option: str, count: int | None = None) -> tuple[float, ...] | None:
+    """'Q0,Q1,...' -> QP offsets (finite numbers; `count` of them when given); 'none' -> all 0;
+    None: the preset's own."""
+    if text is None:
+        return None
+    if text.strip() == "none":
+        return () if count is None else (0.0,) * count
+    try:
+        v = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if not v or not all(math.isfinite(q) for q in v) or (count is not None and len(v) != count):
+        want = "numbers Q0,Q1,... (density's offset first)" if count is None else "two numbers INNER,SHELL"
+        raise click.BadParameter(f"expected {want}, or none", param_hint=option)
+    return v
+
+
 def _dataset_formats() -> list[str]:
     from featvid.data.load import FORMAT_NAMES
 
@@ -548,14 +565,24 @@ def export(stream_dir: Path, frame: int, out: Path, rendition: str | None) -> No
 @click.option("--ladder", default=None, metavar="NAME|PRESET,PRESET,...",
               help="Adaptive streaming: every GOP in each of these presets, in one stream (players switch per GOP). "
                    "A named ladder (abr: web, web-crf20, web-crf24, web-crf29) or a comma list; instead of --preset.")
+@click.option("--plane-qp", "plane_qp", default=None, metavar="Q0,Q1,...|none",
+              help="QP offset of each atlas plane, density first, then the features (most informative first); "
+                   "negative codes a plane finer, missing planes take 0. H.264/H.265 only "
+                   "[default: the preset's, see `featvid presets`].")
+@click.option("--space-qp", "space_qp", default=None, metavar="INNER,SHELL|none",
+              help="A contracted grid's QP offsets: macroblocks that hold a vertex of the inner box (the subject) "
+                   "and those that hold only the shell (the background); added to --plane-qp. H.264/H.265 only "
+                   "[default: the preset's].")
 def encode(baked_dir: Path, out: Path, preset: str | None, crf: float | None, backend: str,
-           feature_basis: bool | None, ladder: str | None) -> None:
+           feature_basis: bool | None, ladder: str | None, plane_qp: str | None, space_qp: str | None) -> None:
     """Encode BAKED_DIR (from `featvid bake`) into a stream folder of standard videos."""
     from featvid.codecs import encode_baked, open_stream
 
-    if ladder is not None and (preset is not None or crf is not None):
-        raise click.UsageError("--ladder names every rendition's preset: it takes no --preset or --crf")
-    encode_baked(baked_dir, out, preset, crf=crf, backend=backend, feature_basis=feature_basis, ladder=ladder)
+    if ladder is not None and any(v is not None for v in (preset, crf, plane_qp, space_qp)):
+        raise click.UsageError("--ladder names every rendition's preset: it takes no --preset, --crf, --plane-qp "
+                               "or --space-qp")
+    encode_baked(baked_dir, out, preset, crf=crf, backend=backend, feature_basis=feature_basis, ladder=ladder,
+                 plane_qp=parse_offsets(plane_qp, "--plane-qp"), space_qp=parse_offsets(space_qp, "--space-qp", 2))
     s = open_stream(out, hwaccel="none").summary()
     if len(s["renditions"]) == 1:
         click.echo(f"encoded {out}: {s['frames']} frames, {s['preset']} ({s['codec']}), "
@@ -569,7 +596,7 @@ def encode(baked_dir: Path, out: Path, preset: str | None, crf: float | None, ba
 @main.command()
 def presets() -> None:
     """List the codec presets and whether each encoder can run on this machine."""
-    from featvid.codecs.presets import DEFAULT_PRESET, PRESETS, encoder_available
+    from featvid.codecs.presets import DEFAULT_PRESET, PRESETS, SPACE_QP, encoder_available
 
     for p in PRESETS.values():
         ok = encoder_available(p.codec, p.pix_fmt)
@@ -577,6 +604,8 @@ def presets() -> None:
         mark = "*" if p.name == DEFAULT_PRESET else " "
         click.echo(f"{mark} {p.name:18s} {p.codec:11s} {p.pix_fmt:12s} {p.packing:16s} available: {state:28s} {p.description}")
     click.echo(f"* default ({DEFAULT_PRESET})")
+    click.echo(f"The lossy H.264 presets code a contracted grid's inner box at QP {SPACE_QP[0]:+g} and its shell at "
+               f"{SPACE_QP[1]:+g} (encode --space-qp, --plane-qp).")
 
 
 # ---- batch jobs: batch ---------------------------------------------------------------------------

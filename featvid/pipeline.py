@@ -19,7 +19,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -211,12 +211,14 @@ def ensure_bake(run_dir: Path, baked_dir: Path, fresh: bool = False) -> tuple[Pa
 
 def encode_run(run_dir: str | Path, out: str | Path, preset: str | Preset = DEFAULT_PRESET, crf: float | None = None,
                backend: str = DEFAULT_BACKEND, baked_dir: str | Path | None = None,
-               feature_basis: bool | None = None) -> Path:
+               feature_basis: bool | None = None, plane_qp: Sequence[float] | None = None,
+               space_qp: Sequence[float] | None = None) -> Path:
     """Bake `run_dir` (into `baked_dir`, or a temporary folder) and encode it into `out`; returns `out`."""
+    offsets = {"plane_qp": plane_qp, "space_qp": space_qp}
     if baked_dir is not None:
-        return encode_baked(bake_run(run_dir, baked_dir), out, preset, crf, backend, feature_basis)
+        return encode_baked(bake_run(run_dir, baked_dir), out, preset, crf, backend, feature_basis, **offsets)
     with tempfile.TemporaryDirectory(prefix="featvid-bake-") as tmp:
-        return encode_baked(bake_run(run_dir, Path(tmp) / "baked"), out, preset, crf, backend, feature_basis)
+        return encode_baked(bake_run(run_dir, Path(tmp) / "baked"), out, preset, crf, backend, feature_basis, **offsets)
 
 
 def ensure_stream(baked_dir: Path, stream_dir: Path, preset_name: str, force: bool = False) -> bool:

@@ -2,7 +2,8 @@
 
 Per GOP: change the features to the stream's feature basis (lossy presets, featvid.codecs.basis),
 clamp + quantize each channel over its range, pack the planes into codec frames, encode them as
-one MP4 that starts with a keyframe, copy the mapping. Then the MLP (float16, the basis folded in),
+one MP4 that starts with a keyframe (with the preset's QP offsets per macroblock as regions of
+interest, featvid.codecs.regions), copy the mapping. Then the MLP (float16, the basis folded in),
 and the manifest last, atomically: a folder without manifest.json is an unfinished stream.
 
 A ladder (`ladder=`, adaptive streaming) encodes every GOP once per rendition: the renditions share
@@ -40,6 +41,7 @@ from featvid.codecs.gaussians import gaussian_codes, gaussian_ranges, stream_lay
 from featvid.codecs.manifest import (MANIFEST, SINGLE_VERSION, STREAM_VERSION, CodecInfo, FileRecord, GopEntry,
                                      GopVideo, Manifest, Rendition, bitrates, valid_rendition_name)
 from featvid.codecs.pack import Mosaic, num_cells, pack
+from featvid.codecs.regions import applies, frame_regions
 from featvid.codecs.presets import DEFAULT_PRESET, Preset, ladder_names, resolve_preset
 from featvid.codecs.quantize import MAX_RANGE, code_ranges, quantize
 from featvid.codecs.video import Backend, VideoSpec
@@ -182,14 +184,20 @@ class EncodePlan:
 
 
 def _plan_renditions(preset: str | Preset | None, crf: float | None,
-                     ladder: str | Sequence[str | Preset] | None) -> list[PlannedRendition]:
+                     ladder: str | Sequence[str | Preset] | None,
+                     plane_qp: Sequence[float] | None = None,
+                     space_qp: Sequence[float] | None = None) -> list[PlannedRendition]:
     """The renditions of an encode: one preset (with its rate overridden by crf), or a ladder
     (a name from LADDERS, "PRESET,PRESET,...", or a list of names / Presets). Every preset is
     resolved here, so an unknown one (ConfigError) or one this machine cannot run (CodecError) fails
     before anything is written; so do two renditions of one name (also after a hardware fallback)."""
     if ladder is None:
         p = resolve_preset(DEFAULT_PRESET if preset is None else preset)
+        if plane_qp is not None or space_qp is not None:
+            p = p.with_offsets(plane_qp, space_qp)
         return [PlannedRendition(p.name, p, p.encoder_options(crf))]
+    if plane_qp is not None or space_qp is not None:
+        raise ConfigError("--plane-qp and --space-qp override one preset's; a ladder's are its presets' (name each rung)")
     if preset is not None:
         raise ConfigError("give a preset or a ladder, not both")
     if crf is not None:
@@ -210,15 +218,18 @@ def _plan_renditions(preset: str | Preset | None, crf: float | None,
 
 def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset | None = None,
                 crf: float | None = None, backend: str = DEFAULT_BACKEND,
-                feature_basis: bool | None = None, ladder: str | Sequence[str | Preset] | None = None) -> EncodePlan:
+                feature_basis: bool | None = None, ladder: str | Sequence[str | Preset] | None = None,
+                plane_qp: Sequence[float] | None = None, space_qp: Sequence[float] | None = None) -> EncodePlan:
     """Read and check everything an encode needs (bake, presets, back end, MLP) and fit the feature
     basis; writes nothing. The same arguments give the same plan, on any machine.
 
     preset: one preset (default DEFAULT_PRESET); ladder: several (see `_plan_renditions`), instead.
+    plane_qp, space_qp: the preset's QP offsets per atlas plane / part of space overridden
+    (Preset.plane_qp, Preset.space_qp; featvid.codecs.regions).
     """
     be = get_backend(backend)
     baked = Baked(baked_dir)
-    renditions = _plan_renditions(preset, crf, ladder)
+    renditions = _plan_renditions(preset, crf, ladder, plane_qp, space_qp)
     for r in renditions:  # a ladder's rendition names its files: gop_xxxxx/NAME.mp4
         if len(renditions) > 1 and not valid_rendition_name(r.name):
             raise ConfigError(f"rendition name {r.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
@@ -274,8 +285,10 @@ def encode_gop(plan: EncodePlan, g: int) -> GopEntry:
         frames: Iterator[list[np.ndarray]] = (pack(c, p.packing, mosaic, p.pix_fmt, p.levels, p.bit_depth)
                                               for c in codes)
         name = f"{gdir}/{r.video_name(single)}"
+        regions = () if baked.gaussians is not None else frame_regions(
+            mosaic, p.packing, num_planes, p.plane_qp, p.space_qp, mapping, baked.render_settings.space)
         spec = VideoSpec(mosaic.width, mosaic.height, baked.fps, p.codec, p.pix_fmt, r.options, p.container_options,
-                         p.color_range, entry.frames, p.bitstream_filter)
+                         p.color_range, entry.frames, p.bitstream_filter, regions)
         with atomic_path(plan.out / name) as tmp:
             plan.backend.encode(tmp, frames, spec)
         videos[r.name] = GopVideo(name, mosaic.to_json(), (plan.out / name).stat().st_size)
@@ -348,8 +361,10 @@ def _renditions(plan: EncodePlan, gops: list[GopEntry]) -> list[Rendition]:
     out = []
     for r in plan.renditions:
         p = r.preset
+        # the offsets the encoder was given (space offsets only where they applied: a contracted grid)
+        space_qp = p.space_qp if applies(p.space_qp, plan.baked.render_settings.space) else (0.0, 0.0)
         codec = CodecInfo(p.name, p.codec, plan.backend.name, plan.backend.version(), r.options, p.pix_fmt,
-                          p.bit_depth, p.packing, p.levels)
+                          p.bit_depth, p.packing, p.levels, p.plane_qp, space_qp)
         out.append(Rendition(r.name, codec, *bitrates(gops, r.name, plan.baked.fps),
                              sum(g.videos[r.name].bytes for g in gops)))
     return out
@@ -357,7 +372,8 @@ def _renditions(plan: EncodePlan, gops: list[GopEntry]) -> list[Rendition]:
 
 def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | None = None,
                  crf: float | None = None, backend: str = DEFAULT_BACKEND, feature_basis: bool | None = None,
-                 ladder: str | Sequence[str | Preset] | None = None) -> Path:
+                 ladder: str | Sequence[str | Preset] | None = None, plane_qp: Sequence[float] | None = None,
+                 space_qp: Sequence[float] | None = None) -> Path:
     """Encode the baked folder `baked_dir` into the stream folder `out` (NAME.fvv); returns `out`.
 
     preset: a name from PRESETS (hardware presets fall back to software with a warning), or a Preset;
@@ -368,9 +384,12 @@ def encode_baked(baked_dir: str | Path, out: str | Path, preset: str | Preset | 
         folded into the stream's MLP; None: the presets' choice (lossy presets yes, lossless no).
     ladder: instead of `preset`, several renditions in one stream (adaptive streaming): a name from
         featvid.codecs.presets.LADDERS, "PRESET,PRESET,...", or a list of preset names / Presets.
+    plane_qp: the preset's QP offset per atlas plane overridden (density first; Preset.plane_qp);
+    space_qp: its (inner box, shell) offsets of a contracted grid (Preset.space_qp).
     """
     check_output_dir(out, STREAM, [baked_dir])  # before the plan's reading and fitting
-    plan = plan_encode(baked_dir, out, preset, crf, backend, feature_basis, ladder=ladder)
+    plan = plan_encode(baked_dir, out, preset, crf, backend, feature_basis, ladder=ladder, plane_qp=plane_qp,
+                       space_qp=space_qp)
     prepare_out(plan.out, [baked_dir])
     what = plan.preset.name if len(plan.renditions) == 1 else f"ladder of {len(plan.renditions)}"
     gops = [encode_gop(plan, g) for g in progress_bar(range(len(plan.baked.gops)), desc=f"encode {what}",

@@ -81,7 +81,7 @@ class FFmpegBackend:
         m = re.match(r"ffmpeg version (\S+)", out)
         return m.group(1) if m else "unknown"
 
-    def _output(self, path: Path, spec: VideoSpec):
+    def _output(self, path: Path, spec: VideoSpec, filters: Path | None = None):
         import ffmpeg
 
         rate = str(Fraction(spec.fps).limit_denominator(1001))
@@ -89,18 +89,33 @@ class FFmpegBackend:
                               r=rate, color_range=spec.color_range)
         out_args = {"vcodec": spec.codec, "pix_fmt": spec.pix_fmt, "g": str(max(1, spec.gop)),
                     "color_range": spec.color_range, "format": "mp4", **spec.options, **spec.container_options}
+        if filters is not None:  # the regions' addroi chain, read from a file (`-/vf FILE`)
+            out_args["/vf"] = str(filters)
         if spec.bitstream_filter:
             out_args["bsf:v"] = spec.bitstream_filter
         return (ffmpeg.output(stream, str(path), **out_args)
                 .global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output())
 
-    def command(self, path: Path, spec: VideoSpec) -> list[str]:
-        return [ffmpeg_exe(), *self._output(path, spec).get_args()]
+    def command(self, path: Path, spec: VideoSpec, filters: Path | None = None) -> list[str]:
+        """The ffmpeg command line of an encode; `filters`: the file that holds its regions' filter chain."""
+        return [ffmpeg_exe(), *self._output(path, spec, filters).get_args()]
 
     def encode(self, path: Path, frames: Iterable[Frame], spec: VideoSpec) -> None:
+        if not spec.regions:
+            return self._encode(path, frames, spec, None)
+        # per-region quantizer offsets: one addroi filter a region (side data the encoder reads).
+        # Thousands of them on a large frame: a file, not one argument (at most 128 KiB on Linux)
+        chain = ",".join("addroi=" + ":".join(f"{k}={v}" for k, v in r.items()) for r in spec.roi_filters())
+        with tempfile.TemporaryDirectory(prefix="featvid-roi-") as tmp:
+            filters = Path(tmp) / "regions.txt"
+            filters.write_text(chain)
+            self._encode(path, frames, spec, filters)
+
+    def _encode(self, path: Path, frames: Iterable[Frame], spec: VideoSpec, filters: Path | None) -> None:
         _, dtype = plane_shapes(spec.pix_fmt, spec.width, spec.height)
-        log.debug("encode: %s", " ".join(self.command(path, spec)))
-        proc = subprocess.Popen(self.command(path, spec), stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        cmd = self.command(path, spec, filters)
+        log.debug("encode: %s", " ".join(cmd))
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
         try:
             for planes in frames:
                 proc.stdin.write(_raw(planes, dtype))

@@ -75,6 +75,8 @@ class CodecInfo:
     bit_depth: int
     packing: str
     levels: tuple[int, int]
+    plane_qp: tuple[float, ...] = ()  # the encoder's QP offset per atlas plane (written only when any)
+    space_qp: tuple[float, float] = (0.0, 0.0)  # its offsets of a contracted grid's inner box and shell (idem)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,9 @@ class Manifest:
                 return f"with other encoder options ({r.codec.options})"
             if backend is not None and r.codec.backend and r.codec.backend != backend:  # older manifests name none
                 return f"with back end {r.codec.backend!r}"
+            space_qp = p.space_qp if self.render.space == "contracted" and any(p.space_qp) else (0.0, 0.0)
+            if tuple(r.codec.plane_qp) != tuple(p.plane_qp) or tuple(r.codec.space_qp) != tuple(space_qp):
+                return f"with other QP offsets (planes {list(r.codec.plane_qp)}, space {list(r.codec.space_qp)})"
         if self.gaussians is not None:  # no feature basis to compare
             return None
         choices = {p.feature_basis for p in want} if basis is None else {basis}
@@ -402,6 +407,11 @@ def _mlp(d: Any, source: str) -> dict[str, Any]:
 def _codec_dict(c: CodecInfo) -> dict[str, Any]:
     d = asdict(c)
     d["levels"] = list(d["levels"])
+    for key in ("plane_qp", "space_qp"):  # a stream without offsets keeps the manifest it always had
+        if any(getattr(c, key)):
+            d[key] = [int(q) if q == int(q) else q for q in getattr(c, key)]
+        else:
+            del d[key]
     return d
 
 
@@ -423,10 +433,22 @@ def _codec_info(c: Any, where: str) -> CodecInfo:
     options = c.get("options", {})
     if not isinstance(options, dict):
         raise StreamError(f"{where}: options must be an object")
+    plane_qp, space_qp = _offsets(c, "plane_qp", where, []), _offsets(c, "space_qp", where, [0, 0])
+    if len(space_qp) != 2:
+        raise StreamError(f"{where}: space_qp must be two numbers (inner box, shell), got {space_qp}")
     return CodecInfo(_text(c, "preset", where), _text(c, "codec", where), _text(c, "backend", where, ""),
                      _text(c, "ffmpeg", where, ""), {str(k): str(v) for k, v in options.items()},
                      _text(c, "pix_fmt", where), int_field(c, "bit_depth", where, lo=8, hi=16),
-                     _text(c, "packing", where), (levels[0], levels[1]))
+                     _text(c, "packing", where), (levels[0], levels[1]), tuple(plane_qp), (space_qp[0], space_qp[1]))
+
+
+def _offsets(c: dict, key: str, where: str, default: list) -> list[float]:
+    """c[key]: a list of at most 64 finite numbers (QP offsets), or `default` where absent."""
+    v = c.get(key, default)
+    if not (isinstance(v, list) and len(v) <= 64
+            and all(isinstance(q, (int, float)) and not isinstance(q, bool) and math.isfinite(q) for q in v)):
+        raise StreamError(f"{where}: {key} must be a list of numbers, got {str(v)[:40]}")
+    return [float(q) for q in v]
 
 
 def valid_rendition_name(name: Any) -> bool:

@@ -46,6 +46,12 @@ class Mosaic:
         h, w = atlas
         return cls((h, w), cols, rows, _round_up(rows * h, 16), _round_up(cols * w, 16))
 
+    def cell_box(self, i: int) -> tuple[int, int, int, int]:
+        """Cell i's rectangle in the frame: (x, y, width, height), pixels."""
+        r, c = divmod(i, self.cols)
+        H, W = self.atlas
+        return c * W, r * H, W, H
+
     def to_json(self) -> dict:
         return {"cols": self.cols, "rows": self.rows, "height": self.height, "width": self.width}
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 from featvid.errors import CodecError, ConfigError
 
@@ -22,6 +24,21 @@ log = logging.getLogger(__name__)
 # The feature basis moved the knee: crf 20 lost 0.33 dB before it. H.264 luma is also the most
 # compatible stream. Re-measure with `python benchmarks/size_ladder.py` after `make demo`.
 DEFAULT_PRESET = "h264-crf16.5"
+
+# Encoders that read per-region quantizer offsets (FFmpeg's ROI side data, Preset.plane_qp), with
+# adaptive quantization on (their defaults). MAX_PLANE_QP: the largest offset taken, in QP steps.
+ROI_ENCODERS = ("h264", "h265")
+MAX_PLANE_QP = 12
+
+# The lossy H.264 presets' offsets in a contracted grid (featvid.codecs.regions): macroblocks that
+# hold an inner-box vertex QP -2, those of the shell alone +3. Chosen among (-2,2), (-3,3), (-2,3),
+# (-3,2), (0,4) by BD-rate (held-out PSNR vs all stream bytes, `python benchmarks/qp_offsets.py`)
+# on the forward-facing scene (-14.8 %) and the fox (-10.1 %); on Caesar, on which nothing was
+# chosen, -14.5 %. At crf 16.5: forward 33.19 -> 33.40 dB at +2.2 % bytes, fox 27.15 -> 27.20 at
+# -0.6 %, Caesar 24.76 -> 24.79 at -5.2 %. Box grids (the demo) are coded as before. Offsets per
+# plane (Preset.plane_qp) are no default: -2 on density with +1 on the feature planes past the first
+# was -5.9 % on the forward scene and -2.3 % on crossing, but +2.5 % on the demo and +2.6 % on Caesar.
+SPACE_QP = (-2.0, 3.0)
 
 PACKING_KEYS = {"luma": "luma-mosaic", "444": "yuv444-triplets"}  # short names used by presets and the bench
 
@@ -63,6 +80,7 @@ class Encoder:
     speeds: dict[str, dict[str, str]] = field(default_factory=dict)
     ladder: tuple[float, ...] = ()
     bitstream_filter: str = ""  # an FFmpeg bitstream filter every packet it writes goes through ("": none)
+    space_qp: tuple[float, float] = (0.0, 0.0)  # its lossy presets' offsets (inner box, shell) in contracted grids
 
     def variant(self, name: str, rate: float, packing: str = "luma", bit_depth: int = 8, speed: str | None = None,
                 description: str = "") -> "Preset":
@@ -74,7 +92,7 @@ class Encoder:
         return Preset(name, self.codec, description or f"{self.key} {packing} {bit_depth}-bit crf {rate:g}",
                       self.rate_option, rate, options, pix_fmt=self.pix_fmts[(packing, bit_depth)], bit_depth=bit_depth,
                       packing=PACKING_KEYS[packing], levels=(0, (1 << bit_depth) - 1), encoder=self.key,
-                      bitstream_filter=self.bitstream_filter)
+                      bitstream_filter=self.bitstream_filter, space_qp=self.space_qp)
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,23 @@ class Preset:
     fallback: str | None = None  # software preset used when this (hardware) encoder cannot open
     encoder: str = ""  # key of its Encoder in ENCODERS
     bitstream_filter: str = ""  # its Encoder's (an FFmpeg bitstream filter on every packet written)
+    plane_qp: tuple[float, ...] = ()  # QP offset of each atlas plane (density first; missing: 0)
+    space_qp: tuple[float, float] = (0.0, 0.0)  # contracted grids: QP offsets (inner box, shell); featvid.codecs.regions
+
+    def with_offsets(self, plane_qp: Sequence[float] | None = None,
+                     space_qp: Sequence[float] | None = None) -> "Preset":
+        """This preset with other QP offsets per plane and/or per part of space (None: its own);
+        ConfigError for an offset out of range, or where its encoder reads none."""
+        planes = self.plane_qp if plane_qp is None else tuple(float(q) for q in plane_qp)
+        space = self.space_qp if space_qp is None else tuple(float(q) for q in space_qp)
+        if len(space) != 2:
+            raise ConfigError(f"space QP offsets are two numbers (inner box, shell), not {space}")
+        if any(not math.isfinite(q) or abs(q) > MAX_PLANE_QP for q in (*planes, *space)):
+            raise ConfigError(f"QP offsets must lie in -{MAX_PLANE_QP}..{MAX_PLANE_QP}, not {(*planes, *space)}")
+        if any((*planes, *space)) and self.encoder not in ROI_ENCODERS:
+            raise ConfigError(f"{self.codec} takes no QP offsets per plane or region "
+                              f"(only {', '.join(ROI_ENCODERS)} do)")
+        return replace(self, plane_qp=planes, space_qp=space)  # type: ignore[arg-type]
 
     def encoder_options(self, crf: float | None = None) -> dict[str, str]:
         """What the encoder is given: rate, speed preset, GOP structure options."""
@@ -134,7 +169,7 @@ _SPEEDS = {"fast": {"preset": "fast"}, "slow": {"preset": "slow"}}
 ENCODERS: dict[str, Encoder] = {e.key: e for e in [
     Encoder("h264", "libx264", {"preset": "medium", "bf": "0", "x264-params": "no-deblock=1:psy-rd=0,0"},
             fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(14, 18, 23, 28, 33),
-            bitstream_filter=_X264_NO_SEI),
+            bitstream_filter=_X264_NO_SEI, space_qp=SPACE_QP),
     Encoder("h265", "libx265", {"preset": "medium", "x265-params": "bframes=0:log-level=error:info=0"},
             fractional_rate=True, pix_fmts=_GRAY, speeds=_SPEEDS, ladder=(16, 20, 25, 30, 35)),
     # SVT-AV1 encodes 4:2:0 only (main profile): the luma mosaic with neutral chroma; low delay
@@ -158,6 +193,8 @@ def _preset(encoder: str, name: str, rate: float | None, description: str, packi
     preset names all its options itself) and any other Preset field changed."""
     base = ENCODERS[encoder].variant(name, rate or 0, packing, bit_depth, description=description)
     opts = options if kw.get("lossless") else {**base.options, **(options or {})}
+    if kw.get("lossless"):  # every code exact: nothing to allocate
+        kw.setdefault("space_qp", (0.0, 0.0))
     return replace(base, rate=rate, options=opts, **kw)
 
 

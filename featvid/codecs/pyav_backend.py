@@ -60,6 +60,40 @@ def _make_frame(planes: Frame, spec: VideoSpec):
     return frame
 
 
+def _rate(spec: VideoSpec) -> Fraction:
+    return Fraction(spec.fps).limit_denominator(1001)
+
+
+def _roi_graph(spec: VideoSpec):
+    """A function that gives a frame its regions' quantizer offsets (spec.regions), through the
+    same `addroi` filters the FFmpeg CLI back end runs; the frame itself when there are none."""
+    if not spec.regions:
+        return lambda frame: frame
+    import av
+
+    graph = av.filter.Graph()
+    # the stream's own time base: a frame that came back in another would reach x264 with other
+    # frame durations, and x264's rate control (mb-tree) depends on them
+    time_base = 1 / _rate(spec)
+    node = graph.add_buffer(width=spec.width, height=spec.height, format=spec.pix_fmt, time_base=time_base)
+    for options in spec.roi_filters():
+        roi = graph.add("addroi", ":".join(f"{k}={v}" for k, v in options.items()))
+        node.link_to(roi)
+        node = roi
+    sink = graph.add("buffersink")
+    node.link_to(sink)
+    graph.configure()
+
+    def through(frame):
+        graph.push(frame)
+        out = graph.pull()
+        out.pts, out.time_base = frame.pts, time_base
+        out.color_range = frame.color_range
+        return out
+
+    return through
+
+
 @contextlib.contextmanager
 def svt_quiet():
     """SVT-AV1 prints its banner to stderr unless SVT_LOG says otherwise (1 = errors only); the
@@ -91,7 +125,7 @@ class PyAVBackend:
 
         try:
             with svt_quiet(), av.open(str(path), "w", format="mp4", options=dict(spec.container_options)) as container:
-                stream = container.add_stream(spec.codec, rate=Fraction(spec.fps).limit_denominator(1001))
+                stream = container.add_stream(spec.codec, rate=_rate(spec))
                 stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
                 stream.codec_context.color_range = _COLOR_RANGE[spec.color_range]
                 stream.codec_context.gop_size = max(1, spec.gop)
@@ -102,11 +136,12 @@ class PyAVBackend:
                     for packet in packets:
                         container.mux(bsf.filter(packet) if bsf is not None else packet)
 
+                regions = _roi_graph(spec)
                 for i, planes in enumerate(frames):
                     frame = _make_frame(planes, spec)
                     frame.pts = i
                     frame.color_range = _COLOR_RANGE[spec.color_range]
-                    mux(stream.encode(frame))
+                    mux(stream.encode(regions(frame)))
                 mux(stream.encode())
                 if bsf is not None:
                     container.mux(bsf.filter(None))

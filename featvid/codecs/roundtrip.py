@@ -8,6 +8,10 @@ used pixels, 8-bit codes, the preset's packing, its encoder with its options (a 
 frame a keyframe, the rest P-frames), the decoder, unpacking, dequantization, and the basis undone
 (f = A^-1 g), so the values come back in the trainer's own feature coordinates.
 
+The preset's QP offsets per plane are applied as the encoder applies them; its offsets per part of a
+contracted grid's space are not (the round trip is given no grid space: the codec loop is for box
+grids, see docs/training.md).
+
 The trainer (featvid.train.codec_loop) is given one of these by the layer that starts it
 (featvid.pipeline): `train` may not import `codecs` (docs/architecture.md). It is a frozen
 dataclass of names, so it travels to a segment's worker with the rest of a task.
@@ -26,6 +30,7 @@ from featvid.codecs import basis
 from featvid.codecs.backends import DEFAULT_BACKEND, get_backend
 from featvid.codecs.encode import gop_planes, quantized_gop
 from featvid.codecs.pack import Mosaic, num_cells, pack, unpack
+from featvid.codecs.regions import frame_regions
 from featvid.codecs.presets import DEFAULT_PRESET, resolve_preset
 from featvid.codecs.quantize import dequantize
 from featvid.codecs.video import VideoSpec
@@ -76,7 +81,8 @@ class AtlasRoundTrip:
         codes = quantized_gop(coded, ranges, p)  # [F, P, H, W] uint16
         mosaic = Mosaic.layout(num_cells(P, p.packing), mapping.atlas_size)
         spec = VideoSpec(mosaic.width, mosaic.height, FPS, p.codec, p.pix_fmt, p.encoder_options(self.crf),
-                         p.container_options, p.color_range, F, p.bitstream_filter)
+                         p.container_options, p.color_range, F, p.bitstream_filter,
+                         frame_regions(mosaic, p.packing, P, p.plane_qp))  # box grids: no space offsets
         be = get_backend(self.backend)
         with tempfile.TemporaryDirectory(prefix="featvid-roundtrip-") as tmp:
             path = Path(tmp) / "gop.mp4"

@@ -30,6 +30,39 @@ class VideoSpec:
     color_range: str = "pc"  # "pc" (full) or "tv" (limited)
     gop: int = 1  # frames between keyframes: one GOP's video starts with its only keyframe
     bitstream_filter: str = ""  # an FFmpeg bitstream filter every packet goes through ("": none)
+    regions: tuple["Region", ...] = ()  # quantizer offsets of rectangles of every frame (first wins)
+
+    def roi_filters(self) -> list[dict[str, str]]:
+        """FFmpeg `addroi` filter options, one filter per region, in order (the encoder applies the
+        first region where they overlap). x264 and x265 read the ROI only with adaptive quantization on."""
+        return [r.addroi(self.qp_range) for r in self.regions]
+
+    @property
+    def qp_range(self) -> int:
+        """The encoder's QP scale the region offsets are fractions of (H.264/H.265: 51, +6 a bit)."""
+        return 51 + 6 * (self.bit_depth - 8)
+
+    @property
+    def bit_depth(self) -> int:
+        return 10 if "10" in self.pix_fmt else 8
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of a video's frames coded at `qp_offset` from the rate control's QP (negative:
+    finer), e.g. the cell of the atlas plane the renderer is most sensitive to. Pixels; the encoder
+    rounds it out to whole macroblocks (16x16)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    qp_offset: float
+
+    def addroi(self, qp_range: int) -> dict[str, str]:
+        # addroi's qoffset is a fraction of the encoder's QP range, given here as an exact ratio
+        return {"x": str(self.x), "y": str(self.y), "w": str(self.w), "h": str(self.h),
+                "qoffset": f"{self.qp_offset:g}/{qp_range}"}
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,15 @@ def make_grid(shape: tuple[int, int, int], channels: int, t: int, seed: int = 0)
 
 def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), channels: int = 4,
              seed: int = 0, nan_frame: int | None = None, constant_channel: int | None = None,
-             loop: int | None = None, fps: float = 10.0, mlp_hidden: int = 16, view_freqs: int = 1) -> Path:
+             loop: int | None = None, fps: float = 10.0, mlp_hidden: int = 16, view_freqs: int = 1,
+             space: str = "box") -> Path:
     """Write a finished run folder (featvid/formats/run.py layout, every file recorded in files.json
     as the trainer records it) and return it.
 
     nan_frame: that frame gets one NaN feature; constant_channel: that feature is 0 everywhere
     (a zero-range channel, quantized with the hi = lo + 1 rule); loop: the blob's drift repeats
-    every `loop` frames, centred (t mod loop - loop / 2), so a long run stays in the box."""
+    every `loop` frames, centred (t mod loop - loop / 2), so a long run stays in the box; space:
+    the grid's space ("contracted": the blob fills the inner box and reaches into the shell)."""
     path = Path(path)
     drift = (lambda t: t) if loop is None else (lambda t: (t % loop) - loop // 2)
     grids = [make_grid(shape, channels, drift(t), seed) for t in range(frames)]
@@ -69,7 +71,8 @@ def make_run(path: Path, frames: int = 4, gop: int = 2, shape=(24, 24, 24), chan
     path.mkdir(parents=True, exist_ok=True)
     write_run_meta(path, {"num_frames": frames, "fps": fps, "aabb": [[-1, -1, -1], [1, 1, 1]],
                           "grid_shape": list(shape), "num_channels": channels, "mlp": arch.to_dict(),
-                          "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1]}, "gops": gops})
+                          "render": {"step_ratio": 0.5, "near": 0.0, "background": [1, 1, 1],
+                                     **({} if space == "box" else {"space": space})}, "gops": gops})
     for entry, mapping in zip(gops, mappings):
         write_run_file(path, entry["mapping"], mapping.to_bytes())
     for t, grid in enumerate(grids):
