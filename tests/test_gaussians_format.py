@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from featvid.cli import main
-from featvid.errors import FormatError, StreamError
+from featvid.errors import ConfigError, FormatError, StreamError
 from featvid.gaussians.layout import (GaussianLayout, StreamLayout, curve_pixels, from_atlas, from_planes,
                                       join_position_codes, morton_order, normalized_quats, position_codes,
                                       to_atlas, to_planes)
@@ -248,6 +248,8 @@ def test_manifest_representation_is_checked(sequence, tmp_path):
     from featvid.codecs import encode_baked, open_stream
 
     bake_gaussians(sequence, tmp_path / "b", gop=4, sh_degree=0)
+    with pytest.raises(ConfigError, match="QP offsets"):  # its planes are no grid's: nothing measured there
+        encode_baked(tmp_path / "b", tmp_path / "q.fvv", plane_qp=(-2,))
     encode_baked(tmp_path / "b", tmp_path / "s.fvv")
     path = tmp_path / "s.fvv" / "manifest.json"
     m = json.loads(path.read_text())

@@ -236,6 +236,8 @@ def plan_encode(baked_dir: str | Path, out: str | Path, preset: str | Preset | N
     if baked.gaussians is not None:  # docs/gaussians.md: no MLP, so no feature basis to fold into one
         if feature_basis:
             raise ConfigError("a Gaussian bake has no features to code in a basis: leave out --basis")
+        if any(q for r in renditions for q in r.preset.plane_qp):
+            raise ConfigError("a Gaussian bake's planes take no QP offsets (--plane-qp): leave it out")
         return EncodePlan(baked, Path(out), renditions, be, None, None)
     mlp = baked.mlp()
     if feature_basis is None:
