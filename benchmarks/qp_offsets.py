@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,9 +65,7 @@ def point(baked: Path, data: Path, downscale: float, stream: Path, crf: float, s
           fresh: bool) -> dict:
     """Encode (unless already there) and score one stream: held-out PSNR and bytes per frame."""
     t0 = time.perf_counter()
-    if fresh or not (stream / "manifest.json").is_file():
-        if stream.exists():
-            shutil.rmtree(stream)
+    if fresh or not (stream / "manifest.json").is_file():  # an unfinished or older stream is encoded over
         encode_baked(baked, stream, crf=crf, plane_qp=scheme[0], space_qp=scheme[1])
     encode_s = time.perf_counter() - t0
     s = open_stream(stream, hwaccel="none")
