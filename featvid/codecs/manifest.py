@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from featvid.atomic import write_json
 from featvid.codecs.basis import BASIS_NAME
 from featvid.codecs.pack import PACKINGS, num_cells
+from featvid.codecs.regions import applies
 from featvid.codecs.presets import Preset, resolve_preset
 from featvid.codecs.quantize import MAX_RANGE
 from featvid.errors import FeatvidError, FormatError, StreamError
@@ -207,7 +208,7 @@ class Manifest:
                 return f"with other encoder options ({r.codec.options})"
             if backend is not None and r.codec.backend and r.codec.backend != backend:  # older manifests name none
                 return f"with back end {r.codec.backend!r}"
-            space_qp = p.space_qp if self.render.space == "contracted" and any(p.space_qp) else (0.0, 0.0)
+            space_qp = p.space_qp if applies(p.space_qp, self.render.space) else (0.0, 0.0)
             if tuple(r.codec.plane_qp) != tuple(p.plane_qp) or tuple(r.codec.space_qp) != tuple(space_qp):
                 return f"with other QP offsets (planes {list(r.codec.plane_qp)}, space {list(r.codec.space_qp)})"
         if self.gaussians is not None:  # no feature basis to compare
