@@ -100,7 +100,7 @@ class GopVideo:
     """One rendition's video of one GOP: file, codec frame layout, size in bytes."""
 
     file: str
-    mosaic: dict[str, int]  # cols, rows, height, width
+    mosaic: dict[str, int]  # cols, rows, height, width (and cell_height, cell_width: the cells' pitch)
     bytes: int = 0
 
 
@@ -337,8 +337,9 @@ class Manifest:
                                   f"are {names}")
             for r in self.renditions:  # the codec frame holds every plane of the channel count, atlas-sized
                 m, cells = g.videos[r.name].mosaic, num_cells(self.num_planes, r.codec.packing)
-                if m["cols"] * m["rows"] < cells or m["rows"] * g.atlas[0] > m["height"] \
-                        or m["cols"] * g.atlas[1] > m["width"]:
+                ph, pw = m.get("cell_height", g.atlas[0]), m.get("cell_width", g.atlas[1])  # cells' pitch
+                if m["cols"] * m["rows"] < cells or ph < g.atlas[0] or pw < g.atlas[1] \
+                        or m["rows"] * ph > m["height"] or m["cols"] * pw > m["width"]:
                     raise StreamError(f"{source}: GOP {i}, rendition {r.name}: mosaic {m} cannot hold {cells} "
                                       f"cells of {self.num_planes} planes ({r.codec.packing}) of the "
                                       f"{g.atlas[0]}x{g.atlas[1]} atlas")

@@ -23,6 +23,9 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
+MB = 16  # the codec's macroblock: a cell starts on a multiple of it
+
+
 @dataclass(frozen=True)
 class Mosaic:
     """Where the cells sit in a codec frame.
@@ -30,6 +33,9 @@ class Mosaic:
     atlas: (H_a, W_a) one cell (a plane, or a triplet of planes), pixels.
     cols, rows: cells per row / column.
     height, width: the padded frame size (multiples of 16), pixels.
+    pitch: (height, width) from one cell's origin to the next one's, pixels: the atlas rounded up
+        to whole macroblocks, so no macroblock holds two planes (an 8-pixel seam costs the codec
+        bits; issue 27). Streams made before it have pitch = atlas (no `cell_*` keys in the JSON).
     """
 
     atlas: tuple[int, int]
@@ -37,28 +43,50 @@ class Mosaic:
     rows: int
     height: int
     width: int
+    pitch: tuple[int, int] | None = None  # None: the atlas itself
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        """(height, width) from one cell's origin to the next one's."""
+        return self.pitch if self.pitch is not None else self.atlas
 
     @classmethod
     def layout(cls, num_cells: int, atlas: tuple[int, int]) -> "Mosaic":
-        """cols = ceil(sqrt(n)), rows = ceil(n / cols), size padded to multiples of 16."""
+        """cols = ceil(sqrt(n)), rows = ceil(n / cols), cells on whole macroblocks, size padded to
+        multiples of 16."""
         cols = max(1, math.ceil(math.sqrt(num_cells)))
         rows = max(1, math.ceil(num_cells / cols))
         h, w = atlas
-        return cls((h, w), cols, rows, _round_up(rows * h, 16), _round_up(cols * w, 16))
+        ph, pw = _round_up(h, MB), _round_up(w, MB)
+        pitch = None if (ph, pw) == (h, w) else (ph, pw)
+        return cls((h, w), cols, rows, _round_up(rows * ph, MB), _round_up(cols * pw, MB), pitch)
+
+    def cell_origin(self, i: int) -> tuple[int, int]:
+        """Cell i's top-left corner in the frame: (x, y), pixels."""
+        r, c = divmod(i, self.cols)
+        ph, pw = self.cell
+        return c * pw, r * ph
 
     def cell_box(self, i: int) -> tuple[int, int, int, int]:
-        """Cell i's rectangle in the frame: (x, y, width, height), pixels."""
-        r, c = divmod(i, self.cols)
+        """Cell i's atlas in the frame: (x, y, width, height), pixels."""
+        x, y = self.cell_origin(i)
         H, W = self.atlas
-        return c * W, r * H, W, H
+        return x, y, W, H
 
     def to_json(self) -> dict:
-        return {"cols": self.cols, "rows": self.rows, "height": self.height, "width": self.width}
+        d = {"cols": self.cols, "rows": self.rows, "height": self.height, "width": self.width}
+        if self.pitch is not None:
+            d.update(cell_height=self.pitch[0], cell_width=self.pitch[1])
+        return d
 
     @classmethod
     def from_json(cls, atlas: tuple[int, int], d: dict) -> "Mosaic":
-        m = cls(tuple(int(x) for x in atlas), int(d["cols"]), int(d["rows"]), int(d["height"]), int(d["width"]))  # type: ignore[arg-type]
-        if m.rows * m.atlas[0] > m.height or m.cols * m.atlas[1] > m.width or m.height % 2 or m.width % 2:
+        h, w = (int(x) for x in atlas)
+        pitch = (int(d["cell_height"]), int(d["cell_width"])) if "cell_height" in d or "cell_width" in d else None
+        m = cls((h, w), int(d["cols"]), int(d["rows"]), int(d["height"]), int(d["width"]),
+                None if pitch == (h, w) else pitch)
+        ph, pw = m.cell
+        if ph < h or pw < w or m.rows * ph > m.height or m.cols * pw > m.width or m.height % 2 or m.width % 2:
             raise StreamError(f"mosaic {d} does not hold cells of {atlas}")
         return m
 
@@ -73,12 +101,16 @@ def num_cells(num_planes: int, packing: str) -> int:
 
 
 def _tile(cells: np.ndarray, m: Mosaic, fill: int) -> np.ndarray:
-    """cells [n, H_a, W_a] -> image [height, width]."""
+    """cells [n, H_a, W_a] -> image [height, width]. A cell's pitch past its atlas repeats the
+    atlas's last row and column: no edge inside a macroblock (cheaper than a constant)."""
     H, W = m.atlas
+    ph, pw = m.cell
     img = np.full((m.height, m.width), fill, dtype=np.uint16)
     for p in range(cells.shape[0]):
-        r, c = divmod(p, m.cols)
-        img[r * H:(r + 1) * H, c * W:(c + 1) * W] = cells[p]
+        x, y = m.cell_origin(p)
+        img[y:y + H, x:x + W] = cells[p]
+        img[y + H:y + ph, x:x + W] = cells[p, -1:, :]
+        img[y:y + ph, x + W:x + pw] = img[y:y + ph, x + W - 1:x + W]
     return img
 
 
@@ -87,8 +119,8 @@ def _untile(img: np.ndarray, m: Mosaic, n: int) -> np.ndarray:
     H, W = m.atlas
     out = np.empty((n, H, W), dtype=img.dtype)
     for p in range(n):
-        r, c = divmod(p, m.cols)
-        out[p] = img[r * H:(r + 1) * H, c * W:(c + 1) * W]
+        x, y = m.cell_origin(p)
+        out[p] = img[y:y + H, x:x + W]
     return out
 
 
@@ -143,7 +175,8 @@ class CodeIndex:
     """
 
     def __init__(self, pixels: np.ndarray, m: Mosaic, packing: str, num_planes: int) -> None:
-        H, W = m.atlas
+        W = m.atlas[1]
+        ph, pw = m.cell
         r, c = pixels // W, pixels % W  # [N] inside one atlas plane
         p = np.arange(num_planes)
         if packing == "luma-mosaic":
@@ -152,8 +185,8 @@ class CodeIndex:
             cell, self.component = p // 3, p % 3
         else:
             raise StreamError(f"unknown packing {packing!r}")
-        self.rows = (cell // m.cols)[:, None] * H + r[None]  # [P, N]
-        self.cols = (cell % m.cols)[:, None] * W + c[None]
+        self.rows = (cell // m.cols)[:, None] * ph + r[None]  # [P, N]
+        self.cols = (cell % m.cols)[:, None] * pw + c[None]
         self.shape = self.rows.shape
         self._flat: dict[tuple[int, int], np.ndarray] = {}  # (component, row stride) -> [P_k * N]
 

@@ -29,12 +29,18 @@ X264 = {"preset": "medium", "bf": "0", "crf": "16.5", "threads": "1"}
 
 
 def test_each_plane_offset_covers_its_cells_macroblocks_finest_where_two_cells_meet():
-    m = Mosaic.layout(7, (32, 40))  # 3 x 3 cells of 32 x 40: the columns meet inside macroblocks
+    # 3 x 3 cells of 32 x 40 an atlas apart (a stream made before the pitch): columns meet inside macroblocks
+    m = Mosaic((32, 40), 3, 3, 96, 128)
     q = offset_map(m, "luma-mosaic", 7, (-2, 0, 1, 1, 3))  # planes 5, 6 past the list: 0
     assert q.shape == (m.height // 16, m.width // 16) == (6, 8)
     assert q[:2].tolist() == [[-2, -2, -2, 0, 0, 1, 1, 1]] * 2  # x 32..47 holds planes 0 and 1: -2
     assert q[2:4].tolist() == [[1, 1, 1, 3, 3, 0, 0, 0]] * 2  # x 32..47: planes 3 (1) and 4 (3): 1
     assert q[4:].tolist() == [[0] * 8] * 2
+    # the layout now: cells 48 apart, so every macroblock holds one plane
+    a = Mosaic.layout(7, (32, 40))
+    assert a.cell == (32, 48) and a.width == 144
+    qa = offset_map(a, "luma-mosaic", 7, (-2, 0, 1, 1, 3))
+    assert qa.tolist() == [[-2] * 3 + [0] * 3 + [1] * 3] * 2 + [[1] * 3 + [3] * 3 + [0] * 3] * 2 + [[0] * 9] * 2
     # yuv444 triplets: a cell holds planes 0-2, 3-5, 6; it takes the finest of its planes
     t = offset_map(Mosaic.layout(3, (32, 48)), "yuv444-triplets", 7, (0, -1, 2, 2, 2, 2, 4))
     assert t.tolist() == [[-1] * 3 + [2] * 3] * 2 + [[4] * 3 + [0] * 3] * 2

@@ -7,6 +7,7 @@ import torch
 
 from featvid.codecs.pack import Mosaic, num_cells, pack, unpack
 from featvid.codecs.quantize import code_ranges, density_clamp, dequantize, quantize
+from featvid.errors import StreamError
 from featvid.field.volume import DENSITY_SHIFT
 
 
@@ -68,3 +69,30 @@ def test_mosaic_layout_follows_the_doc():
     codes[6] = 7  # plane 6 -> row 1, col 2
     y = pack(codes, "luma-mosaic", m, "gray", (0, 255), 8)[0]
     assert (y[64:128, 256:384] == 7).all() and y.sum() == 7 * 64 * 128
+
+
+def test_cells_start_on_macroblocks_and_their_pitch_repeats_the_edge():
+    """An atlas of 24 x 40 sits 32 x 48 apart (whole macroblocks; issue 27: an 8-pixel seam of two
+    planes inside a macroblock costs bits); the pad repeats the atlas's last row and column; the
+    vertices' codes come back through CodeIndex as through unpack."""
+    from featvid.codecs.pack import CodeIndex
+
+    m = Mosaic.layout(5, (24, 40))
+    assert (m.cell, m.cols, m.rows, m.height, m.width) == ((32, 48), 3, 2, 64, 144)
+    assert m.cell_box(4) == (48, 32, 40, 24)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, size=(5, 24, 40), dtype=np.uint16)
+    y = pack(codes, "luma-mosaic", m, "gray", (0, 255), 8)[0]
+    assert np.array_equal(y[32:56, 48:88], codes[4])
+    assert (y[56:64, 48:88] == codes[4][-1]).all() and (y[32:64, 88:96] == y[32:64, 87:88]).all()
+    pixels = rng.choice(24 * 40, size=50, replace=False)
+    got = CodeIndex(pixels, m, "luma-mosaic", 5).gather([y])
+    assert np.array_equal(got, codes.reshape(5, -1)[:, pixels])
+    # the manifest states the pitch; a mosaic without it (a stream made before) is an atlas apart
+    assert m.to_json() == {"cols": 3, "rows": 2, "height": 64, "width": 144, "cell_height": 32, "cell_width": 48}
+    assert Mosaic.from_json((24, 40), m.to_json()) == m
+    old = Mosaic.from_json((24, 40), {"cols": 3, "rows": 2, "height": 48, "width": 128})
+    assert old.cell == (24, 40) and old.cell_box(4) == (40, 24, 40, 24)
+    assert Mosaic.layout(4, (32, 64)).to_json() == {"cols": 2, "rows": 2, "height": 64, "width": 128}  # aligned
+    with pytest.raises(StreamError, match="does not hold"):
+        Mosaic.from_json((24, 40), {**m.to_json(), "cell_height": 16})

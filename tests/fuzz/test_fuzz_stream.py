@@ -154,10 +154,12 @@ def test_an_old_stream_without_hashes_decodes_garbage_cleanly(stream, tiny_datas
         manifest.write_text(text)
 
 
-@pytest.mark.parametrize("mosaic", [{"cols": 1, "rows": 1}, {"cols": 2, "rows": 3}, {"width": 128}, {"height": 200}])
+@pytest.mark.parametrize("mosaic", [{"cols": 1, "rows": 1}, {"cols": 2, "rows": 3}, {"width": 128}, {"height": 200},
+                                    {"cell_height": 120}, {"cell_width": 0}, {"cell_height": 144}])
 def test_a_mosaic_that_cannot_hold_the_channels_is_refused(stream, mosaic):
     """7 planes of a 128 x 128 atlas need 7 cells of 128 x 128 (the stream's 3 x 3 of 384 x 384):
-    a mosaic of fewer cells or pixels was read past its end (issue 15: channels vs videos)."""
+    a mosaic of fewer cells or pixels was read past its end (issue 15: channels vs videos); nor may
+    the cells' pitch be less than the atlas, or take them past the frame (3 x 144 > 384)."""
     manifest = stream / "manifest.json"
     text = manifest.read_text()
     try:

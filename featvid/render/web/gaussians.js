@@ -142,16 +142,18 @@ export function checkGaussianManifest(m) {
 
 // One GOP's decoding plan: for every plane, where its codes start in the mosaic and how they
 // dequantize; for every Gaussian, its pixel offset inside a plane's cell.
-// gop: the manifest's GOP; mosaic: {cols, width, height}; levels: [a, b]; layout: parseLayout's;
-// info: the manifest's `gaussians` block.
+// gop: the manifest's GOP; mosaic: {cols, width, height, cell_height, cell_width} (the cells'
+// pitch, filled in by parseManifest); levels: [a, b]; layout: parseLayout's; info: the manifest's
+// `gaussians` block.
 export function gopPlan(gop, mosaic, levels, layout, info) {
-  const [ha, wa] = gop.atlas;
+  const wa = gop.atlas[1];
+  const [ph, pw] = [mosaic.cell_height, mosaic.cell_width];
   const offsets = new Int32Array(layout.count);
   for (let i = 0; i < layout.count; i++) {
     const p = layout.pixels[i];
     offsets[i] = Math.floor(p / wa) * mosaic.width + (p % wa);
   }
-  const bases = gop.ranges.map((_, p) => Math.floor(p / mosaic.cols) * ha * mosaic.width + (p % mosaic.cols) * wa);
+  const bases = gop.ranges.map((_, p) => Math.floor(p / mosaic.cols) * ph * mosaic.width + (p % mosaic.cols) * pw);
   return { count: layout.count, degree: info.sh_degree, targets: planeTargets(info.planes, info.sh_degree),
            ranges: gop.ranges, levels, bases, offsets, high: layout.high };
 }

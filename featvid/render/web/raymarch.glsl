@@ -46,7 +46,7 @@ uniform vec4 uIntrinsics;    // fx, fy, cx, cy in pixels
 uniform float uHeight;       // image height in pixels
 
 uniform int uMosaicCols;
-uniform ivec2 uAtlasSize;    // one plane: (width, height)
+uniform ivec2 uCellPitch;    // from one plane's cell to the next: (width, height), pixels
 uniform vec2 uLevels;        // code range [a, b]
 uniform float uLo[NUM_PLANES];     // per channel: value of code a
 uniform float uScale[NUM_PLANES];  // per channel: (hi - lo) / (b - a)
@@ -171,7 +171,7 @@ void main() {
       ivec2 px = tile * 8 + ivec2(l.x + 4 * (l.z & 1), l.y + 4 * (l.z >> 1));  // (col, row)
       weightSum += w;
       for (int p = 0; p < NUM_PLANES; p++) {
-        ivec2 cellOrigin = ivec2(p % uMosaicCols, p / uMosaicCols) * uAtlasSize;
+        ivec2 cellOrigin = ivec2(p % uMosaicCols, p / uMosaicCols) * uCellPitch;
         float q = float(texelFetch(uAtlas, cellOrigin + px, 0).r);
         codeSum[p] += w * (clamp(q, a, b) - a);
       }

@@ -127,7 +127,8 @@ export class Renderer {
   }
 
   // Switch to a GOP in one rendition (`key` names the pair): its block lookup, quantization ranges
-  // (info: the manifest's GOP), the rendition's code range `levels` and mosaic geometry.
+  // (info: the manifest's GOP), the rendition's code range `levels` and mosaic geometry (cols and
+  // the cells' pitch).
   setGop(key, info, mosaic, levels, lookup) {
     const gl = this.gl;
     gl.useProgram(this.program);
@@ -139,7 +140,7 @@ export class Renderer {
     gl.uniform1fv(this.loc.uLo, info.ranges.map((r) => r[0]));
     gl.uniform1fv(this.loc.uScale, info.ranges.map((r) => (r[1] - r[0]) / (b - a)));
     gl.uniform1i(this.loc.uMosaicCols, mosaic.cols);
-    gl.uniform2i(this.loc.uAtlasSize, info.atlas[1], info.atlas[0]);
+    gl.uniform2i(this.loc.uCellPitch, mosaic.cell_width, mosaic.cell_height);  // stream.js fills them in
     const { width, height } = mosaic;
     if (this.atlasSize[0] !== width || this.atlasSize[1] !== height) {
       gl.activeTexture(gl.TEXTURE0);

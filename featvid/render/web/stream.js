@@ -154,6 +154,15 @@ export function parseManifest(text) {
       const v = g.videos && g.videos[r.name];
       if (!v) throw new StreamError(`GOP at frame ${g.start} has no video of rendition ${r.name}`);
       checkName(v.file, "video");
+      // cells start a pitch apart: the atlas rounded up to whole macroblocks; a stream made before
+      // it states none and has its cells an atlas apart (docs/stream-format.md, "Packing")
+      const mo = v.mosaic;
+      mo.cell_height = mo.cell_height === undefined ? g.atlas[0] : mo.cell_height;
+      mo.cell_width = mo.cell_width === undefined ? g.atlas[1] : mo.cell_width;
+      if (mo.cell_height < g.atlas[0] || mo.cell_width < g.atlas[1] || mo.rows * mo.cell_height > mo.height ||
+          mo.cols * mo.cell_width > mo.width) {
+        throw new StreamError(`GOP at frame ${g.start}: mosaic ${JSON.stringify(mo)} does not hold cells of ${g.atlas}`);
+      }
     }
     g.mappingBytes = (g.bytes && g.bytes.mapping) || 0;
   }
