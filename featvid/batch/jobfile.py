@@ -49,7 +49,7 @@ MAX_OUTPUTS = 4096  # streams of the whole job (a crf list makes one per rate)
 _JOB_KEYS = {"out", "retries", "backend", "encode", "sequence"}
 _SEQUENCE_KEYS = {"name", "run", "baked", "data", "encode", "train", "gop", "sh_degree", "fps"}
 _PLY_KEYS = ("gop", "sh_degree", "fps")  # `featvid bake`'s options of a folder of Gaussian PLY frames
-_ENCODE_KEYS = {"preset", "crf", "basis", "name", "ladder"}
+_ENCODE_KEYS = {"preset", "crf", "basis", "name", "ladder", "plane_qp", "space_qp"}
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,20 @@ class EncodeSpec:
     basis: bool | None = None  # None: the presets' choice
     name: str = ""  # the stream folder's name without ".fvv"
     ladder: tuple[str, ...] | None = None  # the renditions' preset names, in order, or None
+    plane_qp: tuple[float, ...] | None = None  # the preset's QP offsets per atlas plane overridden (None: its own)
+    space_qp: tuple[float, ...] | None = None  # its (inner box, shell) offsets overridden (None: its own)
 
     @property
     def presets(self) -> tuple[str, ...]:
         """The preset of every rendition (one without a ladder)."""
         return self.ladder if self.ladder is not None else (str(self.preset),)
+
+    def wanted(self) -> list[Any]:
+        """What `Manifest.differs` compares a finished stream with: the preset names, or the one
+        preset with its offsets overridden (a Preset)."""
+        if self.plane_qp is None and self.space_qp is None:
+            return list(self.presets)
+        return [get_preset(str(self.preset)).with_offsets(self.plane_qp, self.space_qp)]
 
 
 @dataclass(frozen=True)
@@ -294,11 +303,20 @@ def _encodes(item: Any, where: str) -> list[EncodeSpec]:
     if basis is not None and not isinstance(basis, bool):
         raise ConfigError(f"{where}: basis must be true or false")
     if "ladder" in item:
+        if "plane_qp" in item or "space_qp" in item:
+            raise ConfigError(f"{where}: a ladder takes its presets' QP offsets; give plane_qp / space_qp to an "
+                              "encode of one preset")
         return [_ladder(item, basis, where)]
     preset = item.get("preset")
     if not isinstance(preset, str):
         raise ConfigError(f"{where}: preset must be a preset name (see `featvid presets`)")
     get_preset(preset)  # ConfigError listing the known ones
+    plane_qp, space_qp = _offsets(item, "plane_qp", None, where), _offsets(item, "space_qp", 2, where)
+    if plane_qp is not None or space_qp is not None:
+        try:
+            get_preset(preset).with_offsets(plane_qp, space_qp)  # the encoder reads offsets; each in range
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     crf = item.get("crf")
     rates = crf if isinstance(crf, list) else [crf]
     if not rates:
@@ -317,8 +335,24 @@ def _encodes(item: Any, where: str) -> list[EncodeSpec]:
             get_preset(preset).encoder_options(rate)  # the rate fits (range, whole numbers where the encoder wants them)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-        specs.append(EncodeSpec(preset, rate, basis, name))
+        specs.append(EncodeSpec(preset, rate, basis, name, plane_qp=plane_qp, space_qp=space_qp))
     return specs
+
+
+def _offsets(item: dict, key: str, count: int | None, where: str) -> tuple[float, ...] | None:
+    """An encode's `plane_qp` (offsets of the atlas planes, density first) or `space_qp` (`count`
+    = 2: inner box, shell), as `featvid encode --plane-qp / --space-qp` takes them: a list of
+    numbers, or "none" (no offsets); None when not given (the preset's own)."""
+    if key not in item:
+        return None
+    v = item[key]
+    if v == "none":
+        return () if count is None else (0.0,) * count
+    ok = isinstance(v, list) and bool(v) and all(isinstance(q, (int, float)) and not isinstance(q, bool) for q in v)
+    if not ok or (count is not None and len(v) != count):
+        want = "a list of numbers (density's offset first)" if count is None else "a list of two numbers [INNER, SHELL]"
+        raise ConfigError(f"{where}: {key} must be {want}, or \"none\"; got {v!r}")
+    return tuple(float(q) for q in v)
 
 
 def _ladder(item: dict, basis: bool | None, where: str) -> EncodeSpec:

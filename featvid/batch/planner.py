@@ -273,7 +273,8 @@ class StreamOutput(Output):
         self.status = "running"
         s = self.spec
         return [Task(self, "open", tasks.plan_stream,
-                     (self.baked, self.path, s.preset, s.crf, self.backend, s.basis, s.ladder))]
+                     (self.baked, self.path, s.preset, s.crf, self.backend, s.basis, s.ladder, s.plane_qp,
+                      s.space_qp))]
 
     def _opened(self, value: tuple[Any, dict[int, Any]]) -> dict[int, Any]:
         plan, kept = value
@@ -295,7 +296,7 @@ class StreamOutput(Output):
         except FeatvidError as e:
             return f"by something else (unreadable manifest: {e})"
         self.gops_total = len(m.gops)  # unknown before where the job makes the bake (PLY frames, train)
-        return m.differs(self.spec.presets, self.spec.crf, self.backend, self.spec.basis)
+        return m.differs(self.spec.wanted(), self.spec.crf, self.backend, self.spec.basis)
 
 
 class TrainOutput(Output):

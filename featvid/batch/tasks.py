@@ -105,13 +105,16 @@ def finish_bake_task(run_dir: Path, out: Path, entries: list[BakedGop]) -> Path:
 # ---- encode -----------------------------------------------------------------------------------------
 
 def plan_stream(baked: Path, out: Path, preset: str | None, crf: float | None, backend: str,
-                basis: bool | None, ladder: tuple[str, ...] | None = None) -> tuple[EncodePlan, dict[int, GopEntry]]:
+                basis: bool | None, ladder: tuple[str, ...] | None = None,
+                plane_qp: tuple[float, ...] | None = None,
+                space_qp: tuple[float, ...] | None = None) -> tuple[EncodePlan, dict[int, GopEntry]]:
     """Plan the stream (featvid.codecs.encode.plan_encode: reads, checks, fits the feature basis)
     of one preset or of a ladder of presets (then `preset` is None), and get `out` ready: resume
-    what an earlier job of the same plan left staged, or start over. Returns the plan and the GOPs
-    already done."""
+    what an earlier job of the same plan left staged, or start over. plane_qp, space_qp: the
+    preset's QP offsets overridden (None: its own). Returns the plan and the GOPs already done."""
     check_output_dir(out, STREAM, [baked])  # a resumed stream too, and before the plan's fitting
-    plan = plan_encode(baked, out, preset, crf, backend, basis, ladder=None if ladder is None else list(ladder))
+    plan = plan_encode(baked, out, preset, crf, backend, basis, ladder=None if ladder is None else list(ladder),
+                       plane_qp=plane_qp, space_qp=space_qp)
     staging = Staging(out)
     fingerprint = stream_fingerprint(plan)
     if staging.fingerprint() == fingerprint and out.is_dir() and not (out / MANIFEST).exists():

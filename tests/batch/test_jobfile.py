@@ -54,6 +54,22 @@ def test_ladders(tmp_path):
     assert (two.name, two.presets) == ("two", ("web", "web-crf29"))
 
 
+def test_qp_offsets(tmp_path):
+    """`plane_qp` / `space_qp` as `featvid encode --plane-qp / --space-qp` take them: a list, or
+    "none"; what the planner compares a finished stream with is the preset with those offsets."""
+    job = load_job(_write(tmp_path / "job.toml", '[[sequence]]\nrun = "r"\nencode = ['
+                          '{preset = "h264-crf16.5", plane_qp = [-2, 0, 1], crf = [18, 20]}, '
+                          '{preset = "h264-crf16.5", plane_qp = "none", space_qp = [-1, 2.5], name = "own"}, '
+                          '"h264-crf18"]\n'))
+    a18, a20, own, plain = job.sequences[0].encodes
+    assert (a18.name, a18.crf, a18.plane_qp, a18.space_qp) == ("h264-crf16.5-crf18", 18.0, (-2.0, 0.0, 1.0), None)
+    assert a20.plane_qp == (-2.0, 0.0, 1.0) and (own.plane_qp, own.space_qp) == ((), (-1.0, 2.5))
+    p = own.wanted()[0]
+    assert (p.name, p.plane_qp, p.space_qp) == ("h264-crf16.5", (), (-1.0, 2.5))
+    assert a18.wanted()[0].space_qp == (-2.0, 3.0)  # not given: the preset's own
+    assert plain.wanted() == ["h264-crf18"] and plain.plane_qp is None
+
+
 @pytest.mark.parametrize("text, message", [
     ('[[sequence]]\nrun = "r"\nbakd = "x"\n', "unknown key 'bakd'"),
     ('[[sequence]]\nrun = "r"\nbaked = "b"\n', "either run"),
@@ -76,6 +92,12 @@ def test_ladders(tmp_path):
     ('[[sequence]]\nrun = "r"\nencode = [{ladder = []}]\n', "a ladder is a name"),
     ('[[sequence]]\nrun = "r"\nencode = [{ladder = "abr"}, {ladder = "web,web-crf20", name = "abr"}]\n',
      "two encodes write abr.fvv"),
+    ('[[sequence]]\nrun = "r"\nencode = [{ladder = "abr", space_qp = "none"}]\n', "a ladder takes its presets"),
+    ('[[sequence]]\nrun = "r"\nencode = [{preset = "h264-crf16.5", space_qp = [-2]}]\n', "two numbers"),
+    ('[[sequence]]\nrun = "r"\nencode = [{preset = "h264-crf16.5", plane_qp = "-2,0"}]\n', "list of numbers"),
+    ('[[sequence]]\nrun = "r"\nencode = [{preset = "h264-crf16.5", plane_qp = [true]}]\n', "list of numbers"),
+    ('[[sequence]]\nrun = "r"\nencode = [{preset = "h264-crf16.5", plane_qp = [-13]}]\n', "-12..12"),
+    ('[[sequence]]\nrun = "r"\nencode = [{preset = "av1-crf35", plane_qp = [-2]}]\n', "takes no QP offsets"),
 ])
 def test_mistakes_are_config_errors_naming_the_place(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
@@ -104,5 +126,7 @@ def test_the_documented_example_is_a_valid_job(tmp_path):
     dancer, hoop = job.sequences
     assert [e.name for e in dancer.encodes] == ["h264-crf16.5"] and dancer.data is not None
     assert [e.name for e in hoop.encodes] == ["web", "h265-crf23-crf20", "h265-crf23-crf23", "h265-crf23-crf26",
-                                             "exact", "h264-crf18-no-basis", "abr", "two"]
+                                             "exact", "h264-crf18-no-basis", "flat", "abr", "two"]
+    flat = hoop.encodes[6]
+    assert (flat.preset, flat.plane_qp, flat.space_qp) == ("h264-crf16.5", None, (0.0, 0.0))
     assert hoop.encodes[-1].ladder == ("web", "web-crf24")

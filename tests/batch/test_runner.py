@@ -189,3 +189,33 @@ def test_a_ladder_is_one_stream_of_every_rendition(batch_runs, tmp_path):
     row = {r.output: r for r in again.rows}["abr2.fvv"]
     assert row.status == "failed" and "with the renditions h264-crf16.5, h265-crf23" in row.note
     assert raw_bytes(stream) == before
+
+
+def test_qp_offsets_make_what_encode_makes_and_count_as_the_stream(tmp_path):
+    """An encode with `space_qp` makes the bytes `featvid encode --space-qp` makes (a contracted
+    run, where the offsets apply); a rerun keeps it, and the same name with other offsets is a
+    stream made otherwise, never rewritten."""
+    from featvid.codecs import open_stream
+    from featvid.formats.synthetic import make_run
+
+    run = make_run(tmp_path / "runs" / "c", frames=2, gop=2, shape=(24, 24, 24), channels=4, space="contracted")
+    job_file = tmp_path / "job.toml"
+    entry = '{preset = "h264-crf16.5", space_qp = [-4, 4], plane_qp = [-1], name = "s"}'
+    job_file.write_text(f'encode = [{entry}]\n[[sequence]]\nname = "c"\nrun = "{run}"\n')
+    job = load_job(job_file)
+    report = run_job(job, InlineExecutor(), progress=False)
+    assert report.ok, report.table()
+    stream = job.out / "c" / "s.fvv"
+    ref = encode_baked(job.sequences[0].baked, tmp_path / "ref.fvv", preset="h264-crf16.5", space_qp=(-4, 4),
+                       plane_qp=(-1,))
+    assert content(stream) == content(ref)
+    codec = open_stream(stream).manifest.renditions[0].codec
+    assert tuple(codec.space_qp) == (-4.0, 4.0) and tuple(codec.plane_qp) == (-1.0,)
+    ex = InlineExecutor()
+    assert run_job(job, ex, progress=False).ok and ex.calls == []  # kept: the same offsets
+
+    job_file.write_text(job_file.read_text().replace("space_qp = [-4, 4], ", ""))  # the preset's own: -2, +3
+    before = raw_bytes(stream)
+    again = run_job(load_job(job_file), InlineExecutor(), progress=False)
+    row = {r.output: r for r in again.rows}["s.fvv"]
+    assert row.status == "failed" and "with other QP offsets" in row.note and raw_bytes(stream) == before
