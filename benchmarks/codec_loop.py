@@ -14,6 +14,10 @@ against "plain" over the crfs (featvid.metrics.bd_rate: held-out PSNR against by
 --compare TEST:ANCHOR pair (e.g. codec_norefresh:plain_norefresh, the codec's effect alone where
 a keyframe refresh would otherwise change the GOPs of one side only).
 
+--rerf Q1,Q2,...: also the ReRF-style codec (featvid.bench.baselines) at these qualities on each
+variant's run, and issue 27's ratio: the bytes it needs at the held-out PSNR of the first crf (the
+default's), log-interpolated on its curve ("lower bound" where its curve never gets there).
+
 Writes codec_loop.{json,md,png} under benchmarks/results/ (or --out); the work folders under
 benchmarks/cache/codec_loop/ (kept: a rerun with the same arguments reuses the trained runs).
 """
@@ -33,6 +37,11 @@ from featvid import api  # noqa: E402
 from featvid.bench.results import write_results  # noqa: E402
 from featvid.codecs.presets import DEFAULT_PRESET  # noqa: E402
 from featvid.metrics import bd_rate, bytes_per_frame  # noqa: E402
+from featvid.bench.baselines import ReRFCodec  # noqa: E402
+from featvid.bench.measure import measure_baseline  # noqa: E402
+from featvid.bench.models import prepare_model  # noqa: E402
+from featvid.bench.report import rate_at_psnr  # noqa: E402
+from featvid.data import load_dataset  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -78,6 +87,23 @@ def run_variant(data: Path, work: Path, preset: str, overrides: dict, crfs: list
             "codec_seconds": sum(r.get("codec_seconds", 0) for r in log), "points": points}
 
 
+def rerf_points(work: Path, data: Path, qualities: list[float]) -> list[dict]:
+    """The ReRF-style codec at each quality on the variant's run: held-out PSNR and all its bytes
+    (payload + float16 MLP) per frame, measured as `featvid bench` measures it."""
+    model = prepare_model("main", work / "run", work / "bench")
+    video = load_dataset(data)
+    rows = [measure_baseline(ReRFCodec(quality=q), model, video) for q in qualities]
+    return [{"quality": r["quality"], "psnr": r["psnr"], "bytes_per_frame": r["bytes_per_frame"]} for r in rows]
+
+
+def rerf_ratio(v: dict) -> dict:
+    """Issue 27's figure: ReRF's bytes at the held-out PSNR of our first point (the default's)."""
+    ours = v["points"][0]
+    rate, how = rate_at_psnr(v["rerf"], ours["psnr"])
+    return {"psnr": ours["psnr"], "ours": ours["bytes_per_frame"], "rerf": rate, "ratio": rate / ours["bytes_per_frame"],
+            "how": how}
+
+
 def bd_between(test: dict, anchor: dict) -> float:
     """BD-rate (%) of one variant's points against another's."""
     a, t = anchor["points"], test["points"]
@@ -101,6 +127,16 @@ def markdown(results: dict) -> str:
             lines.append(f"| {scene} | {name} | {v['train_seconds']:.0f} ({v['train_seconds'] / base['train_seconds']:.2f}x) "
                          f"| {v['codec_trips']:.0f} ({v['codec_seconds']:.1f}) | {v['float_psnr']:.2f} | {p0['psnr']:.2f} "
                          f"| {p0['bytes_per_frame']:,.0f} | {v.get('bd_rate', float('nan')):+.1f} % |")
+    rerf = [(scene, name, v) for scene, variants in results["scenes"].items() for name, v in variants.items()
+            if v.get("rerf")]
+    if rerf:
+        lines += ["", f"The ReRF-style codec at the held-out PSNR of crf {a['crfs'][0]:g} (issue 27 asks for >= 4x):", "",
+                  "| scene | variant | PSNR | ours (B/frame) | ReRF-style (B/frame) | ratio | how |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for scene, name, v in rerf:
+            r = v["rerf_ratio"]
+            lines.append(f"| {scene} | {name} | {r['psnr']:.2f} | {r['ours']:,.0f} | {r['rerf']:,.0f} | "
+                         f"{r['ratio']:.2f}x | {r['how']} |")
     if results["comparisons"]:
         lines += ["", "| scene | variant | against | BD-rate |", "|---|---|---|---:|"]
         lines += [f"| {c['scene']} | {c['test']} | {c['anchor']} | {c['bd_rate']:+.1f} % |" for c in results["comparisons"]]
@@ -109,6 +145,9 @@ def markdown(results: dict) -> str:
         for name, v in variants.items():
             pts = "; ".join(f"{p['crf']:g}: {p['psnr']:.2f} @ {p['bytes_per_frame']:,.0f}" for p in v["points"])
             lines.append(f"- {scene} / {name}: {pts}")
+            if v.get("rerf"):
+                pts = "; ".join(f"q{p['quality']:g}: {p['psnr']:.2f} @ {p['bytes_per_frame']:,.0f}" for p in v["rerf"])
+                lines.append(f"- {scene} / {name}, ReRF-style: {pts}")
     return "\n".join(lines) + "\n"
 
 
@@ -149,8 +188,11 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "codec_loop")
     ap.add_argument("--fresh", action="store_true", help="train everything again")
     ap.add_argument("--no-codec", action="store_true", help="leave out the `codec` variant (plain and --variant only)")
+    ap.add_argument("--rerf", default="", metavar="Q1,Q2,...",
+                    help="also the ReRF-style codec at these qualities (1..100) on every variant's run")
     args = ap.parse_args()
     crfs = [float(c) for c in args.crfs.split(",")]
+    qualities = [float(q) for q in args.rerf.split(",") if q]
     variants = {"plain": {}} if args.no_codec else {"plain": {}, "codec": {"codec_loop": args.codec}}
     variants.update(parse_variant(v) for v in args.variant)
     results = {"args": {**vars(args), "out": str(args.out), "cache": str(args.cache), "crfs": crfs}, "scenes": {},
@@ -167,6 +209,9 @@ def main() -> None:
         for name, overrides in variants.items():
             print(f"{scene}: {name} {overrides}", file=sys.stderr)
             out[name] = run_variant(data, data.parent / name, args.preset, overrides, crfs, args.fresh)
+            if qualities:
+                out[name]["rerf"] = rerf_points(data.parent / name, data, qualities)
+                out[name]["rerf_ratio"] = rerf_ratio(out[name])
         for name, v in out.items():
             if name != "plain":
                 v["bd_rate"] = bd_between(v, out["plain"])

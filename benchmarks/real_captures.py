@@ -1,7 +1,7 @@
 """Captures with a background (issue 25): the built-in room and forward-facing scenes against the same
 subject masked on white, and real captures, each through the commands a user types.
 
-    python benchmarks/real_captures.py [--scenes room,forward] [--frames 2] [--views 24] [--size 64]
+    python benchmarks/real_captures.py [--scenes room,forward] [--frames 2] [--views V] [--size 64]
                                        [--capture NAME=PATH[:DOWNSCALE]] ... [--preset fast] [--out DIR]
                                        [--crf 16.5,14,13]
 
@@ -13,6 +13,9 @@ with the same cameras: in its room / before its backdrop (opaque images, `--spac
 and masked on white (`--backdrop none`: the box), which is the comparison the issue asks for.
 With --crf, every case's run is also encoded at each of those rates (`featvid encode --crf`): what
 the codec costs against the bytes it spends, for choosing a rate.
+Views: the room 64, the forward-facing scene 24 unless --views says (a ring of cameras inside a
+room needs more: 24 views left it 8.3 dB under the masked subject, 64 views 0.74; BENCHMARKS.md,
+"The room needs views"); the cache names a built-in scene's folders by their view count.
 Real captures are not shipped: pass their folders (e.g. instant-ngp's fox, --capture fox=/data/fox:8).
 Everything is cached under benchmarks/cache/real/ unless --fresh; writes real_captures.json / .md
 under benchmarks/results/ (or --out).
@@ -51,10 +54,14 @@ def stream_bytes_of(stream: Path) -> int:
     return sum(p.stat().st_size for p in stream.rglob("*") if p.is_file())
 
 
+SCENE_VIEWS = {"room": 64, "forward": 24}  # a built-in scene's views unless --views says
+
+
 def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, fresh: bool,
-             crfs: list[float] = ()) -> dict:
-    """Train, evaluate, bake, encode and evaluate the stream of one dataset (and at each of `crfs`)."""
-    work = cache / name
+             crfs: list[float] = (), folder: str | None = None) -> dict:
+    """Train, evaluate, bake, encode and evaluate the stream of one dataset (and at each of `crfs`)
+    in cache/`folder` (default: `name`)."""
+    work = cache / (folder or name)
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -102,12 +109,13 @@ def run_case(name: str, data: Path, downscale: float, preset: str, cache: Path, 
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = ["# Captures with a background (issue 25)", "",
              f"`python benchmarks/real_captures.py` — preset `{args.preset}`; built-in scenes {args.frames} frames, "
-             f"{args.views} views, {args.size} px; train = the wall clock of `featvid train` on this machine.", "",
-             "| case | space | grid | train (s) | float PSNR | stream PSNR | codec cost | psnr_fg float | bytes/frame |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"{args.size} px; train = the wall clock of `featvid train` on this machine.", "",
+             "| case | views | space | grid | train (s) | float PSNR | stream PSNR | codec cost | psnr_fg float | bytes/frame |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         fg = f"{r['psnr_fg_float']:.2f}" if "psnr_fg_float" in r else "–"
-        lines.append(f"| {r['case']} | {r['space']} | {'x'.join(map(str, r['grid_shape']))} | {r['train_seconds']:.0f} | "
+        lines.append(f"| {r['case']} | {r.get('views', '–')} | {r['space']} | {'x'.join(map(str, r['grid_shape']))} | "
+                     f"{r['train_seconds']:.0f} | "
                      f"{r['psnr_float']:.2f} | {r['psnr_stream']:.2f} | {r['psnr_stream'] - r['psnr_float']:+.2f} | "
                      f"{fg} | {r['bytes_per_frame']:,} |")
     by = {r["case"]: r for r in rows}
@@ -133,7 +141,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenes", default="room,forward", help="built-in scenes with a background ('' for none)")
     p.add_argument("--frames", type=int, default=2)
-    p.add_argument("--views", type=int, default=24)
+    p.add_argument("--views", type=int, default=None,
+                   help="views of every built-in scene (default: room 64, forward 24)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--capture", action="append", default=[], metavar="NAME=PATH[:DOWNSCALE]",
                    help="a real capture folder (any layout featvid reads); downscale default 8")
@@ -147,13 +156,15 @@ def main() -> None:
     args.scenes = [s for s in args.scenes.split(",") if s]
     rows = []
     for scene in args.scenes:
+        views = args.views or SCENE_VIEWS.get(scene, 24)
         for backdrop in ("scene", "none"):
             name = scene if backdrop == "scene" else f"{scene}-white"
-            data = args.cache / "data" / name
+            folder = f"{name}-{views}v"  # a cached scene of other views is never taken for it
+            data = args.cache / "data" / folder
             if not (data / "transforms_train.json").is_file():
-                featvid("synth", data, "--scene", scene, "--frames", args.frames, "--views", args.views,
+                featvid("synth", data, "--scene", scene, "--frames", args.frames, "--views", views,
                         "--size", args.size, "--backdrop", backdrop)
-            rows.append(run_case(name, data, 1.0, args.preset, args.cache, args.fresh, crfs))
+            rows.append({**run_case(name, data, 1.0, args.preset, args.cache, args.fresh, crfs, folder), "views": views})
     for spec in args.capture:
         name, _, rest = spec.partition("=")
         path, _, scale = rest.partition(":")

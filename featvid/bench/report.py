@@ -23,7 +23,7 @@ def _curve_rows(rows: list[dict], model: str, curve: str) -> list[dict]:
     return sorted((r for r in rows if r["model"] == model and r["curve"] == curve), key=lambda r: r["bytes_per_frame"])
 
 
-def _rate_at_psnr(rows: list[dict], psnr: float) -> tuple[float, str]:
+def rate_at_psnr(rows: list[dict], psnr: float) -> tuple[float, str]:
     """Bytes per frame of an RD curve at `psnr` (log-rate interpolation), and how it was found."""
     pts = sorted((r["psnr"], r["bytes_per_frame"]) for r in rows if math.isfinite(r["psnr"]))
     if not pts:
@@ -57,7 +57,7 @@ def summarize(rows: list[dict], matrix: Matrix) -> dict:
                    "loss_db": float_row["psnr"] - best["psnr"], "within_target": bool(good)}
     ratios = {}
     for curve in sorted({r["curve"] for r in main if r["kind"] == "baseline"}):
-        rate, how = _rate_at_psnr(_curve_rows(rows, "main", curve), best["psnr"])
+        rate, how = rate_at_psnr(_curve_rows(rows, "main", curve), best["psnr"])
         ratios[curve] = {"bytes_per_frame": rate, "ratio": rate / best["bytes_per_frame"], "how": how}
     out["baseline_ratios"] = ratios
     # BD-rate of every curve against the anchor (its first speed preset present)
