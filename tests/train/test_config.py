@@ -58,7 +58,8 @@ def test_flat_dict_of_an_old_run_reads_as_the_preset_it_was():
              "refresh_slope": 0.0, "keyframe_rate_weight": None, "contracted_rate_weight": None}
     def as_before(**changes):  # `fast` without what was added to it since
         return preset("fast", space="box", coarse_contracted_iters=0, random_background=False, refresh_slope=0.0,
-                      gop=10, gop_growth=0.25, rate_weight=0.0, **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
+                      gop=10, gop_growth=0.25, rate_weight=0.0, keyframe_iters=600, keyframe_iters_min=600,
+                      refresh_iters=300, **changes)._changed(dict.fromkeys(CONTRACTED_FOLLOWS))
 
     assert config == as_before()
     assert config.flat() == {**FLAT_FAST, **added}  # nothing lost or renamed on the way
@@ -164,7 +165,7 @@ def test_a_contracted_grid_trains_with_its_own_values():
     real = fast.in_space("contracted")
     assert (real.grid.resolution, real.schedule.keyframe_iters, real.schedule.keyframe_iters_min) == (64, 1600, 1600)
     assert real.losses.keyframe_tv_weight == 0.003 and real.mlp.view_freqs == 0 and real.mlp_config().view_freqs == 0
-    assert real.schedule.refresh_iters == fast.schedule.refresh_iters  # 300: still at most the keyframe's
+    assert real.schedule.refresh_iters == fast.schedule.refresh_iters == 600  # still at most the keyframe's
     assert real.in_space("contracted") == real  # applied once: the section is emptied
     # what run.json records is the config as given (a resume matches it), not the applied one
     assert fast.matches(json.loads(json.dumps(fast.to_dict()))) and not real.matches(fast.to_dict())
